@@ -1,0 +1,277 @@
+"""The spiking nonlinearity: escape noise (forward) x surrogate derivative (backward).
+
+A spike operation is a pair of small objects, bound per layer instance:
+
+* an escape noise gives the probability of a spike at x = U - theta, and draws spikes:
+  ``step`` (deterministic threshold), ``sigmoid``, ``exponential``, ``superspike``;
+* a surrogate derivative replaces dS/dx in the backward pass:
+  ``superspike``, ``sigmoid``, ``scaled_sigmoid``, ``exponential``, ``multilayerspiker``.
+
+``SpikeFn(escape, surrogate, generator)`` binds them into one autograd operation. There is
+no class-level or global mutable state: two layers with different settings coexist.
+The named methods of the paper's configs are one table, ``METHODS``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError, check_positive
+
+# --------------------------------------------------------------------------- escape noise
+
+
+@dataclass(frozen=True)
+class Step:
+    """Deterministic threshold: S = 1 if x > 0 else 0."""
+
+    name = "step"
+    deterministic = True
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > 0).to(x.dtype)
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return (x > 0).to(x.dtype)
+
+
+class _Stochastic:
+    deterministic = False
+
+    def sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Bernoulli(prob(x)) from `generator`, on x's device."""
+        uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (uniform < self.prob(x)).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class SigmoidEscape(_Stochastic):
+    """S ~ Bernoulli(sigmoid(beta x))."""
+
+    beta: float = 10.0
+    name = "sigmoid"
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.beta * x)
+
+
+@dataclass(frozen=True)
+class ExponentialEscape(_Stochastic):
+    """S ~ Bernoulli(min(1, p0 exp(x / delta_u))); the exponent is capped at saturation."""
+
+    p0: float = 2.0 / 3.0
+    delta_u: float = 0.133
+    name = "exponential"
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        cap = math.log(1.0 / self.p0)  # exponent at which p0 exp(.) reaches 1
+        return self.p0 * torch.exp(torch.clamp(x / self.delta_u, max=cap))
+
+
+@dataclass(frozen=True)
+class SuperSpikeEscape(_Stochastic):
+    """S ~ Bernoulli(f(x)), f the fast sigmoid 1/2 (1 + beta x / (1 + beta |x|))."""
+
+    beta: float = 10.0
+    name = "superspike"
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        bx = self.beta * x
+        return 0.5 * (1.0 + bx / (1.0 + bx.abs()))
+
+
+# -------------------------------------------------------------------- surrogate derivatives
+
+
+@dataclass(frozen=True)
+class SuperSpikeSurrogate:
+    """dS/dx := 1 / (beta |x| + 1)^2 (Zenke & Ganguli 2018)."""
+
+    beta: float = 10.0
+    name = "superspike"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        return 1.0 / (self.beta * x.abs() + 1.0) ** 2
+
+
+@dataclass(frozen=True)
+class SigmoidSurrogate:
+    """dS/dx := beta s (1 - s), s = sigmoid(beta x): the derivative of sigmoid(beta x)."""
+
+    beta: float = 10.0
+    name = "sigmoid"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        bx = self.beta * x
+        return self.beta * torch.sigmoid(bx) * torch.sigmoid(-bx)
+
+
+@dataclass(frozen=True)
+class ScaledSigmoidSurrogate:
+    """dS/dx := s (1 - s), s = sigmoid(beta x): the sigmoid derivative without the factor beta."""
+
+    beta: float = 10.0
+    name = "scaled_sigmoid"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        bx = self.beta * x
+        return torch.sigmoid(bx) * torch.sigmoid(-bx)
+
+
+@dataclass(frozen=True)
+class ExponentialSurrogate:
+    """dS/dx := p0 / delta_u exp(x / delta_u), the derivative of the exponential escape noise.
+
+    Above saturation (p0 exp(x/delta_u) >= 1) it keeps its value at saturation, 1/delta_u,
+    so it stays finite for every input instead of overflowing.
+    """
+
+    p0: float = 2.0 / 3.0
+    delta_u: float = 0.133
+    name = "exponential"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        cap = math.log(1.0 / self.p0)
+        return self.p0 / self.delta_u * torch.exp(torch.clamp(x / self.delta_u, max=cap))
+
+
+@dataclass(frozen=True)
+class MultilayerSpikerSurrogate:
+    """dS/dx := S, the spike itself (Gardner, Sporea & Gruening 2015)."""
+
+    name = "multilayerspiker"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        return spikes
+
+
+ESCAPE_NOISES = {
+    "step": Step,
+    "sigmoid": SigmoidEscape,
+    "exponential": ExponentialEscape,
+    "superspike": SuperSpikeEscape,
+}
+SURROGATES = {
+    "superspike": SuperSpikeSurrogate,
+    "sigmoid": SigmoidSurrogate,
+    "scaled_sigmoid": ScaledSigmoidSurrogate,
+    "exponential": ExponentialSurrogate,
+    "multilayerspiker": MultilayerSpikerSurrogate,
+}
+
+
+def _build(kind: str, registry: dict, name: str, beta: float, p0: float, delta_u: float):
+    if name not in registry:
+        raise ConfigError(f"{kind}={name!r} is not valid; choose one of: {', '.join(registry)}")
+    cls = registry[name]
+    fields = getattr(cls, "__dataclass_fields__", {})
+    params = {"beta": beta, "p0": p0, "delta_u": delta_u}
+    kwargs = {key: params[key] for key in fields}
+    for key, value in kwargs.items():
+        check_positive(key, value)
+    if "p0" in kwargs and kwargs["p0"] > 1:
+        raise ConfigError(f"p0={p0!r} is not valid; it must lie in (0, 1]")
+    return cls(**kwargs)
+
+
+def make_escape(name: str, beta: float = 10.0, p0: float = 2 / 3, delta_u: float = 0.133):
+    """Escape noise by name (one of ESCAPE_NOISES), taking only the parameters it uses."""
+    return _build("escape noise", ESCAPE_NOISES, name, beta, p0, delta_u)
+
+
+def make_surrogate(name: str, beta: float = 10.0, p0: float = 2 / 3, delta_u: float = 0.133):
+    """Surrogate derivative by name (one of SURROGATES), taking only the parameters it uses."""
+    return _build("surrogate", SURROGATES, name, beta, p0, delta_u)
+
+
+# ------------------------------------------------------------------------ autograd op
+
+
+class _SpikeFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, escape, surrogate, generator):
+        spikes = escape.sample(x, generator)
+        ctx.save_for_backward(x, spikes)
+        ctx.surrogate = surrogate
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes):
+        x, spikes = ctx.saved_tensors
+        return grad_spikes * ctx.surrogate.derivative(x, spikes), None, None, None
+
+
+class SpikeFn:
+    """One spike operation: forward draws spikes through `escape`, backward uses `surrogate`.
+
+    >>> spike = SpikeFn(SigmoidEscape(beta=10), SuperSpikeSurrogate(beta=10), generator=gen)
+    >>> s = spike(mem - 1.0)
+    """
+
+    def __init__(self, escape, surrogate, generator: torch.Generator | None = None):
+        self.escape = escape
+        self.surrogate = surrogate
+        self.generator = generator
+
+    @property
+    def deterministic(self) -> bool:
+        return self.escape.deterministic
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _SpikeFunction.apply(x, self.escape, self.surrogate, self.generator)
+
+    def __repr__(self) -> str:
+        return f"SpikeFn(escape={self.escape}, surrogate={self.surrogate})"
+
+
+# ---------------------------------------------------------------------------- methods
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named method: escape noise, and surrogate for sigm=False / sigm=True."""
+
+    escape: str
+    surrogate: str
+    surrogate_sigm: str
+    escape_sigm: str | None = None  # escape noise when sigm=True, if it differs
+
+
+METHODS = {
+    "superspike": Method("step", "superspike", "sigmoid"),
+    "stochasticsuperspike": Method("sigmoid", "superspike", "sigmoid"),
+    "exponentialstochasticsuperspike": Method("exponential", "superspike", "sigmoid"),
+    "realstochasticsuperspike": Method("superspike", "superspike", "sigmoid"),
+    "multilayerspiker": Method("exponential", "multilayerspiker", "multilayerspiker", "sigmoid"),
+    "scaled_sigmoid": Method("sigmoid", "scaled_sigmoid", "scaled_sigmoid"),
+}
+
+
+def method_pair(method: str, sigm: bool = False) -> tuple[str, str]:
+    """(escape noise name, surrogate name) of a named method."""
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is not valid; choose one of: {', '.join(METHODS)}")
+    spec = METHODS[method]
+    if sigm:
+        return spec.escape_sigm or spec.escape, spec.surrogate_sigm
+    return spec.escape, spec.surrogate
+
+
+def spike_fn_for_method(
+    method: str,
+    beta: float = 10.0,
+    p0: float = 2 / 3,
+    delta_u: float = 0.133,
+    sigm: bool = False,
+    generator: torch.Generator | None = None,
+) -> SpikeFn:
+    """The SpikeFn of a named method (see METHODS), with the config's beta, p0, delta_u."""
+    escape, surrogate = method_pair(method, sigm)
+    return SpikeFn(
+        make_escape(escape, beta, p0, delta_u),
+        make_surrogate(surrogate, beta, p0, delta_u),
+        generator,
+    )
