@@ -1,0 +1,345 @@
+"""Spiking Heidelberg Digits (SHD, Cramer et al. 2020): find, download, check and bin into rasters.
+
+Official files `shd_train.h5` / `shd_test.h5` (served gzipped from https://zenkelab.org/datasets/
+with md5 checksums in `md5sums.txt`). Layout: `spikes/times` (per sample a float array of spike
+times in s), `spikes/units` (per sample a uint16 array of input units 0..699), `labels`
+(20 classes), optional `extra/` metadata. h5py and pooch are imported only when needed.
+
+Binning: a spike at time t goes to step floor(t/dt) (with a 1e-9-step slack so that spikes at
+exact bin edges are not pushed back by round-off); spikes at or after nb_steps*dt are dropped;
+several spikes of one unit in one step count once (binary raster, matching the network input).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, check_choice, check_positive
+from .randman import split_dataset
+
+SHD_URL = "https://zenkelab.org/datasets"
+SHD_FILES = {"train": "shd_train.h5", "test": "shd_test.h5"}
+MD5_FILE = "md5sums.txt"
+SHD_UNITS = 700
+SHD_CLASSES = 20
+
+HOW_TO_GET = (
+    f"Download shd_train.h5.gz and shd_test.h5.gz from {SHD_URL}/ (checksums in {MD5_FILE}), "
+    "gunzip them into one folder and set dataset.datadir=<that folder>; or set "
+    "dataset.download=true to fetch and check them automatically."
+)
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Reading SHD needs h5py: pip install h5py (or pip install -e '.[experiments]')"
+        ) from err
+    return h5py
+
+
+def _pooch():
+    try:
+        import pooch
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Downloading SHD needs pooch: pip install pooch (or pip install -e '.[experiments]')"
+        ) from err
+    return pooch
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_shd_like(
+    path: str | os.PathLike,
+    times_list: Sequence[Sequence[float]],
+    units_list: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    speakers: Sequence[int] | None = None,
+) -> Path:
+    """Write a small file in the official SHD layout (for tests and end-to-end checks).
+
+    `spikes/times`: vlen float32 per sample; `spikes/units`: vlen uint16; `labels`: uint16;
+    `extra/speaker` if `speakers` is given.
+    """
+    h5py = _h5py()
+    n = len(labels)
+    if len(times_list) != n or len(units_list) != n:
+        raise ValueError(
+            f"times_list ({len(times_list)}), units_list ({len(units_list)}) and labels ({n}) "
+            "must have one entry per sample"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        times_ds = f.create_dataset("spikes/times", (n,), dtype=h5py.vlen_dtype(np.float32))
+        units_ds = f.create_dataset("spikes/units", (n,), dtype=h5py.vlen_dtype(np.uint16))
+        for i, (t, u) in enumerate(zip(times_list, units_list)):
+            times_ds[i] = np.asarray(t, dtype=np.float32)
+            units_ds[i] = np.asarray(u, dtype=np.uint16)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+        if speakers is not None:
+            f.create_dataset("extra/speaker", data=np.asarray(speakers, dtype=np.uint16))
+    return path
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _file_for(path_or_datadir: str | os.PathLike, split: str) -> Path:
+    """The h5 file: the path itself, or <datadir>/shd_<split>.h5."""
+    check_choice("dataset.split", split, SHD_FILES)
+    path = Path(path_or_datadir).expanduser()
+    if path.is_dir():
+        path = path / SHD_FILES[split]
+    if not path.is_file():
+        hint = ""
+        if Path(str(path) + ".gz").is_file():
+            hint = f" (found {path.name}.gz: gunzip it first)"
+        raise FileNotFoundError(f"SHD file {path} not found{hint}. {HOW_TO_GET}")
+    return path
+
+
+def read_shd_events(
+    path: str | os.PathLike,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Read and check one SHD file: (times per sample (s), units per sample, labels int64)."""
+    h5py = _h5py()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SHD file {path} not found. {HOW_TO_GET}")
+    bad = f"{path} is not a readable SHD file"
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("spikes/times", "spikes/units", "labels") if k not in f]
+            if missing:
+                raise ValueError(
+                    f"{bad}: it lacks the dataset(s) {', '.join(missing)} (expected spikes/times, "
+                    f"spikes/units and labels). {HOW_TO_GET}"
+                )
+            times = [np.asarray(t, dtype=np.float64).ravel() for t in f["spikes/times"][()]]
+            units = [np.asarray(u).ravel() for u in f["spikes/units"][()]]
+            labels = np.asarray(f["labels"][()]).ravel()
+    except OSError as err:  # not HDF5, truncated or damaged
+        raise ValueError(
+            f"{bad} (not HDF5, truncated or damaged: {err}). Delete it and get it again. "
+            f"{HOW_TO_GET}"
+        ) from err
+    if not (len(times) == len(units) == len(labels)):
+        raise ValueError(
+            f"{bad}: spikes/times ({len(times)}), spikes/units ({len(units)}) and labels "
+            f"({len(labels)}) must have the same number of samples. {HOW_TO_GET}"
+        )
+    lengths_t = np.fromiter((len(t) for t in times), dtype=np.int64, count=len(times))
+    lengths_u = np.fromiter((len(u) for u in units), dtype=np.int64, count=len(units))
+    if np.any(lengths_t != lengths_u):
+        i = int(np.flatnonzero(lengths_t != lengths_u)[0])
+        raise ValueError(
+            f"{bad}: sample {i} has {lengths_t[i]} spike times but {lengths_u[i]} unit indices"
+        )
+    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
+        raise ValueError(f"{bad}: labels must be non-negative integers, got dtype {labels.dtype}")
+    return times, units, labels.astype(np.int64)
+
+
+def bin_spikes(
+    times_list: Sequence[np.ndarray],
+    units_list: Sequence[np.ndarray],
+    nb_steps: int = 350,
+    dt: float = 2e-3,
+    nb_units: int = SHD_UNITS,
+    sparse: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Bin ragged spike events into a binary (samples, nb_steps, nb_units) raster.
+
+    Dense tensor, or a coalesced sparse COO tensor when `sparse`. One scatter for all samples.
+    """
+    check_positive("dataset.nb_steps", nb_steps, integer=True)
+    check_positive("dataset.dt", dt)
+    check_positive("dataset.nb_units", nb_units, integer=True)
+    nb_steps, nb_units, n = int(nb_steps), int(nb_units), len(times_list)
+    counts = np.fromiter((len(t) for t in times_list), dtype=np.int64, count=n)
+    times = np.concatenate([np.asarray(t, np.float64).ravel() for t in times_list] or [[]])
+    units = np.concatenate([np.asarray(u).ravel() for u in units_list] or [[]]).astype(np.int64)
+    if len(units) != len(times):
+        raise ValueError(f"{len(times)} spike times but {len(units)} unit indices")
+    if times.size and not np.all(np.isfinite(times) & (times >= 0)):
+        raise ValueError("spike times must be finite and >= 0 (seconds)")
+    if units.size and (units.min() < 0 or units.max() >= nb_units):
+        raise ValueError(
+            f"unit index {int(units.max())} out of range for dataset.nb_units={nb_units} "
+            f"(valid: 0..{nb_units - 1}); SHD has {SHD_UNITS} input units"
+        )
+    sample = np.repeat(np.arange(n, dtype=np.int64), counts)
+    step = np.floor(times / dt + 1e-9).astype(np.int64)
+    keep = step < nb_steps
+    flat = (sample[keep] * nb_steps + step[keep]) * nb_units + units[keep]
+    shape = (n, nb_steps, nb_units)
+    if sparse:
+        flat = np.unique(flat)  # sorted, duplicates merged -> binary and coalesced
+        idx = torch.from_numpy(np.stack(np.unravel_index(flat, shape)).astype(np.int64))
+        values = torch.ones(idx.shape[1], dtype=dtype)
+        # indices are unique, sorted and in range by construction
+        return torch.sparse_coo_tensor(
+            idx, values, shape, check_invariants=False, is_coalesced=True
+        )
+    raster = torch.zeros(shape, dtype=dtype)
+    raster.view(-1)[torch.from_numpy(flat)] = 1
+    return raster
+
+
+def load_shd(
+    path_or_datadir: str | os.PathLike,
+    split: str = "train",
+    nb_steps: int = 350,
+    dt: float = 2e-3,
+    nb_units: int = SHD_UNITS,
+    sparse: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SHD as (spikes (samples, nb_steps, nb_units), labels int64); defaults 350 x 2 ms = 0.7 s.
+
+    `path_or_datadir` is an .h5 file or a folder holding shd_<split>.h5. Dense float32 rasters
+    of the whole training set take ~8 GB; use `sparse=True` (or a smaller dtype) to save memory.
+    """
+    path = _file_for(path_or_datadir, split)
+    times, units, labels = read_shd_events(path)
+    try:
+        spikes = bin_spikes(times, units, nb_steps, dt, nb_units, sparse, dtype)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}. {HOW_TO_GET}") from err
+    return spikes, torch.from_numpy(labels)
+
+
+def split_validation(
+    x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1, seed: int = 1
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Split a seeded `fraction` of training data off as validation: dict(train=..., valid=...)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError(f"dataset.valid_fraction={fraction!r} is not valid; it must be in (0, 1)")
+    parts = split_dataset(x, y, (1.0 - fraction, fraction, 0.0), seed=seed)
+    return {"train": parts["train"], "valid": parts["valid"]}
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _decompress_atomic(fname: str, action: str, pup: object) -> str:
+    """pooch processor: gunzip <x>.gz to <x> via a temporary file, so no half-written file stays."""
+    out = fname[: -len(".gz")] if fname.endswith(".gz") else fname + ".decomp"
+    if action in ("download", "update") or not os.path.exists(out):
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out), suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as dst, gzip.open(fname, "rb") as src:
+                shutil.copyfileobj(src, dst)
+            os.replace(tmp, out)
+        except (OSError, EOFError) as err:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise ValueError(f"could not decompress {fname}: {err}. {HOW_TO_GET}") from err
+    return out
+
+
+def _parse_md5sums(path: str) -> dict[str, str]:
+    """`<md5>  <name>` lines -> {name: md5}; a leading '*' or './' on names is dropped."""
+    table = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and len(parts[0]) == 32:
+                name = parts[1].lstrip("*")
+                table[name.removeprefix("./")] = parts[0].lower()
+    return table
+
+
+def fetch_shd(
+    cache_dir: str | os.PathLike | None = None, base_url: str = SHD_URL
+) -> dict[str, Path]:
+    """Download SHD into `cache_dir`, check each .gz against the site's md5sums.txt, gunzip.
+
+    Returns dict(train=path, test=path) of the .h5 files. Files already cached and matching
+    their checksum are not downloaded again. `cache_dir` defaults to pooch's OS cache folder.
+    """
+    pooch = _pooch()
+    cache = Path(cache_dir) if cache_dir is not None else Path(pooch.os_cache("sgtheory")) / "shd"
+    cache.mkdir(parents=True, exist_ok=True)
+    base_url = base_url.rstrip("/")
+    try:
+        sums_path = pooch.retrieve(
+            f"{base_url}/{MD5_FILE}", known_hash=None, fname=MD5_FILE, path=cache
+        )
+    except OSError as err:  # network errors from requests are OSErrors too
+        raise ConnectionError(
+            f"could not download {base_url}/{MD5_FILE} into {cache}: {err}. {HOW_TO_GET}"
+        ) from err
+    sums = _parse_md5sums(sums_path)
+    paths = {}
+    for split, name in SHD_FILES.items():
+        gz = name + ".gz"
+        if gz not in sums:
+            os.remove(sums_path)  # likely an error page; fetch it again next time
+            raise ValueError(
+                f"{base_url}/{MD5_FILE} has no checksum for {gz}; cannot verify it. {HOW_TO_GET}"
+            )
+        url = f"{base_url}/{gz}"
+        try:
+            out = pooch.retrieve(
+                url,
+                known_hash=f"md5:{sums[gz]}",
+                fname=gz,
+                path=cache,
+                processor=_decompress_atomic,
+            )
+        except ValueError as err:
+            if "hash" not in str(err).lower():
+                raise
+            raise ValueError(
+                f"checksum mismatch for {url}: its md5 differs from {sums[gz]} listed in "
+                f"{base_url}/{MD5_FILE}; the download was deleted. Retry, or get the file by "
+                f"hand. Details: {err}"
+            ) from err
+        except OSError as err:
+            raise ConnectionError(
+                f"could not download {url} into {cache}: {err}. {HOW_TO_GET}"
+            ) from err
+        paths[split] = Path(out)
+    return paths
+
+
+def resolve_shd(
+    datadir: str | os.PathLike | None,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    base_url: str = SHD_URL,
+) -> dict[str, Path]:
+    """Find the SHD files: in `datadir` if both are there, else download if allowed, else raise.
+
+    Returns dict(train=path, test=path).
+    """
+    if datadir is not None:
+        folder = Path(datadir).expanduser()
+        found = {split: folder / name for split, name in SHD_FILES.items()}
+        if all(p.is_file() for p in found.values()):
+            return found
+        missing = [p.name for p in found.values() if not p.is_file()]
+        where = f"dataset.datadir={str(folder)!r} lacks {', '.join(missing)}"
+    else:
+        where = "dataset.datadir is not set"
+    if download:
+        return fetch_shd(cache_dir, base_url=base_url)
+    raise FileNotFoundError(
+        f"SHD not found: {where}; expected {' and '.join(SHD_FILES.values())} in that folder. "
+        f"{HOW_TO_GET}"
+    )
