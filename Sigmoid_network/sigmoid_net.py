@@ -79,9 +79,7 @@ def unit_direction(name: str) -> torch.Tensor:
     return out
 
 
-def weights_from(
-    base: ArrayLike | None = None, **named: float
-) -> torch.Tensor:
+def weights_from(base: ArrayLike | None = None, **named: float) -> torch.Tensor:
     """A weight vector: `base` (default all zeros) with the named weights replaced.
 
     Example: ``weights_from(w=1, v1=0.05, v2=0.1, u1=1, u2=-1)``.
@@ -182,6 +180,26 @@ def network(
     return act(u1 * h1 + u2 * h2)
 
 
+def activations(
+    weights: ArrayLike, x: float = 1.0, beta: float = 1.0, chunk: int = DEFAULT_CHUNK
+) -> torch.Tensor:
+    """All unit outputs (g, h1, h2, y) at every point of ``weights (..., 5)``; ``(..., 4)``.
+
+    Used to place path points where any unit switches, not only the output.
+    """
+    wts = _check_weights(weights)
+    beta = _check_beta(beta)
+
+    def fn(c: torch.Tensor) -> torch.Tensor:
+        w, v1, v2, u1, u2 = c.unbind(-1)
+        g = sigmoid(w * x, beta)
+        h1, h2 = sigmoid(v1 * g, beta), sigmoid(v2 * g, beta)
+        return torch.stack([g, h1, h2, sigmoid(u1 * h1 + u2 * h2, beta)], -1)
+
+    with torch.no_grad():
+        return _chunked(fn, wts, chunk, (4,))
+
+
 def _chunked(
     fn: Callable[[torch.Tensor], torch.Tensor], weights: torch.Tensor, chunk: int, trailing: tuple
 ) -> torch.Tensor:
@@ -204,7 +222,9 @@ def output(
         return _chunked(lambda c: network(c, x, beta), wts, chunk, ())
 
 
-def _grad_of(y_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _grad_of(
+    y_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
     def fn(c: torch.Tensor) -> torch.Tensor:
         c = c.clone().requires_grad_(True)
         # Points are independent, so the gradient of the sum is the per-point gradient.
@@ -310,24 +330,80 @@ def line_path(start: ArrayLike, end: ArrayLike, n_points: int) -> Path:
 
 
 def circle_path(
-    base: ArrayLike, d1: ArrayLike, d2: ArrayLike, radius: float, n_points: int
+    base: ArrayLike,
+    d1: ArrayLike,
+    d2: ArrayLike,
+    radius: float,
+    n_points: int | None = None,
+    angles: ArrayLike | None = None,
 ) -> Path:
-    """Closed circle ``base + r (cos t d1 + sin t d2)``, t = 2 pi k / n, k = 0..n-1.
+    """Closed circle ``base + r (cos t d1 + sin t d2)``.
 
-    `d1`, `d2` must be orthonormal. Tangents are exact: ``r (-sin t d1 + cos t d2)``.
+    Angles are ``t = 2 pi k / n_points`` (k = 0..n-1), or the sorted values in [0, 2 pi) given as
+    `angles`. `d1`, `d2` must be orthonormal. Tangents are exact: ``r (-sin t d1 + cos t d2)``.
     """
-    if int(n_points) < 3:
-        raise ValueError(f"n_points={n_points!r} is not valid; a circle needs at least 3 points")
+    if (n_points is None) == (angles is None):
+        raise ValueError("give exactly one of n_points and angles")
     radius = float(radius)
     if not np.isfinite(radius) or radius <= 0:
         raise ValueError(f"radius={radius!r} is not valid; it must be a finite number > 0")
+    if angles is None:
+        if int(n_points) < 3:
+            raise ValueError(f"n_points={n_points!r} is not valid; a circle needs >= 3 points")
+        t = torch.arange(int(n_points), dtype=DTYPE) * (2 * np.pi / int(n_points))
+    else:
+        t = _as_tensor(angles, "angles").reshape(-1)
+        if t.numel() < 3 or bool((t.diff() <= 0).any()) or t[0] < 0 or t[-1] >= 2 * np.pi:
+            raise ValueError("angles must be >= 3 strictly increasing values in [0, 2 pi)")
     e1, e2 = check_orthonormal(d1, d2)
-    b = _check_weights(base, "base")
-    t = torch.arange(int(n_points), dtype=DTYPE) * (2 * np.pi / int(n_points))
-    c, s = torch.cos(t)[:, None], torch.sin(t)[:, None]
-    points = b + radius * (c * e1 + s * e2)
-    tangents = radius * (-s * e1 + c * e2)
+    points, tangents = _circle_at(_check_weights(base, "base"), e1, e2, radius, t)
     return Path(points, tangents, t, period=2 * np.pi)
+
+
+def _circle_at(
+    base: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor, radius: float, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    c, s = torch.cos(t)[:, None], torch.sin(t)[:, None]
+    return base + radius * (c * e1 + s * e2), radius * (-s * e1 + c * e2)
+
+
+def refine_circle(
+    base: ArrayLike,
+    d1: ArrayLike,
+    d2: ArrayLike,
+    radius: float,
+    n_points: int,
+    values: Callable[[torch.Tensor], torch.Tensor],
+    tol: float = 1e-3,
+    min_step: float = 1e-13,
+    max_rounds: int = 80,
+) -> Path:
+    """Circle of `n_points` equal steps, bisected wherever `values` jumps by more than `tol`.
+
+    At large beta the network switches over weight changes far below any uniform spacing
+    (~1e-8 rad here for beta = 1e4): a uniform path steps over the switch, its gradient spike
+    is never sampled, and the trapezoidal integral of the true gradient converges to a wrong,
+    nonzero value. Bisecting each segment whose end values (e.g. `activations`) differ by more
+    than `tol`, down to `min_step` radians, samples every switch.
+    """
+    if float(tol) <= 0:
+        raise ValueError(f"tol={tol!r} is not valid; it must be > 0")
+    e12 = check_orthonormal(d1, d2)
+    path = circle_path(base, d1, d2, radius, n_points)
+    t, vals = path.t, values(path.points).reshape(len(path.t), -1)
+    for _ in range(int(max_rounds)):
+        t_next = torch.cat([t[1:], t[:1] + 2 * np.pi])
+        jump = (torch.roll(vals, -1, 0) - vals).abs().amax(-1)
+        split = (jump > tol) & (t_next - t > min_step)
+        if not bool(split.any()):
+            break
+        mids = torch.remainder(0.5 * (t[split] + t_next[split]), 2 * np.pi)
+        new_points, _ = _circle_at(_check_weights(base, "base"), *e12, float(radius), mids)
+        t = torch.cat([t, mids])
+        vals = torch.cat([vals, values(new_points).reshape(len(mids), -1)])
+        order = torch.argsort(t)
+        t, vals = t[order], vals[order]
+    return circle_path(base, d1, d2, radius, angles=t)
 
 
 def line_integral(field: ArrayLike, path: Path, cumulative: bool = False) -> torch.Tensor:
