@@ -1,0 +1,264 @@
+"""SHD: reader round trip, corrupt and missing files, checked download from a loopback server."""
+
+import functools
+import gzip
+import hashlib
+import http.server
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sgtheory.data import (
+    bin_spikes,
+    fetch_shd,
+    load_shd,
+    resolve_shd,
+    split_validation,
+    write_shd_like,
+)
+from sgtheory.errors import ConfigError
+
+
+def random_events(seed: int, n: int = 6, nb_units: int = 700, t_max: float = 0.9):
+    """Ragged per-sample spike times (s, float32 like the official files) and units."""
+    rng = np.random.default_rng(seed)
+    times, units = [], []
+    for _ in range(n):
+        k = int(rng.integers(0, 300))
+        times.append(np.sort(rng.random(k) * t_max).astype(np.float32))
+        units.append(rng.integers(0, nb_units, k).astype(np.uint16))
+    labels = rng.integers(0, 20, n)
+    return times, units, labels
+
+
+def write_pair(folder: Path, seed: int = 0) -> dict:
+    """shd_train.h5 and shd_test.h5 in `folder`; returns the events written per split."""
+    events = {}
+    for i, split in enumerate(("train", "test")):
+        ev = random_events(seed + i)
+        write_shd_like(folder / f"shd_{split}.h5", *ev)
+        events[split] = ev
+    return events
+
+
+def test_round_trip_spike_lands_in_floor_t_over_dt(tmp_path):
+    times, units, labels = random_events(1)
+    path = write_shd_like(tmp_path / "f.h5", times, units, labels, speakers=[0] * len(labels))
+    x, y = load_shd(path, nb_steps=350, dt=2e-3)
+    assert x.shape == (6, 350, 700) and x.dtype == torch.float32
+    assert y.dtype == torch.int64 and y.tolist() == list(labels)
+    expected = set()
+    for s, (ts, us) in enumerate(zip(times, units)):
+        for t, u in zip(ts.tolist(), us.tolist()):
+            b = int(np.floor(t / 2e-3))
+            if b < 350:
+                expected.add((s, b, u))
+    assert expected, "test data should have spikes inside the window"
+    got = {tuple(i) for i in x.nonzero().tolist()}
+    assert got == expected  # every kept spike is there, nothing else, binary
+    assert set(torch.unique(x).tolist()) == {0.0, 1.0}
+
+
+def test_bin_edges_and_late_spikes_exact():
+    # dt = 0.25 s and these times are exact in binary: no round-off questions
+    times = [np.array([0.0, 0.25, 0.5, 0.74, 0.75, 0.99, 1.0, 1.5])]
+    units = [np.array([0, 1, 2, 3, 3, 4, 5, 6])]
+    x = bin_spikes(times, units, nb_steps=4, dt=0.25, nb_units=7)
+    got = {tuple(i) for i in x[0].nonzero().tolist()}
+    assert got == {(0, 0), (1, 1), (2, 2), (2, 3), (3, 3), (3, 4)}  # 1.0 and 1.5 s dropped
+
+
+def test_repeated_spikes_in_one_bin_count_once():
+    x = bin_spikes([np.array([0.1, 0.11, 0.12])], [np.array([2, 2, 2])], 10, 0.1, 3)
+    assert x.sum() == 1 and x[0, 1, 2] == 1
+
+
+def test_sparse_equals_dense_and_folder_loading(tmp_path):
+    events = write_pair(tmp_path)
+    dense, y = load_shd(tmp_path, split="test", nb_steps=100, dt=5e-3)
+    sparse, ys = load_shd(tmp_path, split="test", nb_steps=100, dt=5e-3, sparse=True)
+    assert sparse.is_sparse and sparse.is_coalesced()
+    assert torch.equal(sparse.to_dense(), dense) and torch.equal(y, ys)
+    assert y.tolist() == list(events["test"][2])
+    with pytest.raises(ConfigError, match="dataset.split"):
+        load_shd(tmp_path, split="valid")
+
+
+def test_split_validation_seeded_ten_percent():
+    x, y = torch.arange(50.0).reshape(50, 1, 1), torch.arange(50)
+    parts = split_validation(x, y, fraction=0.1, seed=2)
+    assert len(parts["train"][1]) == 45 and len(parts["valid"][1]) == 5
+    assert torch.equal(parts["valid"][1], split_validation(x, y, 0.1, seed=2)["valid"][1])
+    assert not set(parts["valid"][1].tolist()) & set(parts["train"][1].tolist())
+
+
+def test_random_bytes_are_rejected(tmp_path):
+    path = tmp_path / "shd_train.h5"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="not a readable SHD file.*zenkelab.org"):
+        load_shd(path)
+
+
+def test_truncated_file_is_rejected(tmp_path):
+    path = write_shd_like(tmp_path / "shd_train.h5", *random_events(2))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_shd(path)
+
+
+def test_missing_dataset_is_rejected(tmp_path):
+    import h5py
+
+    path = tmp_path / "shd_train.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("labels", data=np.zeros(3, np.uint8))
+    with pytest.raises(ValueError, match="spikes/times, spikes/units"):
+        load_shd(path)
+
+
+def test_mismatched_lengths_are_rejected(tmp_path):
+    import h5py
+
+    times, units, labels = random_events(3)
+    path = write_shd_like(tmp_path / "a.h5", times, units, labels)
+    with h5py.File(path, "a") as f:  # one label too many
+        del f["labels"]
+        f.create_dataset("labels", data=np.append(labels, 1).astype(np.uint16))
+    with pytest.raises(ValueError, match="same number of samples"):
+        load_shd(path)
+    units[2] = units[2][:-1]
+    path = write_shd_like(tmp_path / "b.h5", times, units, labels)
+    with pytest.raises(ValueError, match="sample 2 has"):
+        load_shd(path)
+
+
+def test_unit_index_out_of_range_is_rejected(tmp_path):
+    path = write_shd_like(tmp_path / "c.h5", [[0.1]], [[699]], [0])
+    assert load_shd(path)[0].sum() == 1
+    with pytest.raises(ValueError, match="unit index 699 out of range for dataset.nb_units=100"):
+        load_shd(path, nb_units=100)
+
+
+def test_missing_files_say_what_and_how(tmp_path):
+    with pytest.raises(FileNotFoundError, match="shd_train.h5.*zenkelab.org/datasets"):
+        load_shd(tmp_path)
+    for datadir in (None, tmp_path):
+        with pytest.raises(FileNotFoundError) as err:
+            resolve_shd(datadir, download=False)
+        msg = str(err.value)
+        for needle in (
+            "shd_train.h5",
+            "shd_test.h5",
+            "dataset.datadir",
+            "dataset.download=true",
+            "https://zenkelab.org/datasets",
+        ):
+            assert needle in msg
+    (tmp_path / "shd_train.h5.gz").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="gunzip"):
+        load_shd(tmp_path)
+
+
+def test_resolve_uses_datadir_when_complete(tmp_path):
+    write_pair(tmp_path)
+    assert resolve_shd(tmp_path, download=False) == {
+        "train": tmp_path / "shd_train.h5",
+        "test": tmp_path / "shd_test.h5",
+    }
+
+
+# ----------------------------------------------------------------------------- download
+
+
+class Server:
+    """Static files over HTTP on 127.0.0.1 (loopback only), recording requested paths."""
+
+    def __init__(self, root: Path):
+        self.requests: list[str] = []
+        log = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                log.append(self.path)
+
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A mock of the dataset site: gzipped files and md5sums.txt; yields (server, events, root)."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    root = tmp_path / "site"
+    root.mkdir()
+    events = write_pair(tmp_path / "orig")
+    lines = []
+    for name in ("shd_train.h5", "shd_test.h5"):
+        with open(tmp_path / "orig" / name, "rb") as src, gzip.open(root / f"{name}.gz", "wb") as d:
+            shutil.copyfileobj(src, d)
+        md5 = hashlib.md5((root / f"{name}.gz").read_bytes()).hexdigest()
+        lines.append(f"{md5}  {name}.gz")
+    (root / "md5sums.txt").write_text("0" * 32 + "  ssc_train.h5.gz\n" + "\n".join(lines) + "\n")
+    server = Server(root)
+    yield server, events, root
+    server.close()
+
+
+def test_download_checks_and_decompresses(site, tmp_path):
+    server, events, _ = site
+    cache = tmp_path / "cache"
+    paths = fetch_shd(cache, base_url=server.url)
+    assert paths == {"train": cache / "shd_train.h5", "test": cache / "shd_test.h5"}
+    for split in ("train", "test"):
+        x, y = load_shd(paths[split], nb_steps=50, dt=1e-2)
+        x0, y0 = load_shd(tmp_path / "orig" / f"shd_{split}.h5", nb_steps=50, dt=1e-2)
+        assert torch.equal(x, x0) and torch.equal(y, y0)
+        assert y.tolist() == list(events[split][2])
+    assert not list(cache.glob("*.part"))
+    n = len(server.requests)
+    # cached and matching: nothing is downloaded again; resolve_shd goes the same way
+    assert resolve_shd(None, download=True, cache_dir=cache, base_url=server.url) == paths
+    assert len(server.requests) == n
+
+
+def test_download_checksum_mismatch_is_clear(site, tmp_path):
+    server, _, root = site
+    (root / "md5sums.txt").write_text(
+        "\n".join(f"{'f' * 32}  {name}.gz" for name in ("shd_train.h5", "shd_test.h5"))
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="checksum mismatch for http.*shd_train.h5.gz"):
+        fetch_shd(cache, base_url=server.url)
+    assert not (cache / "shd_train.h5.gz").exists() and not (cache / "shd_train.h5").exists()
+
+
+def test_download_without_listed_checksum_is_refused(site, tmp_path):
+    server, _, root = site
+    (root / "md5sums.txt").write_text("<html>not found</html>\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="no checksum for shd_train.h5.gz"):
+        fetch_shd(cache, base_url=server.url)
+    assert not (cache / "md5sums.txt").exists()  # a bad list is not kept
+
+
+def test_unreachable_server_is_a_clear_connection_error(tmp_path):
+    with socket.socket() as s:  # a loopback port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match="could not download.*md5sums.txt"):
+        fetch_shd(tmp_path / "cache", base_url=f"http://127.0.0.1:{port}")
