@@ -265,10 +265,15 @@ def surrogate_gradient(
 def line_points(base: ArrayLike, direction: ArrayLike | str, ts: ArrayLike) -> torch.Tensor:
     """Points ``base + t * direction`` for every t; shape ``(len(ts), 5)``.
 
-    `direction` is a 5-vector or a weight name (then the line moves only that weight).
+    `direction` is a 5-vector, or a weight name: then that weight takes the values `ts`
+    themselves (not base + t) and every other weight stays at `base`.
     """
     b = _check_weights(base, "base")
-    d = unit_direction(direction) if isinstance(direction, str) else _check_weights(direction)
+    if isinstance(direction, str):
+        d = unit_direction(direction)
+        b = b * (1 - d)  # the named weight's coordinate is t itself
+    else:
+        d = _check_weights(direction, "direction")
     t = _as_tensor(ts, "ts").reshape(-1)
     return b + t[:, None] * d
 
@@ -282,8 +287,9 @@ def plane_points(
 ) -> torch.Tensor:
     """Grid ``base + a_i d1 + b_j d2``; shape ``(len(a), len(b), 5)`` (matrix 'ij' indexing).
 
-    Directions are 5-vectors (checked orthonormal) or two distinct weight names, in which case
-    the plane is spanned by those two weights and every other weight stays at `base`.
+    Directions are 5-vectors (checked orthonormal) or two distinct weight names: then those two
+    weights take the values ``a_i`` and ``b_j`` themselves (not base + a_i) and every other weight
+    stays at `base`.
     """
     if isinstance(d1, str) or isinstance(d2, str):
         if not (isinstance(d1, str) and isinstance(d2, str)):
@@ -291,9 +297,10 @@ def plane_points(
         if d1 == d2:
             raise ValueError(f"d1 and d2 are both {d1!r}; choose two different {WEIGHT_NAMES}")
         e1, e2 = unit_direction(d1), unit_direction(d2)
+        bb = _check_weights(base, "base") * (1 - e1 - e2)  # named weights: absolute coordinates
     else:
         e1, e2 = check_orthonormal(d1, d2)
-    bb = _check_weights(base, "base")
+        bb = _check_weights(base, "base")
     ta = _as_tensor(a, "a").reshape(-1)
     tb = _as_tensor(b, "b").reshape(-1)
     return bb + ta[:, None, None] * e1 + tb[None, :, None] * e2
