@@ -142,7 +142,13 @@ def lif_scan(
     check_choice("reset", reset, RESETS)
     _check_rec(rec_weight, current.shape)
     return _LIFScan.apply(
-        current, rec_weight, spike_fn, float(a_syn), float(a_mem), float(threshold), reset,
+        current,
+        rec_weight,
+        spike_fn,
+        float(a_syn),
+        float(a_mem),
+        float(threshold),
+        reset,
         bool(diff_reset),
     )
 

@@ -161,7 +161,9 @@ def init_wandb(
     'online' (needs login and network) or 'disabled' (returns a no-op stand-in).
     """
     if mode not in WANDB_MODES:
-        raise ConfigError(f"wandb.mode={mode!r} is not valid; choose one of: {', '.join(WANDB_MODES)}")
+        raise ConfigError(
+            f"wandb.mode={mode!r} is not valid; choose one of: {', '.join(WANDB_MODES)}"
+        )
     if mode == "disabled":
         return _NoWandb()
     import wandb

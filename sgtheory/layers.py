@@ -1,0 +1,170 @@
+"""Spiking layers (dense and 1-D convolutional LIF), the readout, and a feedforward stack.
+
+Every layer takes and returns tensors shaped (batch, time, ...). The feedforward input of
+a layer does not depend on its state, so it is computed for all time steps at once (one
+matmul or convolution over batch x time); only the recurrence runs step by step
+(`sgtheory.neurons.lif_scan`). `reference=True` runs the plain baseline instead: each
+convolution once per time step and the neuron update through autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, check_positive
+from .neurons import decay, lif_scan, lif_scan_reference, readout_scan
+from .spikes import SpikeFn
+
+
+def conv_output_length(length: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a 1-D convolution, or a ConfigError if the kernel does not fit."""
+    if kernel > length + 2 * padding:
+        raise ConfigError(
+            f"kernel_size={kernel} is larger than its input of length {length} "
+            f"(padding {padding}); use a smaller kernel, more padding or fewer strides"
+        )
+    return (length + 2 * padding - kernel) // stride + 1
+
+
+class LIFLayer(nn.Module):
+    """Shared LIF part: time constants, threshold, reset and the spike operation."""
+
+    def __init__(
+        self,
+        spike_fn: SpikeFn,
+        tau_mem: float,
+        tau_syn: float,
+        dt: float,
+        threshold: float = 1.0,
+        reset: str = "full",
+        diff_reset: bool = False,
+    ):
+        super().__init__()
+        self.spike_fn = spike_fn
+        self.a_mem = decay(tau_mem, dt)
+        self.a_syn = decay(tau_syn, dt)
+        self.threshold = threshold
+        self.reset = reset
+        self.diff_reset = diff_reset
+        self.last_mem: torch.Tensor | None = None
+
+    def run_neurons(
+        self, current: torch.Tensor, rec_weight: torch.Tensor | None, reference: bool
+    ) -> torch.Tensor:
+        scan = lif_scan_reference if reference else lif_scan
+        spikes, mem = scan(
+            current,
+            self.spike_fn,
+            self.a_syn,
+            self.a_mem,
+            self.threshold,
+            self.reset,
+            self.diff_reset,
+            rec_weight,
+        )
+        self.last_mem = mem
+        return spikes
+
+
+class DenseLIFLayer(LIFLayer):
+    """Fully connected LIF layer: (batch, time, n_in) -> spikes (batch, time, n_out)."""
+
+    def __init__(self, n_in: int, n_out: int, spike_fn: SpikeFn, **lif):
+        super().__init__(spike_fn, **lif)
+        check_positive("nb_hidden", n_out, integer=True)
+        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+
+    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        return self.run_neurons(x.flatten(2) @ self.weight.t(), None, reference)
+
+
+class ConvLIFLayer(LIFLayer):
+    """1-D convolutional LIF layer with an optional recurrent convolution.
+
+    Input (batch, time, channels, length) -> spikes (batch, time, filters, length_out).
+    The recurrent convolution has stride 1 and padding kernel // 2 (size-preserving).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        spike_fn: SpikeFn,
+        stride: int = 1,
+        padding: int = 0,
+        recurrent_kernel: int | None = None,
+        **lif,
+    ):
+        super().__init__(spike_fn, **lif)
+        for name, value in [
+            ("nb_filters", out_channels),
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+        ]:
+            check_positive(name, value, integer=True)
+        if padding < 0:
+            raise ConfigError(f"padding={padding!r} is not valid; it must be >= 0")
+        self.stride, self.padding = stride, padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
+        self.rec_weight = None
+        if recurrent_kernel:
+            if recurrent_kernel % 2 != 1:
+                raise ConfigError(f"recurrent_kernel={recurrent_kernel} must be odd")
+            self.rec_weight = nn.Parameter(
+                torch.empty(out_channels, out_channels, recurrent_kernel)
+            )
+
+    def output_length(self, length: int) -> int:
+        return conv_output_length(length, self.weight.shape[-1], self.stride, self.padding)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
+
+    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        batch, steps = x.shape[:2]
+        self.output_length(x.shape[-1])  # clear error if the kernel does not fit
+        if reference:  # baseline: one convolution per time step
+            current = torch.stack([self._conv(x[:, t]) for t in range(steps)], dim=1)
+        else:
+            current = self._conv(x.reshape(batch * steps, *x.shape[2:]))
+            current = current.reshape(batch, steps, *current.shape[1:])
+        return self.run_neurons(current, self.rec_weight, reference)
+
+
+class Readout(nn.Module):
+    """Non-spiking leaky integrator readout: (batch, time, ...) -> potentials (batch, time, n)."""
+
+    def __init__(self, n_in: int, n_out: int, tau_mem: float, tau_syn: float, dt: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_out, n_in))
+        self.a_mem = decay(tau_mem, dt)
+        self.a_syn = decay(tau_syn, dt)
+
+    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
+        return readout_scan(x.flatten(2) @ self.weight.t(), self.a_syn, self.a_mem)
+
+
+class SpikingNetwork(nn.Module):
+    """Hidden spiking layers followed by a readout; keeps each hidden layer's spikes."""
+
+    def __init__(self, hidden: list[nn.Module], readout: Readout):
+        super().__init__()
+        self.hidden = nn.ModuleList(hidden)
+        self.readout = readout
+
+    def forward(
+        self, x: torch.Tensor, reference: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return (readout potentials (batch, time, classes), [spikes of each hidden layer])."""
+        spikes = []
+        for layer in self.hidden:
+            x = layer(x, reference=reference)
+            spikes.append(x)
+        return self.readout(x, reference=reference), spikes
+
+    def set_spike_fns(self, spike_fns: list[SpikeFn]) -> None:
+        """Swap the spike operation of every hidden layer (e.g. to evaluate another method)."""
+        for layer, fn in zip(self.hidden, spike_fns, strict=True):
+            layer.spike_fn = fn

@@ -1,0 +1,53 @@
+"""Activity regularisers on spike counts per neuron (upper and lower bounds, L1 and L2).
+
+With counts c = spikes summed over time (optionally averaged over `dims`), the penalty is
+strength * mean(relu(c - threshold)^p) for an upper bound and
+strength * mean(relu(threshold - c)^p) for a lower bound, p = 1 (L1) or 2 (L2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import check_choice
+
+BOUNDS = ("upper", "lower")
+ORDERS = (1, 2)
+
+
+@dataclass(frozen=True)
+class ActivityRegularizer:
+    """Penalty on spike counts; `dims` are dims of the per-sample counts to average over.
+
+    For spikes (batch, time, channels, length), counts are (batch, channels, length);
+    dims=(-2, -1) averages over channels and positions (the population mean per sample).
+    """
+
+    bound: str
+    order: int
+    strength: float
+    threshold: float
+    dims: Sequence[int] | None = None
+
+    def __post_init__(self):
+        check_choice("regularizer bound", self.bound, BOUNDS)
+        check_choice("regularizer order", self.order, ORDERS)
+
+    def __call__(self, spikes: torch.Tensor) -> torch.Tensor:
+        counts = spikes.sum(dim=1)
+        if self.dims:
+            counts = counts.mean(dim=tuple(self.dims))
+        excess = counts - self.threshold if self.bound == "upper" else self.threshold - counts
+        return self.strength * torch.relu(excess).pow(self.order).mean()
+
+
+def total_penalty(regularizers: Sequence[ActivityRegularizer], spikes: list) -> torch.Tensor:
+    """Sum of every regulariser over every hidden layer's spikes."""
+    total = spikes[0].new_zeros(())
+    for reg in regularizers:
+        for s in spikes:
+            total = total + reg(s)
+    return total
