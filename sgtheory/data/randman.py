@@ -71,13 +71,20 @@ def eval_random_manifold(
     k = np.arange(nb_terms, dtype=np.float64)
     weight = (k + 1.0) ** (-float(alpha))
     out = np.ones((x.shape[0], nb_units), dtype=np.float64)
+    phase = np.empty((x.shape[0], nb_terms), dtype=np.float64)  # buffers reused across units
+    whole = np.empty_like(phase)
+    sine = np.empty(phase.shape, dtype=np.float32)
+    two_pi = np.float32(2.0 * np.pi)
     for u in range(nb_units):
         for j in range(dims):
-            phase = np.multiply.outer(x[:, j], k * b[u, j])
+            np.multiply.outer(x[:, j], k * b[u, j], out=phase)
             phase += c[u, j]
-            phase -= np.floor(phase)
-            s = np.sin((2.0 * np.pi * phase).astype(np.float32))
-            out[:, u] *= s.astype(np.float64) @ (a[u, j] * weight)
+            np.floor(phase, out=whole)
+            phase -= whole  # phase mod 1, in [0, 1)
+            sine[...] = phase
+            sine *= two_pi
+            np.sin(sine, out=sine)
+            out[:, u] *= sine @ (a[u, j] * weight).astype(np.float32)
     return out
 
 
