@@ -40,8 +40,13 @@ def tiny_overrides(png: Path, **extra) -> list[str]:
 
 def run_cli(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the experiment script as a user would, with Hydra's run dir set to `run_dir`."""
-    cmd = [sys.executable, "run_image_task_1hid.py", "--config-name=config", *overrides,
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        sys.executable,
+        "run_image_task_1hid.py",
+        "--config-name=config",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
     proc = subprocess.run(cmd, cwd=EXPERIMENTS, capture_output=True, text=True, timeout=300)
     if check and proc.returncode != 0:
         raise AssertionError(f"run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -62,8 +67,7 @@ def short_runs(tmp_path_factory, tiny_png) -> dict[str, Path]:
     runs = {}
     for method in ("superspike", "stochasticsuperspike"):
         run_dir = root / method
-        extra = dict(nb_epochs=7, logging_freq=3, save_mem="true", save_w="true",
-                     save_dw="true")
+        extra = dict(nb_epochs=7, logging_freq=3, save_mem="true", save_w="true", save_dw="true")
         if method != "superspike":
             extra.update({"method.nb_trials": 3, "valid_nb_trials": 2})
         run_cli(run_dir, f"method={method}", *tiny_overrides(tiny_png, **extra))

@@ -53,8 +53,9 @@ def test_weight_updates_match_direct_formulas():
     xbar_i = core.filt(net.kernels.membrane, torch.tensor(x))
     for name in ("superspike", "sigmoid", "multilayerspiker"):
         surrogate = make_surrogate(name, beta=10.0)
-        dw_ih, dw_ho = core.weight_updates(net, xbar_i, torch.tensor(z), torch.tensor(w_ho),
-                                           trial, surrogate, du, lr_h, lr_o)
+        dw_ih, dw_ho = core.weight_updates(
+            net, xbar_i, torch.tensor(z), torch.tensor(w_ho), trial, surrogate, du, lr_h, lr_o
+        )
         # direct implementation: loops over trials, batch, neurons and time
         xb_i = _lif_no_reset(x)
         xb_h = _lif_no_reset(spk_h.astype(float))
@@ -67,14 +68,16 @@ def test_weight_updates_match_direct_formulas():
                 delta = (z[:, b] - spk_o[:, r, b]) / du  # (T, NO)
                 for h in range(NH):
                     for o in range(NO):
-                        ref_ho[h, o] += lr_o * sum(delta[t, o] * xb_h[t, r, b, h]
-                                                   for t in range(T))
+                        ref_ho[h, o] += lr_o * sum(delta[t, o] * xb_h[t, r, b, h] for t in range(T))
                     for i in range(NI):
-                        trace = [sum(_eps(t - s) * sg[s, r, b, h] * xb_i[s, b, i]
-                                     for s in range(t + 1)) for t in range(T)]
+                        trace = [
+                            sum(_eps(t - s) * sg[s, r, b, h] * xb_i[s, b, i] for s in range(t + 1))
+                            for t in range(T)
+                        ]
                         ref_ih[i, h] += lr_h * sum(
                             w_ho[h, o] * sum(delta[t, o] * trace[t] for t in range(T))
-                            for o in range(NO))
+                            for o in range(NO)
+                        )
         np.testing.assert_allclose(dw_ho.numpy(), ref_ho / R, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(dw_ih.numpy(), ref_ih / R, rtol=1e-10, atol=1e-12)
 
@@ -89,8 +92,9 @@ def test_forward_matches_direct_lif(reset_mode):
     net = _net(T, reset_mode)
     step = make_escape("step")
     drive_x = core.filt(net.kernels.drive, torch.tensor(x))
-    trial = core.forward(net, drive_x, torch.tensor(w_ih), torch.tensor(w_ho), step, step, 1,
-                         torch.Generator())
+    trial = core.forward(
+        net, drive_x, torch.tensor(w_ih), torch.tensor(w_ho), step, step, 1, torch.Generator()
+    )
     a_m, a_s = math.exp(-DT / TAU_M), math.exp(-DT / TAU_S)
 
     def layer(inp, w):

@@ -1,0 +1,168 @@
+"""The command line: files and shapes of a short run, resume, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXPERIMENTS, TINY, run_cli, tiny_overrides, write_png
+
+from sgtheory.errors import ConfigError
+
+KINDS_1D = [
+    "loss_hist_vRd",
+    "loss_hist_L2",
+    "loss_hist_vRd_valid",
+    "loss_hist_L2_valid",
+    "dw0_mean_hist",
+    "dw1_mean_hist",
+]
+
+
+def test_short_run_writes_every_file(short_runs):
+    T, NI, NH, NO = TINY["nb_steps"], TINY["nb_inputs"], TINY["nb_hidden"], TINY["nb_outputs"]
+    for method, run_dir in short_runs.items():
+        data = run_dir / "data"
+        trials, vtrials = (1, 1) if method == "superspike" else (3, 2)
+        assert np.load(data / "x_data.npy").shape == (1, T, NI)
+        z = np.load(data / "z_data.npy")
+        assert z.shape == (1, T, NO)
+        for end, n in ((3, 3), (6, 3), (7, 1)):
+            for kind in KINDS_1D:
+                arr = np.load(data / f"{kind}_{end}.npy")
+                assert arr.shape == (n,) and np.isfinite(arr).all(), kind
+            shapes = {
+                "spk_hist_h": (n, trials, 1, T, NH),
+                "spk_hist_o": (n, trials, 1, T, NO),
+                "spk_hist_h_valid": (n, vtrials, 1, T, NH),
+                "spk_hist_o_valid": (n, vtrials, 1, T, NO),
+                "mem_hist_h": (n, trials, 1, T, NH),
+                "mem_hist_o": (n, trials, 1, T, NO),
+                "w_hist_h": (n, NI, NH),
+                "w_hist_o": (n, NH, NO),
+                "dw_hist_h": (n, NI, NH),
+                "dw_hist_o": (n, NH, NO),
+            }
+            for kind, shape in shapes.items():
+                assert np.load(data / f"{kind}_{end}.npy").shape == shape, kind
+        # the weights of an epoch plus its update are the next epoch's weights
+        w = np.concatenate([np.load(data / f"w_hist_o_{e}.npy") for e in (3, 6, 7)])
+        dw = np.concatenate([np.load(data / f"dw_hist_o_{e}.npy") for e in (3, 6, 7)])
+        np.testing.assert_allclose(w[:-1] + dw[:-1], w[1:], rtol=1e-6, atol=1e-6)
+        # spikes are drawn from the stored membrane: deterministic spikes iff mem > threshold
+        if method == "superspike":
+            mem, spk = np.load(data / "mem_hist_h_3.npy"), np.load(data / "spk_hist_h_3.npy")
+            np.testing.assert_array_equal(spk.astype(bool), mem > 1.0)
+        res = json.loads((run_dir / "results.json").read_text())
+        assert res["status"] == "completed" and res["epochs"] == 7
+        assert res["losses"]["final"]["loss_hist_vRd"] == pytest.approx(
+            float(np.load(data / "loss_hist_vRd_7.npy")[-1])
+        )
+        assert "rate_hidden_hz" in res["spike_stats"]["final_epoch"]["train"]
+        assert res["timing"]["run_time_s"] > 0
+        assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+    stoch = json.loads((short_runs["stochasticsuperspike"] / "results.json").read_text())
+    assert stoch["spike_stats"]["final_epoch"]["train"]["fano_hidden"] is not None
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny_png):
+    args = [
+        "method=stochasticsuperspike",
+        "method.nb_trials=2",
+        *tiny_overrides(tiny_png, nb_epochs=8, logging_freq=3, save_w="true"),
+    ]
+    full, split = tmp_path / "full", tmp_path / "split"
+    run_cli(full, *args)
+    run_cli(split, *args, "max_chunks=1")
+    status = json.loads((split / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["epoch"] == 3
+    assert not (split / "data" / "loss_hist_vRd_6.npy").exists()
+    run_cli(split, *args)
+    names = sorted(p.name for p in (full / "data").iterdir())
+    assert names == sorted(p.name for p in (split / "data").iterdir())
+    for name in names:
+        np.testing.assert_array_equal(
+            np.load(full / "data" / name), np.load(split / "data" / name), err_msg=name
+        )
+    a = torch.load(full / "checkpoint.pt", weights_only=False)
+    b = torch.load(split / "checkpoint.pt", weights_only=False)
+    assert torch.equal(a["w_ih"], b["w_ih"]) and torch.equal(a["w_ho"], b["w_ho"])
+    assert json.loads((split / "results.json").read_text())["timing"]["resumed_from_epoch"] == 3
+
+
+def test_wandb_offline_run(tmp_path, tiny_png):
+    args = tiny_overrides(tiny_png, nb_epochs=2, logging_freq=1)
+    args = [a for a in args if not a.startswith("wandb.mode")] + ["wandb.mode=offline"]
+    run_cli(tmp_path / "run", *args)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method=foo", "method='foo' is not valid; choose one of: multilayerspiker"),
+        ("dataset=bar", "dataset='bar' is not valid; choose one of: oxford, scene"),
+        ("tau_mem=-1", "tau_mem=-1"),
+    ],
+)
+def test_bad_input_cli(tmp_path, tiny_png, override, message):
+    proc = run_cli(tmp_path / "bad", *tiny_overrides(tiny_png), override, check=False)
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and message in proc.stderr
+    assert not (tmp_path / "bad" / "data").exists()  # nothing was written
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(EXPERIMENTS / "config_experiments"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("tau_syn=0", "tau_syn=0 is not valid"),
+        ("nb_epochs=0", "nb_epochs=0 is not valid"),
+        ("nb_epochs=2.5", "nb_epochs=2.5 is not valid"),
+        ("dt=-0.001", "dt=-0.001 is not valid"),
+        ("logging_freq=0", "logging_freq=0 is not valid"),
+        ("stochastic_escape_h=foo", "stochastic_escape_h='foo' is not valid; choose one of"),
+        ("method.surrogate_h=foo", "method.surrogate_h='foo' is not valid; choose one of"),
+        ("wandb.mode=foo", "wandb.mode='foo' is not valid; choose one of"),
+        ("dataset.data_path=/nonexistent/x.png", "does not exist"),
+    ],
+)
+def test_bad_settings(override, message):
+    import run_image_task_1hid as runner
+
+    cfg = _compose(override)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        runner.validate(cfg)
+
+
+def test_missing_oxford_image_says_where_to_get_it():
+    import run_image_task_1hid as runner
+
+    cfg = _compose("dataset=oxford", "dataset.data_path=/nonexistent/radcliffe.png")
+    with pytest.raises(ConfigError, match="Radcliffe Camera.*not shipped"):
+        runner.validate(cfg)
+
+
+def test_wrong_image_size(tmp_path):
+    import run_image_task_1hid as runner
+
+    path = tmp_path / "small.png"
+    write_png(path, 10, 10)
+    with pytest.raises(ConfigError, match="10 rows x 10 columns"):
+        runner.validate(_compose(f"dataset.data_path={path}"))
+
+
+def test_precheck_names():
+    import run_image_task_1hid as runner
+
+    runner.precheck_argv(["x", "method=superspike,stochasticsuperspike", "dataset=scene"])
+    with pytest.raises(ConfigError, match="choose one of: multilayerspiker"):
+        runner.precheck_argv(["x", "method=superspike,nope"])
