@@ -79,8 +79,8 @@ class SuperSpikeEscape(_Stochastic):
     name = "superspike"
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
-        bx = self.beta * x
-        return 0.5 * (1.0 + bx / (1.0 + bx.abs()))
+        # beta x / (1 + beta |x|) written so that beta x cannot overflow
+        return 0.5 * (1.0 + x / (1.0 / self.beta + x.abs()))
 
 
 # -------------------------------------------------------------------- surrogate derivatives

@@ -1,0 +1,116 @@
+"""LIF dynamics: PSP of one input spike vs closed form, both reset orders by hand, and the
+fast scan's hand-written adjoint vs plain autograd."""
+
+import math
+
+import pytest
+import torch
+
+from sgtheory.errors import ConfigError
+from sgtheory.layers import ConvLIFLayer, DenseLIFLayer, Readout, conv_output_length
+from sgtheory.neurons import decay, lif_scan, lif_scan_reference, readout_scan
+from sgtheory.spikes import spike_fn_for_method
+
+DT, TAU_MEM, TAU_SYN = 1e-3, 20e-3, 5e-3
+
+
+def test_psp_of_one_input_spike_matches_two_exponential_closed_form():
+    steps = 300
+    current = torch.zeros(1, steps, 1, dtype=torch.float64)
+    current[0, 0, 0] = 1.0
+    a_m, a_s = math.exp(-DT / TAU_MEM), math.exp(-DT / TAU_SYN)
+    spike = spike_fn_for_method("superspike")
+    _, mem = lif_scan(current, spike, a_s, a_m, threshold=1e9)
+    n = torch.arange(steps, dtype=torch.float64)
+    # discrete two-exponential kernel: (1-a_m)/(a_m-a_s) (a_m^(n-1) - a_s^(n-1)), n >= 1
+    expected = (1 - a_m) / (a_m - a_s) * (a_m ** (n - 1) - a_s ** (n - 1))
+    expected[0] = 0.0
+    torch.testing.assert_close(mem[0, :, 0], expected, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(readout_scan(current, a_s, a_m), mem)
+
+
+def test_psp_tends_to_continuous_kernel_as_dt_shrinks():
+    dt, steps = 1e-5, 10000
+    current = torch.zeros(1, steps, 1, dtype=torch.float64)
+    current[0, 0, 0] = 1.0
+    mem = readout_scan(current, math.exp(-dt / TAU_SYN), math.exp(-dt / TAU_MEM))[0, :, 0]
+    t = torch.arange(steps, dtype=torch.float64) * dt
+    # continuous: tau_s/(tau_m - tau_s) (e^{-t/tau_m} - e^{-t/tau_s}) for a unit charge
+    continuous = TAU_SYN / (TAU_MEM - TAU_SYN) * (torch.exp(-t / TAU_MEM) - torch.exp(-t / TAU_SYN))
+    assert (mem - continuous).abs().max() < 0.005 * continuous.max()
+
+
+@pytest.mark.parametrize("reset", ["full", "leak"])
+def test_reset_semantics_by_hand(reset):
+    a_s, a_m = 0.5, 0.8
+    current = torch.tensor([[[3.0], [0.5], [0.0], [2.0], [0.0], [0.0]]], dtype=torch.float64)
+    spikes, mem = lif_scan(current, spike_fn_for_method("superspike"), a_s, a_m, reset=reset)
+    u, i_syn, s_list, u_list = 0.0, 0.0, [], []
+    for t in range(6):  # the update written out by hand
+        u_list.append(u)
+        s = 1.0 if u - 1.0 > 0 else 0.0
+        s_list.append(s)
+        if reset == "full":
+            u = (a_m * u + (1 - a_m) * i_syn) * (1 - s)
+        else:
+            u = a_m * u * (1 - s) + (1 - a_m) * i_syn
+        i_syn = a_s * i_syn + current[0, t, 0].item()
+    assert spikes[0, :, 0].tolist() == s_list
+    torch.testing.assert_close(mem[0, :, 0], torch.tensor(u_list, dtype=torch.float64))
+    assert sum(s_list) >= 1
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike", "multilayerspiker"])
+@pytest.mark.parametrize("reset", ["full", "leak"])
+@pytest.mark.parametrize("diff_reset", [False, True])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_fast_scan_equals_plain_autograd(method, reset, diff_reset, recurrent):
+    torch.manual_seed(0)
+    current = (torch.randn(3, 40, 4, 7, dtype=torch.float64) * 0.5 + 0.3).requires_grad_()
+    w_rec = torch.randn(4, 4, 5, dtype=torch.float64).mul(0.3).requires_grad_() if recurrent else None
+    weights = torch.randn(3, 40, 4, 7, dtype=torch.float64)
+    results = []
+    for scan in (lif_scan, lif_scan_reference):
+        spike = spike_fn_for_method(method, generator=torch.Generator().manual_seed(3))
+        spikes, mem = scan(current, spike, 0.8, 0.9, 1.0, reset, diff_reset, w_rec)
+        inputs = [current] + ([w_rec] if recurrent else [])
+        grads = torch.autograd.grad((spikes * weights).sum(), inputs)
+        results.append((spikes, mem, grads))
+    (s1, m1, g1), (s2, m2, g2) = results
+    assert 0 < s1.mean() < 0.5
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(m1, m2)
+    for a, b in zip(g1, g2, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_layers_fast_and_reference_give_same_output_and_gradients():
+    torch.manual_seed(1)
+    layer = ConvLIFLayer(2, 3, 3, spike_fn_for_method("superspike"), stride=2, padding=1,
+                         recurrent_kernel=3, tau_mem=0.02, tau_syn=0.01, dt=0.002)
+    dense = DenseLIFLayer(3 * 5, 4, spike_fn_for_method("superspike"), tau_mem=0.02,
+                          tau_syn=0.01, dt=0.002)
+    readout = Readout(4, 2, 0.2, 0.01, 0.002)
+    for p in [layer.weight, layer.rec_weight, dense.weight, readout.weight]:
+        torch.nn.init.normal_(p, 0.0, 1.5)
+    x = (torch.rand(2, 30, 2, 10) < 0.3).float()
+    outs = []
+    for reference in (False, True):
+        s = layer(x, reference=reference)
+        out = readout(dense(s, reference=reference))
+        grads = torch.autograd.grad(out.square().sum(), [layer.weight, layer.rec_weight])
+        outs.append((s, out, grads))
+    assert torch.equal(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+    for a, b in zip(outs[0][2], outs[1][2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ConfigError, match="tau"):
+        decay(-0.01, 1e-3)
+    with pytest.raises(ConfigError, match="kernel_size=11"):
+        conv_output_length(8, 11)
+    with pytest.raises(ConfigError, match="reset"):
+        lif_scan(torch.zeros(1, 2, 3), spike_fn_for_method("superspike"), 0.5, 0.5, reset="soft")
