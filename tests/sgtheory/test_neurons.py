@@ -67,7 +67,9 @@ def test_reset_semantics_by_hand(reset):
 def test_fast_scan_equals_plain_autograd(method, reset, diff_reset, recurrent):
     torch.manual_seed(0)
     current = (torch.randn(3, 40, 4, 7, dtype=torch.float64) * 0.5 + 0.3).requires_grad_()
-    w_rec = torch.randn(4, 4, 5, dtype=torch.float64).mul(0.3).requires_grad_() if recurrent else None
+    w_rec = torch.randn(4, 4, 5, dtype=torch.float64).mul(0.3) if recurrent else None
+    if recurrent:
+        w_rec.requires_grad_()
     weights = torch.randn(3, 40, 4, 7, dtype=torch.float64)
     results = []
     for scan in (lif_scan, lif_scan_reference):
