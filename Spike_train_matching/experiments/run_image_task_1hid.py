@@ -437,6 +437,9 @@ def run(cfg) -> dict[str, Any]:
     results["losses"] = {
         "first": {k: v[0] for k, v in hist.items() if k.startswith("loss")},
         "final": {k: v[-1] for k, v in hist.items() if k.startswith("loss")},
+        "mean_last_10": {
+            k: float(np.mean(v[-10:])) for k, v in hist.items() if k.startswith("loss")
+        },
         "mean_first_10": {
             k: float(np.mean(v[:10])) for k, v in hist.items() if k.startswith("loss")
         },
