@@ -5,12 +5,17 @@ e.g. `method=stochasticsuperspike`, `dataset=oxford dataset.data_path=/path/to/i
 or a sweep with `-m seed=1,2,3`. See ../README.md for what a run writes.
 """
 
+# ruff: noqa: E402
 from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
 import math
 import re
+import resource
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,10 @@ sys.path.insert(0, str(HERE))
 # package (without __init__) from outside the repo, which breaks sgtheory.runs.versions().
 sys.path.insert(1, str(HERE.parents[1]))
 
-import stm_core as core  # noqa: E402
+import stm_core as core
 
-from sgtheory.errors import ConfigError, check_choice  # noqa: E402
-from sgtheory.runs import (  # noqa: E402
+from sgtheory.errors import ConfigError, check_choice
+from sgtheory.runs import (
     init_wandb,
     load_checkpoint,
     make_generator,
@@ -37,7 +42,7 @@ from sgtheory.runs import (  # noqa: E402
     versions,
     write_json_atomic,
 )
-from sgtheory.stats import fano_factor, firing_rate  # noqa: E402
+from sgtheory.stats import fano_factor, firing_rate
 
 CONFIG_DIR = HERE / "config_experiments"
 METHODS = tuple(sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
@@ -325,7 +330,7 @@ def run(cfg) -> dict[str, Any]:
     )
     wandb_id = getattr(wb, "id", None)
     set_status("running", epoch)
-    startup = time.perf_counter() - t_start
+    startup = time.perf_counter() - _T0
 
     from tqdm import tqdm
 
@@ -347,11 +352,13 @@ def run(cfg) -> dict[str, Any]:
     )
     t_loop = time.perf_counter()
     epochs_run = 0
+    epoch_times: list[float] = []
     try:
         while epoch < cfg.nb_epochs:
             n = min(freq, int(cfg.nb_epochs) - epoch)
             buf = ChunkBuffer(cfg, n)
             for i in range(n):
+                t_epoch = time.perf_counter()
                 buf.put("w_hist_h", i, w_ih)
                 buf.put("w_hist_o", i, w_ho)
                 trial = core.forward(net, drive_x, w_ih, w_ho, esc_h, esc_o, r, gen)
@@ -391,6 +398,7 @@ def run(cfg) -> dict[str, Any]:
                         first["valid"] = _stats(cfg, vtrial.spk_h, vtrial.spk_o)
                 epoch += 1
                 epochs_run += 1
+                epoch_times.append(time.perf_counter() - t_epoch)
                 bar.update(1)
                 if not math.isfinite(vrd):
                     raise FloatingPointError(f"loss is not finite at epoch {epoch}")
@@ -455,6 +463,8 @@ def run(cfg) -> dict[str, Any]:
         "run_time_s": total,
         "startup_s": startup,
         "seconds_per_epoch_this_session": loop_time / max(epochs_run, 1),
+        "median_s_per_epoch": float(np.median(epoch_times[10:] or epoch_times)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "epochs_this_session": epochs_run,
         "resumed_from_epoch": epoch - epochs_run,
     }
