@@ -5,6 +5,9 @@ a layer does not depend on its state, so it is computed for all time steps at on
 matmul or convolution over batch x time); only the recurrence runs step by step
 (`sgtheory.neurons.lif_scan`). `reference=True` runs the plain baseline instead: each
 convolution once per time step and the neuron update through autograd.
+
+`time_major=True` makes a layer take and return (time, batch, ...) tensors:
+`SpikingNetwork` uses it between layers so that no layer has to transpose its data.
 """
 
 from __future__ import annotations
@@ -50,7 +53,11 @@ class LIFLayer(nn.Module):
         self.last_mem: torch.Tensor | None = None
 
     def run_neurons(
-        self, current: torch.Tensor, rec_weight: torch.Tensor | None, reference: bool
+        self,
+        current: torch.Tensor,
+        rec_weight: torch.Tensor | None,
+        reference: bool,
+        time_major: bool,
     ) -> torch.Tensor:
         scan = lif_scan_reference if reference else lif_scan
         spikes, mem = scan(
@@ -62,8 +69,9 @@ class LIFLayer(nn.Module):
             self.reset,
             self.diff_reset,
             rec_weight,
+            time_major,
         )
-        self.last_mem = mem
+        self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
         return spikes
 
 
@@ -75,8 +83,10 @@ class DenseLIFLayer(LIFLayer):
         check_positive("nb_hidden", n_out, integer=True)
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
 
-    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        return self.run_neurons(x.flatten(2) @ self.weight.t(), None, reference)
+    def forward(
+        self, x: torch.Tensor, reference: bool = False, time_major: bool = False
+    ) -> torch.Tensor:
+        return self.run_neurons(x.flatten(2) @ self.weight.t(), None, reference, time_major)
 
 
 class ConvLIFLayer(LIFLayer):
@@ -122,15 +132,20 @@ class ConvLIFLayer(LIFLayer):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
 
-    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        batch, steps = x.shape[:2]
+    def forward(
+        self, x: torch.Tensor, reference: bool = False, time_major: bool = False
+    ) -> torch.Tensor:
         self.output_length(x.shape[-1])  # clear error if the kernel does not fit
+        time_dim = 0 if time_major else 1
         if reference:  # baseline: one convolution per time step
-            current = torch.stack([self._conv(x[:, t]) for t in range(steps)], dim=1)
-        else:
-            current = self._conv(x.reshape(batch * steps, *x.shape[2:]))
-            current = current.reshape(batch, steps, *current.shape[1:])
-        return self.run_neurons(current, self.rec_weight, reference)
+            steps = x.shape[time_dim]
+            current = torch.stack(
+                [self._conv(x.select(time_dim, t)) for t in range(steps)], dim=time_dim
+            )
+        else:  # all time steps in one convolution over (batch x time)
+            current = self._conv(x.reshape(-1, *x.shape[2:]))
+            current = current.reshape(*x.shape[:2], *current.shape[1:])
+        return self.run_neurons(current, self.rec_weight, reference, time_major)
 
 
 class Readout(nn.Module):
@@ -142,8 +157,10 @@ class Readout(nn.Module):
         self.a_mem = decay(tau_mem, dt)
         self.a_syn = decay(tau_syn, dt)
 
-    def forward(self, x: torch.Tensor, reference: bool = False) -> torch.Tensor:
-        return readout_scan(x.flatten(2) @ self.weight.t(), self.a_syn, self.a_mem)
+    def forward(
+        self, x: torch.Tensor, reference: bool = False, time_major: bool = False
+    ) -> torch.Tensor:
+        return readout_scan(x.flatten(2) @ self.weight.t(), self.a_syn, self.a_mem, time_major)
 
 
 class SpikingNetwork(nn.Module):
@@ -157,12 +174,18 @@ class SpikingNetwork(nn.Module):
     def forward(
         self, x: torch.Tensor, reference: bool = False
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return (readout potentials (batch, time, classes), [spikes of each hidden layer])."""
+        """Return (readout potentials (batch, time, classes), [spikes of each hidden layer]).
+
+        `x` is (batch, time, ...); internally the layers run time-major, and the returned
+        tensors are (batch, time, ...) views of their time-major results.
+        """
+        x = x.transpose(0, 1)
         spikes = []
         for layer in self.hidden:
-            x = layer(x, reference=reference)
-            spikes.append(x)
-        return self.readout(x, reference=reference), spikes
+            x = layer(x, reference=reference, time_major=True)
+            spikes.append(x.transpose(0, 1))
+        out = self.readout(x, reference=reference, time_major=True)
+        return out.transpose(0, 1), spikes
 
     def set_spike_fns(self, spike_fns: list[SpikeFn]) -> None:
         """Swap the spike operation of every hidden layer (e.g. to evaluate another method)."""

@@ -53,74 +53,95 @@ def _check_rec(weight: torch.Tensor | None, shape: torch.Size) -> None:
 
 
 class _LIFScan(torch.autograd.Function):
-    """Forward without a graph, backward by the adjoint recursion (time-reversed)."""
+    """Forward without a graph, backward by the adjoint recursion (time-reversed).
+
+    Internally time-major (T, B, ...) so that each step's slice is contiguous; every
+    per-step operation writes into preallocated buffers (no allocation inside the loops).
+    """
 
     @staticmethod
-    def forward(ctx, current, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
-        cur = current.transpose(0, 1).contiguous()  # (T, B, ...): contiguous per-step slices
+    def forward(ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+        cur = cur.contiguous()  # (T, B, ...)
         nb_steps = cur.shape[0]
-        spikes = torch.empty_like(cur)
-        mem_all = torch.empty_like(cur)
-        syn_all = torch.empty_like(cur) if diff_reset else None
-        mem = torch.zeros_like(cur[0])
+        fired = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
+        mem_all = torch.empty((nb_steps + 1, *cur.shape[1:]), dtype=cur.dtype, device=cur.device)
+        mem_all[0] = 0.0
+        syn_all = torch.zeros_like(cur) if diff_reset else None
         syn = torch.zeros_like(cur[0])
         escape, gen = spike_fn.escape, spike_fn.generator
+        step_escape = escape.deterministic
+        leak_scratch = None if reset == "full" else torch.empty_like(syn)
         for t in range(nb_steps):
-            mem_all[t] = mem
+            mem, new_mem = mem_all[t], mem_all[t + 1]
             if syn_all is not None:
                 syn_all[t] = syn
-            s = escape.sample(mem - threshold, gen)
-            spikes[t] = s
-            fired = s > 0
-            if reset == "full":
-                mem = torch.lerp(syn, mem, a_mem).masked_fill_(fired, 0.0)
+            if step_escape:
+                torch.gt(mem, threshold, out=fired[t])
             else:
-                mem = (a_mem * mem).masked_fill_(fired, 0.0).add_(syn, alpha=1.0 - a_mem)
-            syn = torch.add(cur[t], syn, alpha=a_syn)
+                torch.gt(escape.sample(mem - threshold, gen), 0.0, out=fired[t])
+            if reset == "full":
+                torch.lerp(syn, mem, a_mem, out=new_mem).masked_fill_(fired[t], 0.0)
+            else:
+                torch.mul(mem, a_mem, out=leak_scratch).masked_fill_(fired[t], 0.0)
+                torch.add(leak_scratch, syn, alpha=1.0 - a_mem, out=new_mem)
             if rec_weight is not None:
-                syn += _rec_conv(s, rec_weight)
+                syn.mul_(a_syn).add_(cur[t]).add_(_rec_conv(fired[t].to(cur.dtype), rec_weight))
+            else:
+                syn.mul_(a_syn).add_(cur[t])
+        spikes = fired.to(cur.dtype)
+        mem_all = mem_all[:nb_steps]
         ctx.save_for_backward(spikes, mem_all, syn_all, rec_weight)
         ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
         ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
         ctx.mark_non_differentiable(mem_all)
-        return spikes.transpose(0, 1), mem_all.transpose(0, 1)
+        return spikes, mem_all
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
         spikes, mem_all, syn_all, rec_weight = ctx.saved_tensors
         a_syn, a_mem, b_mem = ctx.a_syn, ctx.a_mem, 1.0 - ctx.a_mem
         full = ctx.reset == "full"
-        sg = ctx.spike_fn.surrogate.derivative(mem_all - ctx.threshold, spikes)
-        keep = 1.0 - spikes
-        g_s = grad_spikes.transpose(0, 1)
-        grad_cur = torch.empty_like(spikes)
+        nb_steps = spikes.shape[0]
+        surrogate, threshold = ctx.spike_fn.surrogate, ctx.threshold
+        g_s = grad_spikes.contiguous()
+        # grad_cur[t] = dL/dI[t] = dL/dsyn[t+1]; slot nb_steps holds dL/dsyn[T] = 0
+        grad_cur = torch.empty(
+            (nb_steps + 1, *spikes.shape[1:]), dtype=spikes.dtype, device=spikes.device
+        )
+        grad_cur[nb_steps] = 0.0
         lam_mem = torch.zeros_like(spikes[0])  # dL/dmem[t+1]
-        lam_syn = torch.zeros_like(spikes[0])  # dL/dsyn[t+1] = dL/dI[t]
-        for t in range(spikes.shape[0] - 1, -1, -1):
-            grad_cur[t] = lam_syn
-            g_total = g_s[t]
+        through = torch.empty_like(lam_mem)
+        g_total = torch.empty_like(lam_mem)
+        for t in range(nb_steps - 1, -1, -1):
+            lam_syn = grad_cur[t + 1]
+            g_total.copy_(g_s[t])
             if rec_weight is not None:
-                g_total = g_total + F.conv_transpose1d(
+                g_total += F.conv_transpose1d(
                     lam_syn, rec_weight, padding=rec_weight.shape[-1] // 2
                 )
             if ctx.diff_reset:
                 pre = a_mem * mem_all[t] + b_mem * syn_all[t] if full else a_mem * mem_all[t]
-                g_total = g_total - lam_mem * pre
-            through = lam_mem * keep[t]
-            new_lam_syn = torch.add(through if full else lam_mem, lam_syn, alpha=a_syn / b_mem)
-            new_lam_syn.mul_(b_mem)
-            lam_mem = torch.addcmul(through.mul_(a_mem), g_total, sg[t])
-            lam_syn = new_lam_syn
+                g_total.addcmul_(lam_mem, pre, value=-1.0)
+            torch.mul(lam_mem, spikes[t], out=through)
+            torch.sub(lam_mem, through, out=through)  # lam_mem (1 - S[t])
+            # dL/dsyn[t] = b_mem (through if full else lam_mem) + a_syn dL/dsyn[t+1]
+            torch.add(
+                through if full else lam_mem, lam_syn, alpha=a_syn / b_mem, out=grad_cur[t]
+            ).mul_(b_mem)
+            # dL/dmem[t] = a_mem through + dL/dS[t] sg[t]
+            sg = surrogate.derivative(mem_all[t] - threshold, spikes[t])  # in cache, per step
+            torch.addcmul(through.mul_(a_mem), g_total, sg, out=lam_mem)
+        grad_cur = grad_cur[1:]
         grad_rec = None
         if rec_weight is not None and ctx.needs_input_grad[1]:
-            flat = spikes.shape[0] * spikes.shape[1]
+            flat = nb_steps * spikes.shape[1]
             grad_rec = torch.nn.grad.conv1d_weight(
                 spikes.reshape(flat, *spikes.shape[2:]),
                 rec_weight.shape,
                 grad_cur.reshape(flat, *spikes.shape[2:]),
                 padding=rec_weight.shape[-1] // 2,
             )
-        return grad_cur.transpose(0, 1), grad_rec, None, None, None, None, None, None
+        return grad_cur, grad_rec, None, None, None, None, None, None
 
 
 def lif_scan(
@@ -132,15 +153,31 @@ def lif_scan(
     reset: str = "full",
     diff_reset: bool = False,
     rec_weight: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run LIF neurons driven by `current` (batch, time, ...); return (spikes, mem).
 
     `mem` is the membrane potential from which each step's spike was drawn (no gradient).
     `rec_weight` (channels, channels, odd kernel) adds a recurrent convolution of the
     spikes; then `current` must be shaped (batch, time, channels, length).
+    With `time_major`, input and outputs are (time, batch, ...) instead, which spares the
+    transposes between layers (the scan runs time-major internally).
     """
     check_choice("reset", reset, RESETS)
     _check_rec(rec_weight, current.shape)
+    if not time_major:
+        spikes, mem = lif_scan(
+            current.transpose(0, 1),
+            spike_fn,
+            a_syn,
+            a_mem,
+            threshold,
+            reset,
+            diff_reset,
+            rec_weight,
+            time_major=True,
+        )
+        return spikes.transpose(0, 1), mem.transpose(0, 1)
     return _LIFScan.apply(
         current,
         rec_weight,
@@ -162,10 +199,23 @@ def lif_scan_reference(
     reset: str = "full",
     diff_reset: bool = False,
     rec_weight: torch.Tensor | None = None,
+    time_major: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same model as `lif_scan`, one step at a time through autograd (slow, plain)."""
     check_choice("reset", reset, RESETS)
     _check_rec(rec_weight, current.shape)
+    if time_major:
+        spikes, mem = lif_scan_reference(
+            current.transpose(0, 1),
+            spike_fn,
+            a_syn,
+            a_mem,
+            threshold,
+            reset,
+            diff_reset,
+            rec_weight,
+        )
+        return spikes.transpose(0, 1), mem.transpose(0, 1)
     mem = torch.zeros_like(current[:, 0])
     syn = torch.zeros_like(current[:, 0])
     spikes, mems = [], []
@@ -184,17 +234,21 @@ def lif_scan_reference(
     return torch.stack(spikes, dim=1), torch.stack(mems, dim=1)
 
 
-def readout_scan(current: torch.Tensor, a_syn: float, a_mem: float) -> torch.Tensor:
+def readout_scan(
+    current: torch.Tensor, a_syn: float, a_mem: float, time_major: bool = False
+) -> torch.Tensor:
     """Non-spiking leaky integrator: the LIF dynamics without spikes or reset.
 
     Returns mem (batch, time, ...) with mem[t+1] = a_mem mem[t] + (1 - a_mem) syn[t],
-    syn[t+1] = a_syn syn[t] + I[t]; the output at step t is mem[t].
+    syn[t+1] = a_syn syn[t] + I[t]; the output at step t is mem[t]. With `time_major`,
+    input and output are (time, batch, ...).
     """
-    mem = torch.zeros_like(current[:, 0])
-    syn = torch.zeros_like(current[:, 0])
+    cur = current if time_major else current.transpose(0, 1)
+    mem = torch.zeros_like(cur[0])
+    syn = torch.zeros_like(cur[0])
     out = []
-    for t in range(current.shape[1]):
+    for t in range(cur.shape[0]):
         out.append(mem)
         mem = a_mem * mem + (1 - a_mem) * syn
-        syn = a_syn * syn + current[:, t]
-    return torch.stack(out, dim=1)
+        syn = a_syn * syn + cur[t]
+    return torch.stack(out, dim=0 if time_major else 1)

@@ -89,10 +89,21 @@ def test_fast_scan_equals_plain_autograd(method, reset, diff_reset, recurrent):
 
 def test_layers_fast_and_reference_give_same_output_and_gradients():
     torch.manual_seed(1)
-    layer = ConvLIFLayer(2, 3, 3, spike_fn_for_method("superspike"), stride=2, padding=1,
-                         recurrent_kernel=3, tau_mem=0.02, tau_syn=0.01, dt=0.002)
-    dense = DenseLIFLayer(3 * 5, 4, spike_fn_for_method("superspike"), tau_mem=0.02,
-                          tau_syn=0.01, dt=0.002)
+    layer = ConvLIFLayer(
+        2,
+        3,
+        3,
+        spike_fn_for_method("superspike"),
+        stride=2,
+        padding=1,
+        recurrent_kernel=3,
+        tau_mem=0.02,
+        tau_syn=0.01,
+        dt=0.002,
+    )
+    dense = DenseLIFLayer(
+        3 * 5, 4, spike_fn_for_method("superspike"), tau_mem=0.02, tau_syn=0.01, dt=0.002
+    )
     readout = Readout(4, 2, 0.2, 0.01, 0.002)
     for p in [layer.weight, layer.rec_weight, dense.weight, readout.weight]:
         torch.nn.init.normal_(p, 0.0, 1.5)
@@ -116,3 +127,56 @@ def test_bad_settings_are_clear_errors():
         conv_output_length(8, 11)
     with pytest.raises(ConfigError, match="reset"):
         lif_scan(torch.zeros(1, 2, 3), spike_fn_for_method("superspike"), 0.5, 0.5, reset="soft")
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_network_time_major_fast_path_equals_per_step_baseline(method):
+    from sgtheory.layers import SpikingNetwork
+
+    def build():
+        torch.manual_seed(2)
+        hidden = [
+            ConvLIFLayer(
+                1,
+                4,
+                5,
+                spike_fn_for_method(method, generator=torch.Generator().manual_seed(1)),
+                stride=2,
+                recurrent_kernel=3,
+                tau_mem=0.02,
+                tau_syn=0.01,
+                dt=0.002,
+            ),
+            ConvLIFLayer(
+                4,
+                6,
+                3,
+                spike_fn_for_method(method, generator=torch.Generator().manual_seed(2)),
+                tau_mem=0.02,
+                tau_syn=0.01,
+                dt=0.002,
+            ),
+        ]
+        for layer in hidden:
+            torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+            if layer.rec_weight is not None:
+                torch.nn.init.normal_(layer.rec_weight, 0.0, 0.5)
+        readout = Readout(6 * 4, 3, 0.2, 0.01, 0.002)
+        torch.nn.init.normal_(readout.weight, 0.0, 0.5)
+        return SpikingNetwork(hidden, readout)
+
+    x = (torch.rand(3, 25, 1, 15, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    results = []
+    for reference in (False, True):
+        net = build()
+        out, spikes = net(x, reference=reference)
+        loss = out.max(dim=1).values.logsumexp(-1).sum() + sum(s.sum() for s in spikes) * 0.01
+        loss.backward()
+        results.append((out, spikes, [p.grad for p in net.parameters()]))
+    (o1, s1, g1), (o2, s2, g2) = results
+    assert all(0 < s.mean() < 0.6 for s in s1)
+    for a, b in zip(s1, s2, strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(o1, o2)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
