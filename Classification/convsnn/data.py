@@ -1,0 +1,180 @@
+"""Datasets of a config as batch sources: Randman (dense, generated) and SHD (events).
+
+Every split is a `Split` whose `batch(idx)` returns inputs shaped (batch, time, 1, units),
+the layout of the conv layers (one input channel), and int64 labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgtheory.data import (
+    bin_spikes,
+    make_randman,
+    read_shd_events,
+    resolve_shd,
+    same_set,
+    split_dataset,
+    split_validation,
+)
+
+
+class Split:
+    """A set of samples; `batch(idx)` gives (inputs (B, T, 1, U) float32, labels (B,))."""
+
+    labels: torch.Tensor
+    device: torch.device | str = "cpu"  # where `batch` puts its tensors
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def batches(self, batch_size: int):
+        """Consecutive batches in order (for evaluation)."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(torch.arange(start, min(start + batch_size, len(self))))
+
+
+class DenseSplit(Split):
+    """Samples held as a dense raster (N, T, U)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.labels = x, y
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x.index_select(0, idx).unsqueeze(2).float()
+        return x.to(self.device), self.labels.index_select(0, idx).to(self.device)
+
+
+class EventSplit(Split):
+    """Samples held as spike events, binned per batch (SHD: a dense raster would take ~8 GB)."""
+
+    def __init__(
+        self,
+        times: Sequence[np.ndarray],
+        units: Sequence[np.ndarray],
+        labels: torch.Tensor,
+        nb_steps: int,
+        dt: float,
+        nb_units: int,
+    ):
+        self.times, self.units, self.labels = list(times), list(units), labels
+        self.nb_steps, self.dt, self.nb_units = nb_steps, dt, nb_units
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = idx.tolist()
+        x = bin_spikes(
+            [self.times[i] for i in rows],
+            [self.units[i] for i in rows],
+            self.nb_steps,
+            self.dt,
+            self.nb_units,
+        )
+        return x.unsqueeze(2).to(self.device), self.labels.index_select(0, idx).to(self.device)
+
+
+@dataclass
+class Data:
+    """train / valid / test splits and the "same" set (one test sample repeated)."""
+
+    train: Split
+    valid: Split
+    test: Split
+    same: torch.Tensor  # (repeats, T, 1, U)
+    same_label: int
+
+    def to(self, device: torch.device | str) -> Data:
+        """Make every split yield batches on `device`."""
+        for split in (self.train, self.valid, self.test):
+            split.device = device
+        self.same = self.same.to(device)
+        return self
+
+
+def _same(test: Split, cfg: Any) -> tuple[torch.Tensor, int]:
+    index = int(cfg.fano.sample_index)
+    if not 0 <= index < len(test):
+        from sgtheory.errors import ConfigError
+
+        raise ConfigError(
+            f"fano.sample_index={index} is not valid; the test set has {len(test)} samples"
+        )
+    x, y = test.batch(torch.tensor([index]))
+    return same_set(x, 0, int(cfg.fano.repeats)), int(y[0])
+
+
+def load_randman(cfg: Any) -> Data:
+    """Generate Randman from `dataset.seed` and split it."""
+    ds = cfg.dataset
+    x, y = make_randman(
+        nb_classes=ds.nb_classes,
+        nb_units=ds.nb_units,
+        nb_steps=ds.nb_steps,
+        step_frac=ds.step_frac,
+        nb_samples=ds.nb_samples,
+        nb_spikes=ds.nb_spikes,
+        alpha=ds.alpha,
+        dim_manifold=ds.dim_manifold,
+        seed=ds.seed,
+    )
+    parts = split_dataset(x, y, tuple(ds.split), seed=ds.seed)
+    splits = {k: DenseSplit(*v) for k, v in parts.items()}
+    same, label = _same(splits["test"], cfg)
+    return Data(splits["train"], splits["valid"], splits["test"], same, label)
+
+
+def _read(path: Path, max_samples: int | None):
+    times, units, labels = read_shd_events(path)
+    if max_samples is not None:
+        times, units, labels = times[:max_samples], units[:max_samples], labels[:max_samples]
+    return times, units, torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+def shd_paths(cfg: Any) -> dict[str, Path]:
+    """The SHD files (found in dataset.datadir or downloaded); raises FileNotFoundError."""
+    ds = cfg.dataset
+    return resolve_shd(ds.datadir, download=bool(ds.download), cache_dir=ds.cache_dir)
+
+
+def load_shd_splits(cfg: Any, paths: dict[str, Path]) -> Data:
+    """Official train file minus a seeded validation share; the official test file."""
+    ds = cfg.dataset
+    make = {"nb_steps": int(ds.nb_steps), "dt": float(ds.dt), "nb_units": int(ds.nb_units)}
+    times, units, labels = _read(paths["train"], ds.max_samples)
+    t_times, t_units, t_labels = _read(paths["test"], ds.max_samples)
+    for name, lab in (("train", labels), ("test", t_labels)):
+        if len(lab) and int(lab.max()) >= ds.nb_classes:
+            raise ValueError(
+                f"{paths[name]}: label {int(lab.max())} is out of range for "
+                f"dataset.nb_classes={ds.nb_classes}"
+            )
+    index = torch.arange(len(labels))
+    parts = split_validation(index, labels, float(ds.valid_fraction), seed=int(ds.seed))
+    train_idx, valid_idx = parts["train"][0].tolist(), parts["valid"][0].tolist()
+
+    def subset(rows: list[int]) -> EventSplit:
+        return EventSplit(
+            [times[i] for i in rows],
+            [units[i] for i in rows],
+            labels[torch.tensor(rows, dtype=torch.long)],
+            **make,
+        )
+
+    test = EventSplit(t_times, t_units, t_labels, **make)
+    same, label = _same(test, cfg)
+    return Data(subset(train_idx), subset(valid_idx), test, same, label)
+
+
+def load_data(cfg: Any, shd: dict[str, Path] | None = None) -> Data:
+    """The config's dataset (SHD files from `shd_paths` if already resolved)."""
+    if cfg.dataset.name == "randman":
+        return load_randman(cfg)
+    return load_shd_splits(cfg, shd if shd is not None else shd_paths(cfg))

@@ -1,0 +1,382 @@
+"""One run, start to end: validate, load data, build, train (resumable), evaluate, plot, record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from sgtheory.errors import ConfigError
+from sgtheory.optim import make_optimizer
+from sgtheory.runs import init_wandb, resolve_device, versions, write_json_atomic
+
+from . import checkpoint, plots
+from .data import Data, load_data, shd_paths
+from .metrics import evaluate, run_same, variability
+from .model import beta_at, build_network, spike_fns
+from .seeds import generator, layer_generators
+from .settings import nb_threads, validate
+from .training import NonFiniteLoss, regularizers, train_epoch
+
+log = logging.getLogger(__name__)
+RESULTS = "results.json"
+PLOTS = "Plots"
+# settings that may change between an interrupted run and its resumption
+RESUMABLE_KEYS = (
+    "wandb",
+    "threads",
+    "device",
+    "progress",
+    "stop_after_epochs",
+    "plotting",
+    "nb_epochs",
+)
+HISTORY_KEYS = ("train_loss", "train_acc", "train_reg", "valid_loss", "valid_acc", "beta")
+
+
+def _fixed_part(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+
+
+def _check_resumable(saved: dict, config: dict, run_dir: Path, nb_epochs: int, done: int) -> None:
+    old, new = _fixed_part(saved), _fixed_part(config)
+    if old != new:
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ConfigError(
+            f"{run_dir} holds a checkpoint of a run with different settings ({', '.join(keys)}); "
+            "use another hydra.run.dir, or delete the checkpoint to start over"
+        )
+    if done > nb_epochs:
+        raise ConfigError(
+            f"nb_epochs={nb_epochs} is not valid here; the checkpoint in {run_dir} already has "
+            f"{done} epochs"
+        )
+
+
+class Run:
+    """Everything one run holds: config, data, network, optimiser, generators, records."""
+
+    def __init__(self, cfg: Any, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.geo = validate(cfg)
+        torch.set_num_threads(nb_threads(cfg.threads))
+        self.device = resolve_device(cfg.device)
+        shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
+        self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.nb_layers = len(cfg.dataset.nb_filters)
+        self.dt = float(cfg.dataset.dt)
+        dev = str(self.device)
+        self.gens = {
+            "train_spikes": layer_generators(cfg.seed, "train_spikes", self.nb_layers, device=dev),
+            "shuffle": [generator(cfg.seed, "shuffle")],
+        }
+        fns = spike_fns(cfg, cfg.method.name, self.gens["train_spikes"])
+        self.net = build_network(cfg, self.geo, fns, generator(cfg.seed, "init")).to(self.device)
+        self.optimizer = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.method.lr)
+        self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+        self.stats: list[dict[str, Any]] = []
+        self.epoch_times: list[float] = []
+        self.elapsed = 0.0
+        self.wandb_id: str | None = None
+        self.epoch = 0
+        ckpt = checkpoint.restore(self.run_dir, self.net, self.optimizer, self.gens)
+        if ckpt is not None:
+            _check_resumable(
+                ckpt["config"], self.config, self.run_dir, cfg.nb_epochs, ckpt["epoch"]
+            )
+            self.epoch = ckpt["epoch"]
+            self.history, self.stats = ckpt["history"], ckpt["stats"]
+            self.epoch_times, self.elapsed = ckpt["epoch_times"], ckpt["elapsed"]
+            self.wandb_id = ckpt["wandb_id"]
+            log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        self.data: Data = load_data(cfg, shd).to(self.device)
+        self.regs = regularizers(cfg)
+        self.wb = None
+        self.results: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def set_method(self, method: str, purpose: str, *keys: int, beta: float | None = None) -> None:
+        """Hidden layers draw spikes with `method` from fresh generators (purpose, *keys)."""
+        gens = layer_generators(
+            self.cfg.seed, purpose, self.nb_layers, *keys, device=str(self.device)
+        )
+        self.net.set_spike_fns(spike_fns(self.cfg, method, gens, beta))
+
+    def set_training_fns(self, beta: float) -> None:
+        self.net.set_spike_fns(
+            spike_fns(self.cfg, self.cfg.method.name, self.gens["train_spikes"], beta)
+        )
+
+    def phase(self, method: str, purpose: str, epoch: int, beta: float) -> dict[str, Any]:
+        """Test loss/accuracy/rates and "same"-set rates/Fano factors under `method`."""
+        self.set_method(method, purpose, epoch, beta=beta)
+        test = evaluate(
+            self.net, self.data.test, int(self.cfg.batch_size), self.cfg.loss_type, self.dt
+        )
+        out, same = run_same(self.net, self.data.same, int(self.cfg.batch_size))
+        var = variability(same, self.dt, int(self.cfg.fano.bin_dt), self.cfg.fano.mode)
+        self._last_same = (out, same)
+        return {
+            "method": method,
+            "epoch": epoch,
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
+            "test_rates": test["rates"],
+            "same_rates": var["rates"],
+            "fano": var["fano"],
+        }
+
+    def write_results(self, status: str, **extra: Any) -> None:
+        self.results.update(
+            status=status,
+            config=self.config,
+            run_dir=str(self.run_dir),
+            epochs_done=self.epoch,
+            history=self.history,
+            stats=self.stats,
+            run_time_s=self.elapsed,
+            timing={"epoch_s": self.epoch_times},
+            versions=versions(),
+            wandb_id=self.wandb_id,
+            **extra,
+        )
+        write_json_atomic(self.run_dir / RESULTS, self.results)
+
+    def save(self) -> None:
+        checkpoint.save(
+            self.run_dir,
+            self.epoch,
+            self.net,
+            self.optimizer,
+            self.gens,
+            {
+                "config": self.config,
+                "history": self.history,
+                "stats": self.stats,
+                "epoch_times": self.epoch_times,
+                "elapsed": self.elapsed,
+                "wandb_id": self.wandb_id,
+            },
+        )
+
+    def log_stats(self, entry: dict[str, Any], prefix: str) -> None:
+        metrics = {
+            f"{prefix}/test_loss": entry["test_loss"],
+            f"{prefix}/test_acc": entry["test_acc"],
+        }
+        for i in range(self.nb_layers):
+            metrics[f"{prefix}/test_rate_l{i + 1}"] = entry["test_rates"][i]
+            metrics[f"{prefix}/same_rate_l{i + 1}"] = entry["same_rates"][i]
+            metrics[f"{prefix}/fano_l{i + 1}"] = entry["fano"][i]
+        self.wb.log(metrics, step=entry["epoch"])
+
+    # ------------------------------------------------------------------ phases
+    def train(self) -> bool:
+        """Train to nb_epochs (or stop_after_epochs); True if training is complete."""
+        cfg = self.cfg
+        nb_epochs, chunk = int(cfg.nb_epochs), int(cfg.epoch_chunk)
+        method = cfg.method.name
+        if self.epoch == 0 and not self.stats:
+            entry = {"phase": "before", **self.phase(method, "eval", 0, beta_at(cfg, 0))}
+            self.stats.append(entry)
+            self.log_stats(entry, "stats")
+        batches = -(-len(self.data.train) // int(cfg.batch_size))
+        bar_epochs = tqdm(
+            total=nb_epochs, initial=self.epoch, desc="epochs", disable=not cfg.progress
+        )
+        bar_batches = tqdm(total=batches, desc="batches", leave=False, disable=not cfg.progress)
+        try:
+            while self.epoch < nb_epochs:
+                epoch = self.epoch
+                start = time.perf_counter()
+                beta = beta_at(cfg, epoch)
+                self.set_training_fns(beta)
+                bar_batches.reset()
+                train = train_epoch(
+                    self.net,
+                    self.optimizer,
+                    self.data.train,
+                    cfg,
+                    self.gens["shuffle"][0],
+                    self.regs,
+                    epoch,
+                    bar_batches,
+                )
+                self.set_method(method, "eval", epoch + 1, beta=beta)
+                valid = evaluate(
+                    self.net, self.data.valid, int(cfg.batch_size), cfg.loss_type, self.dt
+                )
+                row = {
+                    "train_loss": train["loss"],
+                    "train_acc": train["acc"],
+                    "train_reg": train["reg"],
+                    "valid_loss": valid["loss"],
+                    "valid_acc": valid["acc"],
+                    "beta": beta,
+                }
+                for key, value in row.items():
+                    self.history[key].append(value)
+                self.epoch = epoch + 1
+                if self.epoch % chunk == 0 or self.epoch == nb_epochs:
+                    entry = {"phase": "training", **self.phase(method, "eval", self.epoch, beta)}
+                    self.stats.append(entry)
+                    self.log_stats(entry, "stats")
+                seconds = time.perf_counter() - start
+                self.epoch_times.append(seconds)
+                self.elapsed += seconds
+                self.wb.log({**row, "epoch_time_s": seconds}, step=self.epoch)
+                bar_epochs.update(1)
+                bar_epochs.set_postfix(
+                    loss=f"{row['train_loss']:.3f}",
+                    acc=f"{row['train_acc']:.3f}",
+                    valid_acc=f"{row['valid_acc']:.3f}",
+                )
+                stop = cfg.stop_after_epochs is not None and self.epoch >= cfg.stop_after_epochs
+                if self.epoch % chunk == 0 or self.epoch == nb_epochs or stop:
+                    self.save()
+                    self.write_results("running")
+                if stop and self.epoch < nb_epochs:
+                    log.info("stopped after epoch %d (stop_after_epochs)", self.epoch)
+                    return False
+        finally:
+            bar_batches.close()
+            bar_epochs.close()
+        return True
+
+    def final(self) -> None:
+        """Test under the trained method and under `method.other`; figures; results."""
+        cfg = self.cfg
+        beta = beta_at(cfg, int(cfg.nb_epochs) - 1)
+        trained = self.phase(cfg.method.name, "test", 0, beta)
+        out_t, same_t = self._last_same
+        other = self.phase(cfg.method.other, "other", 0, beta)
+        out_o, same_o = self._last_same
+        figures = self.figures(
+            beta, {cfg.method.name: same_t, f"{cfg.method.other} (other)": same_o}
+        )
+        self.results.update(test=trained, other=other)
+        self.write_results("completed", figures=[str(p.relative_to(self.run_dir)) for p in figures])
+        self.log_stats(trained, "test")
+        self.log_stats(other, "other")
+        if figures and not isinstance(self.wb, type(None)) and hasattr(self.wb, "id"):
+            import wandb
+
+            self.wb.log({p.stem: wandb.Image(str(p)) for p in figures}, step=int(cfg.nb_epochs))
+        log.info(
+            "test acc %.4f (%s), %.4f (%s); Fano per layer %s / %s",
+            trained["test_acc"],
+            cfg.method.name,
+            other["test_acc"],
+            cfg.method.other,
+            trained["fano"],
+            other["fano"],
+        )
+
+    def figures(self, beta: float, same: dict[str, list[torch.Tensor]]) -> list[Path]:
+        cfg = self.cfg
+        if not cfg.plotting.enabled:
+            return []
+        folder = self.run_dir / PLOTS
+        folder.mkdir(parents=True, exist_ok=True)
+        dpi, dt = int(cfg.plotting.dpi), self.dt
+        labels = self.data.test.labels
+        n = min(int(cfg.plotting.nb_samples), len(labels))
+        self.set_method(cfg.method.name, "test", 1, beta=beta)
+        with torch.no_grad():
+            x, y = self.data.test.batch(torch.arange(n))
+            out, spikes = self.net(x)
+        paths = [
+            plots.snapshot(
+                folder / "snapshot.png",
+                x.cpu(),
+                [s.cpu() for s in spikes],
+                out.cpu(),
+                y.cpu(),
+                dt,
+                dpi,
+                f"{cfg.method.name}: test samples",
+            )
+        ]
+        first = int(labels[0])
+        differ = (labels != first).nonzero()
+        if len(differ):
+            idx = torch.tensor([0, int(differ[0])])
+            with torch.no_grad():
+                x, y = self.data.test.batch(idx)
+                out, spikes = self.net(x)
+            paths.append(
+                plots.snapshot(
+                    folder / "two_classes.png",
+                    x.cpu(),
+                    [s.cpu() for s in spikes],
+                    out.cpu(),
+                    y.cpu(),
+                    dt,
+                    dpi,
+                    f"{cfg.method.name}: two classes",
+                )
+            )
+        layer0 = {k: v[0].reshape(v[0].shape[0], v[0].shape[1], -1) for k, v in same.items()}
+        first_method = next(iter(layer0.values()))
+        neuron = int(first_method.float().sum(dim=(0, 1)).argmax())
+        trials = min(int(cfg.plotting.nb_trials), first_method.shape[0])
+        paths.append(
+            plots.trial_rasters(
+                folder / "trial_variability.png",
+                {k: v[:trials, :, neuron].cpu() for k, v in layer0.items()},
+                dt,
+                dpi,
+                f"hidden layer 1, neuron {neuron}: repeated trials of one test sample",
+            )
+        )
+        paths.append(plots.training_curves(folder / "training_curves.png", self.history, dpi))
+        return paths
+
+    def start_wandb(self) -> None:
+        cfg = self.cfg
+        self.wb = init_wandb(
+            mode=cfg.wandb.mode,
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            run_dir=self.run_dir,
+            config=self.config,
+            name=f"stork_{cfg.method.name}_{cfg.dataset.name}_seed{cfg.seed}",
+            resume_id=self.wandb_id,
+        )
+        self.wandb_id = getattr(self.wb, "id", None)
+
+
+def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """Run (or resume) the experiment of `cfg` in `run_dir`; return the results dict.
+
+    Raises ConfigError / FileNotFoundError before any work for bad settings or missing data,
+    and NonFiniteLoss (after recording status 'failed'; the last checkpoint is kept).
+    """
+    run = Run(cfg, Path(run_dir))
+    run.start_wandb()
+    run.write_results("running")
+    try:
+        done = run.train()
+        if done:
+            run.final()
+    except NonFiniteLoss as err:
+        run.write_results("failed", error=str(err), last_checkpoint_epoch=_saved_epoch(run))
+        raise
+    except BaseException as err:
+        run.write_results("failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        run.wb.finish()
+    return run.results
+
+
+def _saved_epoch(run: Run) -> int | None:
+    ckpt = run.run_dir / checkpoint.CHECKPOINT
+    if not ckpt.exists():
+        return None
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"])

@@ -1,0 +1,87 @@
+"""Loss, accuracy, firing rates and Fano factors of a network on a split or the "same" set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from sgtheory.layers import SpikingNetwork
+from sgtheory.losses import accuracy, loss_fn
+from sgtheory.stats import fano_factor, firing_rate
+
+from .data import Split
+
+
+@torch.no_grad()
+def evaluate(
+    net: SpikingNetwork, split: Split, batch_size: int, loss_type: str, dt: float
+) -> dict[str, Any]:
+    """Mean loss, accuracy and per-layer firing rate (Hz) over a whole split."""
+    lossf = loss_fn(loss_type)
+    total, loss_sum, correct = 0, 0.0, 0.0
+    rates: list[float] = []
+    for x, y in split.batches(batch_size):
+        out, spikes = net(x)
+        n = int(y.shape[0])
+        loss_sum += float(lossf(out, y)) * n
+        correct += accuracy(out, y, loss_type) * n
+        batch_rates = [firing_rate(s, dt) * n for s in spikes]
+        rates = batch_rates if not rates else [a + b for a, b in zip(rates, batch_rates)]
+        total += n
+    return {
+        "loss": loss_sum / total,
+        "acc": correct / total,
+        "rates": [r / total for r in rates],
+    }
+
+
+@torch.no_grad()
+def run_same(
+    net: SpikingNetwork, same: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Readout and hidden spikes (uint8) of every trial of the "same" set."""
+    outs, layers = [], []
+    for start in range(0, same.shape[0], batch_size):
+        out, spikes = net(same[start : start + batch_size])
+        outs.append(out)
+        layers.append([s.to(torch.uint8) for s in spikes])
+    return torch.cat(outs), [torch.cat(parts) for parts in zip(*layers)]
+
+
+def variability(
+    spikes: list[torch.Tensor], dt: float, window: int, mode: str
+) -> dict[str, list[float]]:
+    """Per-layer firing rate (Hz) and Fano factor across trials of the "same" set.
+
+    Each layer's spikes (trials, time, channels, positions) are flattened to neurons; a
+    Fano factor is nan (null in JSON) when no neuron of the layer fired.
+    """
+    rates, fanos = [], []
+    for s in spikes:
+        rates.append(firing_rate(s, dt))
+        flat = s.reshape(s.shape[0], s.shape[1], -1)
+        fanos.append(fano_factor(flat, window, mode, trial_dim=0))
+    return {"rates": rates, "fano": fanos}
+
+
+def phase_stats(
+    net: SpikingNetwork,
+    data: Any,
+    cfg: Any,
+    with_fns: Callable[[], None],
+) -> dict[str, Any]:
+    """Test-set rates and "same"-set rates and Fano factors, after `with_fns()` sets the method."""
+    with_fns()
+    dt = float(cfg.dataset.dt)
+    test = evaluate(net, data.test, int(cfg.batch_size), cfg.loss_type, dt)
+    _, same_spikes = run_same(net, data.same, int(cfg.batch_size))
+    var = variability(same_spikes, dt, int(cfg.fano.bin_dt), cfg.fano.mode)
+    return {
+        "test_loss": test["loss"],
+        "test_acc": test["acc"],
+        "test_rates": test["rates"],
+        "same_rates": var["rates"],
+        "fano": var["fano"],
+    }

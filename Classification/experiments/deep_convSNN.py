@@ -1,0 +1,50 @@
+"""Train a deep convolutional SNN with surrogate gradients (Randman by default, or SHD).
+
+Run from this folder:
+    python3 deep_convSNN.py --config-name=config                      # Randman, superspike
+    python3 deep_convSNN.py --config-name=config method=stochasticsuperspike
+    python3 deep_convSNN.py --config-name=config_sigm                 # sigmoid surrogates
+    python3 deep_convSNN.py --config-name=config dataset=shd dataset.datadir=/path/to/shd
+    python3 deep_convSNN.py --config-name=config -m seed=1,2,3        # sweep
+A run writes results.json, checkpoint.pt, Plots/ and wandb/ into its Runs/ folder and resumes
+from its checkpoint when the same command is run again. See ../README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # the convsnn package
+sys.path.insert(1, str(HERE.parents[1]))  # the repository root (sgtheory)
+
+from convsnn.experiment import run_experiment  # noqa: E402
+from convsnn.training import NonFiniteLoss  # noqa: E402
+
+from sgtheory.errors import ConfigError  # noqa: E402
+
+log = logging.getLogger("deep_convSNN")
+
+
+@hydra.main(version_base="1.3", config_path="config_stork", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: run (or resume) one experiment in Hydra's output folder."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run_experiment(cfg, run_dir)
+    except (ConfigError, FileNotFoundError, NonFiniteLoss, ConnectionError) as err:
+        log.error("%s", err)
+        sys.exit(f"error: {err}")
+    if results.get("status") == "completed":
+        return float(results["test"]["test_acc"])
+    return None
+
+
+if __name__ == "__main__":
+    main()
