@@ -1,0 +1,61 @@
+"""Helpers for the Classification experiment tests: run the CLI, compose configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EXPERIMENTS = REPO / "Classification" / "experiments"
+CONFIG_DIR = EXPERIMENTS / "config_stork"
+sys.path.insert(0, str(REPO / "Classification"))
+
+# A tiny Randman run: 15 classes x 12 samples, 2 epochs, small batches, few trials.
+TINY = [
+    "dataset.nb_samples=12",
+    "batch_size=60",
+    "nb_epochs=2",
+    "epoch_chunk=1",
+    "fano.repeats=8",
+    "plotting.nb_trials=8",
+    "threads=1",
+    "progress=false",
+]
+
+
+def run_cli(run_dir: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    """Run deep_convSNN.py with `overrides` in `run_dir`; return the finished process."""
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    cmd = [
+        sys.executable,
+        "deep_convSNN.py",
+        "--config-name=config",
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
+    return subprocess.run(
+        cmd, cwd=EXPERIMENTS, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_results(run_dir: Path) -> dict:
+    with open(run_dir / "results.json") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture
+def compose():
+    """compose(*overrides) -> the experiment config, as Hydra would build it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    def make(*overrides: str, config_name: str = "config"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+    return make
