@@ -111,6 +111,22 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
         register_resolvers()
         self._start: float | None = None
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        """Export the repository folders on sys.path (the entry scripts add them) through
+        PYTHONPATH, so job processes started by submitit (locally, or by sbatch, which passes
+        the environment on) import the same packages, e.g. Classification's convsnn."""
+        repo = Path(__file__).resolve().parents[1]
+        ours = []
+        for entry in sys.path:
+            try:
+                path = Path(entry or ".").resolve()
+            except OSError:  # pragma: no cover
+                continue
+            if path.is_dir() and (path == repo or repo in path.parents):
+                ours.append(str(path))
+        old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(ours + old))
+
     @staticmethod
     def _path(config: Any) -> Path:
         return Path(str(config.hydra.runtime.output_dir)) / JOB_STATUS
@@ -181,6 +197,7 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     hyper: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, np.ndarray] = field(default_factory=dict)
+    inferred_method: str | None = None
 
     @property
     def seed(self) -> Any:
@@ -198,6 +215,7 @@ class Run:
                 key, _, value = o.partition("=")
                 if key.lstrip("+~") == "method":
                     return value
+            return self.inferred_method or "unknown"
         return str(name)
 
     @property
@@ -431,6 +449,16 @@ def collect_runs(root: str | Path, exp: Experiment) -> list[Run]:
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
     """Group runs by method, config name and overrides minus seed; flag config differences."""
+    runs = list(runs)
+    # a job that never started has no config: borrow method and config name from its seeds
+    known = {
+        tuple(sorted(group_overrides(r))): (r.method, r.config_name)
+        for r in runs
+        if r.config is not None
+    }
+    for run in runs:
+        if run.config is None and tuple(sorted(group_overrides(run))) in known:
+            run.inferred_method, run.config_name = known[tuple(sorted(group_overrides(run)))]
     groups: dict[tuple, Group] = {}
     for run in runs:
         groups.setdefault(run.group_key, Group(run.group_key, [])).runs.append(run)
