@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .conv import conv1d_chunked
 from .errors import ConfigError, check_positive
 from .neurons import decay, lif_scan, lif_scan_reference, readout_scan
 from .spikes import SpikeFn
@@ -50,6 +51,10 @@ class LIFLayer(nn.Module):
         self.threshold = threshold
         self.reset = reset
         self.diff_reset = diff_reset
+        # Keep the membrane potential of the last call (batch, time, ...) for recording and
+        # plots. Off by default: holding it would keep a whole batch's potentials alive
+        # through the next training step.
+        self.record_mem = False
         self.last_mem: torch.Tensor | None = None
 
     def run_neurons(
@@ -71,7 +76,8 @@ class LIFLayer(nn.Module):
             rec_weight,
             time_major,
         )
-        self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
+        if self.record_mem:
+            self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
         return spikes
 
 
@@ -132,6 +138,9 @@ class ConvLIFLayer(LIFLayer):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
 
+    def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
+        return conv1d_chunked(x, self.weight, self.stride, self.padding)
+
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
@@ -143,7 +152,7 @@ class ConvLIFLayer(LIFLayer):
                 [self._conv(x.select(time_dim, t)) for t in range(steps)], dim=time_dim
             )
         else:  # all time steps in one convolution over (batch x time)
-            current = self._conv(x.reshape(-1, *x.shape[2:]))
+            current = self._conv_all_steps(x.reshape(-1, *x.shape[2:]))
             current = current.reshape(*x.shape[:2], *current.shape[1:])
         return self.run_neurons(current, self.rec_weight, reference, time_major)
 

@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .conv import conv1d_weight_grad
 from .errors import check_choice, check_positive
 from .spikes import SpikeFn
 
@@ -90,7 +91,7 @@ class _LIFScan(torch.autograd.Function):
                 syn.mul_(a_syn).add_(cur[t])
         spikes = fired.to(cur.dtype)
         mem_all = mem_all[:nb_steps]
-        ctx.save_for_backward(spikes, mem_all, syn_all, rec_weight)
+        ctx.save_for_backward(fired, mem_all, syn_all, rec_weight)  # bool: 1/4 the memory
         ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
         ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
         ctx.mark_non_differentiable(mem_all)
@@ -98,18 +99,19 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
-        spikes, mem_all, syn_all, rec_weight = ctx.saved_tensors
+        fired, mem_all, syn_all, rec_weight = ctx.saved_tensors
         a_syn, a_mem, b_mem = ctx.a_syn, ctx.a_mem, 1.0 - ctx.a_mem
         full = ctx.reset == "full"
-        nb_steps = spikes.shape[0]
+        nb_steps = fired.shape[0]
         surrogate, threshold = ctx.spike_fn.surrogate, ctx.threshold
         g_s = grad_spikes.contiguous()
         # grad_cur[t] = dL/dI[t] = dL/dsyn[t+1]; slot nb_steps holds dL/dsyn[T] = 0
         grad_cur = torch.empty(
-            (nb_steps + 1, *spikes.shape[1:]), dtype=spikes.dtype, device=spikes.device
+            (nb_steps + 1, *fired.shape[1:]), dtype=mem_all.dtype, device=mem_all.device
         )
         grad_cur[nb_steps] = 0.0
-        lam_mem = torch.zeros_like(spikes[0])  # dL/dmem[t+1]
+        lam_mem = torch.zeros_like(mem_all[0])  # dL/dmem[t+1]
+        spikes_t = torch.empty_like(lam_mem)
         through = torch.empty_like(lam_mem)
         g_total = torch.empty_like(lam_mem)
         for t in range(nb_steps - 1, -1, -1):
@@ -122,24 +124,26 @@ class _LIFScan(torch.autograd.Function):
             if ctx.diff_reset:
                 pre = a_mem * mem_all[t] + b_mem * syn_all[t] if full else a_mem * mem_all[t]
                 g_total.addcmul_(lam_mem, pre, value=-1.0)
-            torch.mul(lam_mem, spikes[t], out=through)
+            spikes_t.copy_(fired[t])
+            torch.mul(lam_mem, spikes_t, out=through)
             torch.sub(lam_mem, through, out=through)  # lam_mem (1 - S[t])
             # dL/dsyn[t] = b_mem (through if full else lam_mem) + a_syn dL/dsyn[t+1]
             torch.add(
                 through if full else lam_mem, lam_syn, alpha=a_syn / b_mem, out=grad_cur[t]
             ).mul_(b_mem)
             # dL/dmem[t] = a_mem through + dL/dS[t] sg[t]
-            sg = surrogate.derivative(mem_all[t] - threshold, spikes[t])  # in cache, per step
+            sg = surrogate.derivative(mem_all[t] - threshold, spikes_t)  # in cache, per step
             torch.addcmul(through.mul_(a_mem), g_total, sg, out=lam_mem)
         grad_cur = grad_cur[1:]
         grad_rec = None
         if rec_weight is not None and ctx.needs_input_grad[1]:
-            flat = nb_steps * spikes.shape[1]
-            grad_rec = torch.nn.grad.conv1d_weight(
-                spikes.reshape(flat, *spikes.shape[2:]),
+            flat = nb_steps * fired.shape[1]
+            grad_rec = conv1d_weight_grad(
+                fired.reshape(flat, *fired.shape[2:]),
                 rec_weight.shape,
-                grad_cur.reshape(flat, *spikes.shape[2:]),
-                padding=rec_weight.shape[-1] // 2,
+                grad_cur.reshape(flat, *fired.shape[2:]),
+                1,
+                rec_weight.shape[-1] // 2,
             )
         return grad_cur, grad_rec, None, None, None, None, None, None
 
@@ -216,10 +220,11 @@ def lif_scan_reference(
             rec_weight,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
-    mem = torch.zeros_like(current[:, 0])
-    syn = torch.zeros_like(current[:, 0])
+    steps = current.unbind(1)
+    mem = torch.zeros_like(steps[0])
+    syn = torch.zeros_like(steps[0])
     spikes, mems = [], []
-    for t in range(current.shape[1]):
+    for cur_t in steps:
         mems.append(mem.detach())
         s = spike_fn(mem - threshold)
         spikes.append(s)
@@ -228,7 +233,7 @@ def lif_scan_reference(
             mem = (a_mem * mem + (1 - a_mem) * syn) * (1 - r)
         else:
             mem = a_mem * mem * (1 - r) + (1 - a_mem) * syn
-        syn = a_syn * syn + current[:, t]
+        syn = a_syn * syn + cur_t
         if rec_weight is not None:
             syn = syn + _rec_conv(s, rec_weight)
     return torch.stack(spikes, dim=1), torch.stack(mems, dim=1)
@@ -243,12 +248,12 @@ def readout_scan(
     syn[t+1] = a_syn syn[t] + I[t]; the output at step t is mem[t]. With `time_major`,
     input and output are (time, batch, ...).
     """
-    cur = current if time_major else current.transpose(0, 1)
-    mem = torch.zeros_like(cur[0])
-    syn = torch.zeros_like(cur[0])
+    steps = (current if time_major else current.transpose(0, 1)).unbind(0)
+    mem = torch.zeros_like(steps[0])
+    syn = torch.zeros_like(steps[0])
     out = []
-    for t in range(cur.shape[0]):
+    for cur_t in steps:  # unbind: its backward stacks, where indexing would zero-fill T times
         out.append(mem)
         mem = a_mem * mem + (1 - a_mem) * syn
-        syn = a_syn * syn + cur[t]
+        syn = a_syn * syn + cur_t
     return torch.stack(out, dim=0 if time_major else 1)

@@ -1,0 +1,97 @@
+"""1-D convolution over very large batches, computed in cache-sized chunks.
+
+A layer's feedforward convolution runs once over batch x time samples (e.g. 400 x 350 =
+140,000). oneDNN is several times slower on one such call than on the same work split into
+chunks of a few hundred samples (measured on 2 CPU cores: 2-4x for the SHD-shaped layers),
+so forward and backward both walk over chunks. Results equal `F.conv1d` up to float
+rounding. A binary input (spikes) is kept for the backward pass as booleans, a quarter of
+the memory of float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+CHUNK = 512
+
+
+def conv1d_weight_grad(
+    x: torch.Tensor, weight_shape, grad_out: torch.Tensor, stride: int, padding: int
+) -> torch.Tensor:
+    """dL/dweight of conv1d(x, weight) given dL/doutput, summed over chunks of the batch.
+
+    `x` may be boolean (spikes); each chunk is converted to grad_out's dtype on the fly.
+    """
+    grad_w = None
+    chunk = CHUNK if x.device.type == "cpu" else x.shape[0]
+    weight = torch.empty(weight_shape, dtype=grad_out.dtype, device=x.device)  # shape only
+    for i in range(0, x.shape[0], chunk):
+        _, gw, _ = torch.ops.aten.convolution_backward(
+            grad_out[i : i + chunk],
+            x[i : i + chunk].to(grad_out.dtype),
+            weight,
+            None,
+            [stride],
+            [padding],
+            [1],
+            False,
+            [0],
+            1,
+            [False, True, False],
+        )
+        grad_w = gw if grad_w is None else grad_w.add_(gw)
+    return grad_w
+
+
+class _ChunkedConv1d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride, padding):
+        if x.device.type != "cpu" or x.shape[0] <= CHUNK:
+            out = F.conv1d(x, weight, stride=stride, padding=padding)
+        else:
+            out = torch.cat(
+                [
+                    F.conv1d(x[i : i + CHUNK], weight, stride=stride, padding=padding)
+                    for i in range(0, x.shape[0], CHUNK)
+                ]
+            )
+        binary = x.dtype != torch.bool and bool(((x == 0) | (x == 1)).all())
+        ctx.save_for_backward(x.to(torch.bool) if binary else x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_out = grad_out.contiguous()
+        chunk = CHUNK if x.device.type == "cpu" else x.shape[0]
+        grad_x = torch.empty(x.shape, dtype=weight.dtype, device=x.device) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        for i in range(0, x.shape[0], chunk):
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad_out[i : i + chunk],
+                x[i : i + chunk].to(weight.dtype),
+                weight,
+                None,
+                [ctx.stride],
+                [ctx.padding],
+                [1],
+                False,
+                [0],
+                1,
+                [need_x, need_w, False],
+            )
+            if need_x:
+                grad_x[i : i + chunk] = gx
+            if need_w:
+                grad_w += gw
+        return grad_x, grad_w, None, None
+
+
+def conv1d_chunked(
+    x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0
+) -> torch.Tensor:
+    """`F.conv1d(x, weight, stride=stride, padding=padding)` (no bias), in chunks on CPU."""
+    return _ChunkedConv1d.apply(x, weight, int(stride), int(padding))
