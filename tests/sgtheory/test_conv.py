@@ -1,0 +1,31 @@
+"""Chunked convolution equals torch's conv1d, values and gradients, binary or not."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (3, 2)])
+def test_chunked_conv1d_equals_conv1d(binary, stride, padding):
+    gen = torch.Generator().manual_seed(0)
+    n = 2 * CHUNK + 37  # several chunks and a ragged last one
+    x = torch.rand(n, 3, 20, generator=gen, dtype=torch.float64)
+    if binary:
+        x = (x < 0.2).double()
+    w = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)
+    grad_out = None
+    results = []
+    for conv in (conv1d_chunked, lambda a, b, s, p: F.conv1d(a, b, stride=s, padding=p)):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = conv(xi, wi, stride, padding)
+        if grad_out is None:
+            grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        y.backward(grad_out)
+        results.append((y, xi.grad, wi.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+    gw = conv1d_weight_grad(x.bool() if binary else x, w.shape, grad_out, stride, padding)
+    torch.testing.assert_close(gw, results[1][2])
