@@ -495,6 +495,16 @@ def main() -> None:
             run(cfg)
         except ConfigError as exc:
             print(f"ConfigError: {exc}", file=sys.stderr)
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            hydra_cfg = HydraConfig.get()
+            if hydra_cfg.mode == RunMode.MULTIRUN:
+                # Record the failure in the run's folder and let Hydra mark this job failed:
+                # the sweep goes on with the other runs (sys.exit would stop it).
+                status = {"status": "failed", "epoch": 0, "error": repr(exc), "time": time.time()}
+                write_json_atomic(Path(hydra_cfg.runtime.output_dir) / "status.json", status)
+                raise
             sys.exit(2)
 
     _app()
