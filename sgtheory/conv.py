@@ -46,17 +46,19 @@ def conv1d_weight_grad(
 
 class _ChunkedConv1d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, stride, padding):
+    def forward(ctx, x, weight, stride, padding, binary):
         if x.device.type != "cpu" or x.shape[0] <= CHUNK:
             out = F.conv1d(x, weight, stride=stride, padding=padding)
         else:
-            out = torch.cat(
-                [
-                    F.conv1d(x[i : i + CHUNK], weight, stride=stride, padding=padding)
-                    for i in range(0, x.shape[0], CHUNK)
-                ]
-            )
-        binary = x.dtype != torch.bool and bool(((x == 0) | (x == 1)).all())
+            first = F.conv1d(x[:CHUNK], weight, stride=stride, padding=padding)
+            out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=x.device)
+            out[:CHUNK] = first
+            for i in range(CHUNK, x.shape[0], CHUNK):
+                out[i : i + CHUNK] = F.conv1d(
+                    x[i : i + CHUNK], weight, stride=stride, padding=padding
+                )
+        if binary is None:
+            binary = x.dtype != torch.bool and bool(x.eq(0).logical_or_(x.eq(1)).all())
         ctx.save_for_backward(x.to(torch.bool) if binary else x, weight)
         ctx.stride, ctx.padding = stride, padding
         return out
@@ -87,11 +89,19 @@ class _ChunkedConv1d(torch.autograd.Function):
                 grad_x[i : i + chunk] = gx
             if need_w:
                 grad_w += gw
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
 def conv1d_chunked(
-    x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int = 1,
+    padding: int = 0,
+    binary: bool | None = None,
 ) -> torch.Tensor:
-    """`F.conv1d(x, weight, stride=stride, padding=padding)` (no bias), in chunks on CPU."""
-    return _ChunkedConv1d.apply(x, weight, int(stride), int(padding))
+    """`F.conv1d(x, weight, stride=stride, padding=padding)` (no bias), in chunks on CPU.
+
+    `binary` says whether x holds only 0 and 1 (spikes), which are then saved as booleans;
+    None checks it (one pass over x). Pass True only when x is sure to be binary.
+    """
+    return _ChunkedConv1d.apply(x, weight, int(stride), int(padding), binary)

@@ -123,6 +123,9 @@ class ConvLIFLayer(LIFLayer):
         if padding < 0:
             raise ConfigError(f"padding={padding!r} is not valid; it must be >= 0")
         self.stride, self.padding = stride, padding
+        # True when the input is known to be spikes (set by SpikingNetwork for every layer
+        # after the first); None lets the convolution check.
+        self.input_is_spikes: bool | None = None
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size))
         self.rec_weight = None
         if recurrent_kernel:
@@ -139,7 +142,7 @@ class ConvLIFLayer(LIFLayer):
         return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
 
     def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
-        return conv1d_chunked(x, self.weight, self.stride, self.padding)
+        return conv1d_chunked(x, self.weight, self.stride, self.padding, self.input_is_spikes)
 
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
@@ -179,6 +182,9 @@ class SpikingNetwork(nn.Module):
         super().__init__()
         self.hidden = nn.ModuleList(hidden)
         self.readout = readout
+        for layer in self.hidden[1:]:
+            if isinstance(layer, ConvLIFLayer):
+                layer.input_is_spikes = True
 
     def forward(
         self, x: torch.Tensor, reference: bool = False
