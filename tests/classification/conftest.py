@@ -28,19 +28,16 @@ TINY = [
 ]
 
 
-def run_cli(run_dir: Path, *overrides: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run deep_convSNN.py with `overrides` in `run_dir`; return the finished process."""
+def run_cli(
+    run_dir: Path | None, *overrides: str, cwd: Path = EXPERIMENTS, timeout: int = 240
+) -> subprocess.CompletedProcess:
+    """Run deep_convSNN.py with `overrides` (in `run_dir` unless None) from `cwd`."""
     env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    cmd = [
-        sys.executable,
-        "deep_convSNN.py",
-        "--config-name=config",
-        *overrides,
-        f"hydra.run.dir={run_dir}",
-    ]
-    return subprocess.run(
-        cmd, cwd=EXPERIMENTS, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    cmd = [sys.executable, str(EXPERIMENTS / "deep_convSNN.py"), "--config-name=config"]
+    cmd += list(overrides)
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_results(run_dir: Path) -> dict:

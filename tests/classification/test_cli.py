@@ -58,6 +58,19 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert len(a["timing"]["epoch_s"]) == 2
 
 
+def test_default_and_multirun_folders(tmp_path):
+    common = [*TINY, "nb_epochs=1", "wandb.mode=disabled", "plotting.enabled=false"]
+    proc = run_cli(None, *common, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    example = tmp_path / "Runs" / "stork_superspike" / "dataset=randman" / "Example"
+    assert read_results(example)["status"] == "completed"
+    proc = run_cli(None, "-m", *common, "seed=3", "method=stochasticsuperspike", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = tmp_path / "Runs" / "stork_stochasticsuperspike" / "dataset=randman"
+    (job,) = sweep.glob("*/seed=3+lr=0.01")
+    assert read_results(job)["status"] == "completed"
+
+
 @pytest.mark.slow
 def test_small_shd_run_in_official_format(tmp_path):
     from sgtheory.data import write_shd_like
