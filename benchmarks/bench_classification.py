@@ -42,9 +42,7 @@ STORK = {
 }
 
 
-def one(
-    network: str, method: str, impl: str, reps: int, batch: int, threads: int, bf16: bool
-) -> dict:
+def one(network: str, method: str, impl: str, reps: int, batch: int, threads: int) -> dict:
     """Time `reps` training steps of one configuration in this process."""
     import torch
     from convsnn.model import build_network, spike_fns
@@ -73,9 +71,8 @@ def one(
     times, losses = [], []
     for _ in range(reps):
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out, _ = net(x, reference=reference)
-            loss = lossf(out.float(), y)
+        out, _ = net(x, reference=reference)
+        loss = lossf(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,8 +97,6 @@ def run_child(args: argparse.Namespace, network: str, method: str, impl: str, re
         "--threads",
         str(args.threads),
     ]
-    if args.bf16:
-        cmd.append("--bf16")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{network}/{method}/{impl} failed:\n{proc.stderr[-3000:]}")
@@ -122,7 +117,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--no-reference", action="store_true", help="time the fast path only")
-    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (not default)")
     parser.add_argument(
         "--one", nargs=3, metavar=("NETWORK", "METHOD", "IMPL"), help=argparse.SUPPRESS
     )
@@ -133,13 +127,13 @@ def main() -> None:
         args.threads = len(os.sched_getaffinity(0))
     if args.one:
         reps = args.reps or 1
-        print(json.dumps(one(*args.one, reps, args.batch, args.threads, args.bf16)))
+        print(json.dumps(one(*args.one, reps, args.batch, args.threads)))
         return
     fast_reps = args.reps or (3 if args.quick else 5)
     ref_reps = args.ref_reps or (1 if args.quick else 3)
     print(
         f"batch {args.batch}, {args.threads} threads, "
-        f"float32{' + bf16 autocast' if args.bf16 else ''}"
+        "float32"
         f"; fast: median of {fast_reps - 1} steps after 1 warm-up; reference: "
         f"{'median of ' + str(ref_reps - 1) + ' after 1 warm-up' if ref_reps > 1 else '1 step'}"
     )
