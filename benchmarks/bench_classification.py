@@ -71,7 +71,7 @@ def one(network: str, method: str, impl: str, reps: int, batch: int, threads: in
     times, losses = [], []
     for _ in range(reps):
         start = time.perf_counter()
-        out, _ = net(x, reference=reference)
+        out = net(x, reference=reference)[0]  # drop the spike list, as training does
         loss = lossf(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -56,6 +56,7 @@ def train_epoch(
         task = lossf(out, y)
         penalty = total_penalty(regs, spikes) if regs else task.new_zeros(())
         loss = task + penalty
+        del spikes  # the float spike trains are not needed for backward: ~1 GB less on SHD
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLoss(
