@@ -263,7 +263,7 @@ class Run:
         self.write_results("completed", figures=[str(p.relative_to(self.run_dir)) for p in figures])
         self.log_stats(trained, "test")
         self.log_stats(other, "other")
-        if figures and not isinstance(self.wb, type(None)) and hasattr(self.wb, "id"):
+        if figures and getattr(self.wb, "id", None):  # a real wandb run (not disabled)
             import wandb
 
             self.wb.log({p.stem: wandb.Image(str(p)) for p in figures}, step=int(cfg.nb_epochs))
