@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -14,6 +16,21 @@ ROOT = Path(__file__).resolve().parents[2]
 STM_DIR = ROOT / "Spike_train_matching" / "experiments"
 CLS_DIR = ROOT / "Classification" / "experiments"
 SUBDIR = "hydra.sweep.subdir=${method.name}_${seed}"
+
+
+def load_collect_script(experiment_dir: Path) -> ModuleType:
+    """The module of `<experiment_dir>/collect.py` (e.g. ROOT / "Classification"), imported from
+    its file under a name of its own, so its `EXPERIMENT` and helpers can be tested directly."""
+    path = experiment_dir / "collect.py"
+    name = f"_collect_{experiment_dir.name.lower()}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def stm_target(path: Path, rows: int = 12, cols: int = 30) -> Path:

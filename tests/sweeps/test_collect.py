@@ -1,4 +1,7 @@
-"""`collect` on hand-made sweep folders: failed, running, missing, corrupt, mixed, empty."""
+"""`collect` on hand-made sweep folders: failed, running, missing, corrupt, mixed, empty.
+
+The Experiments (what to read from each results.json) are defined by the experiments' own
+collect.py scripts, loaded here from their files."""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import pytest
 from sgtheory import sweeps
 from sgtheory.sweeps import CollectError, collect, main, n_jobs_for, stats
 
-from .helpers import parse_summary
+from .helpers import ROOT, load_collect_script, parse_summary
+
+CLS = load_collect_script(ROOT / "Classification").EXPERIMENT
+STM = load_collect_script(ROOT / "Spike_train_matching").EXPERIMENT
 
 
 def _class_results(acc: float, status: str = "completed", lr: float = 0.01) -> dict:
@@ -65,7 +71,7 @@ def test_means_counts_and_problems_are_reported(tmp_path, capsys):
     _run(tmp_path, "running", 5, _class_results(0.1, "running"))
     _run(tmp_path, "missing", 6, None)
     _run(tmp_path, "corrupt", 7, '{"status": "compl')
-    code = main("classification", [str(tmp_path), "--out", str(tmp_path / "out")])
+    code = main(CLS, [str(tmp_path), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
     assert "7 runs in 1 groups, 3 completed" in out
@@ -94,7 +100,7 @@ def test_means_counts_and_problems_are_reported(tmp_path, capsys):
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "## Problems" in md and "MISSING" in md and "CORRUPT" in md
     assert (tmp_path / "out" / "accuracy.png").exists() and (tmp_path / "out" / "fano.png").exists()
-    assert main("classification", [str(tmp_path), "--strict", "--no-figures"]) == 1
+    assert main(CLS, [str(tmp_path), "--strict", "--no-figures"]) == 1
 
 
 def test_groups_split_by_overrides_and_mixed_configs_flagged(tmp_path):
@@ -103,7 +109,7 @@ def test_groups_split_by_overrides_and_mixed_configs_flagged(tmp_path):
         tmp_path, "a2", 2, _class_results(0.6, lr=0.02), lr=0.02
     )  # same overrides, different config
     _run(tmp_path, "b1", 1, _class_results(0.7), extra=("method.lr=0.1",))
-    res = collect(tmp_path, "classification", figures=False)
+    res = collect(tmp_path, CLS, figures=False)
     labels = {g.label: g for g in res["groups"]}
     assert set(labels) == {"superspike", "superspike [method.lr=0.1]"}
     assert labels["superspike"].mixed == ["method.lr"]  # threads differ too but do not count
@@ -116,7 +122,7 @@ def test_not_started_jobs_from_multirun_yaml(tmp_path):
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n    - seed=1,2\n    - method=superspike\n"
     )
-    res = collect(tmp_path, "classification", figures=False)
+    res = collect(tmp_path, CLS, figures=False)
     status = sorted((r.status, r.seed) for r in res["runs"])
     assert status == [("completed", 1), ("not started", 2)]
     assert res["groups"][0].label == "superspike"  # borrowed from its completed seed
@@ -131,7 +137,7 @@ def test_results_without_hydra_and_stm_status_json(tmp_path):
     (stm / "status.json").write_text(
         json.dumps({"status": "failed", "epoch": 3, "nb_epochs": 9, "error": "boom"})
     )
-    res = collect(tmp_path, "spike_train_matching", figures=False)
+    res = collect(tmp_path, STM, figures=False)
     by_name = {r.path.name: r for r in res["runs"]}
     assert by_name["stm"].status == "failed" and "boom" in by_name["stm"].error
     # a Classification results.json is not a Spike_train_matching one: reported, not skipped
@@ -142,10 +148,10 @@ def test_results_without_hydra_and_stm_status_json(tmp_path):
 
 def test_clear_errors_for_empty_or_missing_folder(tmp_path, capsys):
     with pytest.raises(CollectError, match="no runs under"):
-        collect(tmp_path, "classification")
+        collect(tmp_path, CLS)
     with pytest.raises(CollectError, match="does not exist"):
-        collect(tmp_path / "nope", "classification")
-    assert main("spike_train_matching", [str(tmp_path)]) == 2
+        collect(tmp_path / "nope", CLS)
+    assert main(STM, [str(tmp_path)]) == 2
     assert "error: no runs under" in capsys.readouterr().err
 
 
@@ -160,3 +166,43 @@ def test_n_jobs_and_stats():
     m, s, n = stats([1.0, None, 3.0, float("nan")])
     assert (m, n) == (2.0, 2) and s == pytest.approx(np.sqrt(2))
     assert np.isnan(stats([1.0])[1]) and stats([])[2] == 0
+
+
+def test_collect_needs_an_experiment_object(tmp_path):
+    _run(tmp_path, "a1", 1, _class_results(0.5))
+    with pytest.raises(TypeError, match="must be an Experiment"):
+        collect(tmp_path, "classification")
+
+
+def test_experiment_helpers_live_in_the_collect_scripts():
+    """The library holds no experiment-specific code; the scripts' metrics read their results."""
+    assert not hasattr(sweeps, "EXPERIMENTS") and not hasattr(sweeps, "_class_metrics")
+    cls = load_collect_script(ROOT / "Classification")
+    metrics = cls._class_metrics(_class_results(0.5))
+    assert metrics["test_acc"] == 0.5 and metrics["other_test_acc"] == 0.25
+    assert metrics["fano_l2"] == 0.25 and metrics["best_valid_acc"] == 0.5
+    assert cls._class_hyper({"method": {"lr": 0.3}}) == {"lr": 0.3}
+    stm = load_collect_script(ROOT / "Spike_train_matching")
+    assert stm._stm_hyper({}) == {"lr_h": None, "lr_o": None}
+    with pytest.raises(KeyError, match="losses.final"):
+        stm._stm_metrics({})
+
+
+def test_launcher_presets_name_the_sweep_callback():
+    """Every preset's callback target resolves to SweepCallback; its repository root is the one
+    the entry scripts put on sys.path (exported to submitit jobs through PYTHONPATH)."""
+    yaml = pytest.importorskip("yaml")
+    from hydra.utils import get_class
+
+    from sgtheory.sweeps.launch import REPO_ROOT, SweepCallback
+
+    presets = [
+        p
+        for name in ("joblib_local", "slurm", "slurm_local")
+        for p in ROOT.glob(f"*/experiments/*/hydra/launcher/{name}.yaml")
+    ]
+    assert len(presets) == 6
+    for path in presets:
+        target = yaml.safe_load(path.read_text())["hydra"]["callbacks"]["sgt_sweep"]["_target_"]
+        assert get_class(target) is SweepCallback, path
+    assert (REPO_ROOT / "sgtheory" / "sweeps").is_dir() and (REPO_ROOT / "Classification").is_dir()

@@ -1,14 +1,14 @@
-"""Hydra multirun sweeps: launcher helpers and `collect`, which turns a sweep folder into tables
-and figures of mean and spread over seeds per method (see docs/sweeps.md).
+"""Collect side of a sweep: turn a sweep folder into summary.csv, summary.md and figures of mean
+and spread over seeds per group (see docs/sweeps.md).
 
-Launcher side: the resolvers `sgt.n_jobs` / `sgt.cpus` used by the launcher presets
-(`hydra/launcher=joblib_local|slurm|slurm_local`) and `SweepCallback`, which those presets install
-to register the resolvers and to record Hydra's view of each job in `job_status.json`.
+A run folder is any folder holding `.hydra/` or `results.json`. Runs are grouped by method name +
+config name + their command-line overrides minus `seed` and run-control settings (threads,
+progress, wandb, ...). Within a group the saved configs are compared; any difference is reported
+("mixed"), never averaged over silently.
 
-Collect side: a run folder is any folder holding `.hydra/` or `results.json`. Runs are grouped by
-method name + config name + their command-line overrides minus `seed` and run-control settings
-(threads, progress, wandb, ...). Within a group the saved configs are compared; any difference
-is reported ("mixed"), never averaged over silently.
+This module knows nothing about a particular experiment: an `Experiment` says how to read its
+results.json (scalars, hyperparameters, curves) and which figures to draw. Each experiment's
+`collect.py` defines one and calls `main(experiment)`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from .launch import COMPLETED, JOB_STATUS
+
 RESULTS = "results.json"
 STATUS = "status.json"  # written by the Spike_train_matching runner
-JOB_STATUS = "job_status.json"  # written by SweepCallback
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
 # Settings that do not change a run's result: ignored when grouping runs and comparing configs.
@@ -43,130 +44,10 @@ RUN_CONTROL = {
     "stop_after_epochs",
 }
 RUN_CONTROL_PREFIXES = ("wandb.", "plotting.", "hydra.", "hydra/")
-COMPLETED = "completed"
 
 
 class CollectError(ValueError):
     """A sweep folder cannot be collected (does not exist, holds no runs, ...)."""
-
-
-# --------------------------------------------------------------------------- launcher side
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the CPU affinity mask, e.g. a SLURM or taskset limit)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
-def n_jobs_for(threads: Any, cores: int | None = None) -> int:
-    """Parallel jobs so that jobs x threads per job does not exceed the usable cores."""
-    if threads is None or str(threads).lower() in ("none", "null", ""):
-        raise ValueError(
-            "hydra/launcher=joblib_local needs the torch threads per job: add threads=1 "
-            "(Classification) or num_threads=1 (Spike_train_matching) to the command line, or "
-            "set hydra.launcher.n_jobs=<N> yourself; threads=null would give every job all cores"
-        )
-    threads = int(threads)
-    if threads < 1:
-        raise ValueError(f"threads per job must be >= 1, got {threads}")
-    cores = usable_cores() if cores is None else int(cores)
-    return max(1, cores // threads)
-
-
-def cpus_for(threads: Any, default: Any) -> int:
-    """CPUs to ask the scheduler for: the job's threads if set, else `default`."""
-    if threads is None or str(threads).lower() in ("none", "null", ""):
-        return int(default)
-    return int(threads)
-
-
-def register_resolvers() -> None:
-    """Register `sgt.n_jobs` and `sgt.cpus` with OmegaConf (idempotent)."""
-    from omegaconf import OmegaConf
-
-    OmegaConf.register_new_resolver("sgt.n_jobs", n_jobs_for, replace=True)
-    OmegaConf.register_new_resolver("sgt.cpus", cpus_for, replace=True)
-
-
-try:  # the resolvers must exist before Hydra instantiates the launcher
-    register_resolvers()
-except ImportError:  # pragma: no cover - omegaconf is only needed for sweeps
-    pass
-
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object  # type: ignore[misc,assignment]
-
-
-class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
-    """Installed by the launcher presets. Importing it registers the resolvers; in each job it
-    writes job_status.json (running -> completed/failed, error, wall time, host) in the run
-    folder, so a job that raised is recorded even if the script wrote nothing itself."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        register_resolvers()
-        self._start: float | None = None
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        """Export the repository folders on sys.path (the entry scripts add them) through
-        PYTHONPATH, so job processes started by submitit (locally, or by sbatch, which passes
-        the environment on) import the same packages, e.g. Classification's convsnn."""
-        repo = Path(__file__).resolve().parents[1]
-        ours = []
-        for entry in sys.path:
-            try:
-                path = Path(entry or ".").resolve()
-            except OSError:  # pragma: no cover
-                continue
-            if path.is_dir() and (path == repo or repo in path.parents):
-                ours.append(str(path))
-        old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(ours + old))
-
-    @staticmethod
-    def _path(config: Any) -> Path:
-        return Path(str(config.hydra.runtime.output_dir)) / JOB_STATUS
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        self._start = time.time()
-        _write_json(
-            self._path(config),
-            {
-                "status": "running",
-                "start": self._start,
-                "host": os.uname().nodename,
-                "pid": os.getpid(),
-            },
-        )
-
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        end = time.time()
-        failed = getattr(job_return.status, "name", "") == "FAILED"
-        record = {
-            "status": "failed" if failed else COMPLETED,
-            "start": self._start,
-            "end": end,
-            "wall_s": None if self._start is None else end - self._start,
-            "host": os.uname().nodename,
-            "pid": os.getpid(),
-        }
-        if failed:
-            err = getattr(job_return, "_return_value", None)
-            record["error"] = f"{type(err).__name__}: {err}"
-        _write_json(self._path(config), record)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    from .runs import write_json_atomic
-
-    write_json_atomic(path, obj)
-
-
-# ----------------------------------------------------------------------------- collect side
 
 
 @dataclass
@@ -479,7 +360,7 @@ def group_runs(runs: Iterable[Run]) -> list[Group]:
 
 def stats(values: Iterable[Any]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (ddof=1; nan for n < 2) and count of finite values."""
-    xs = [float(v) for v in values if _finite(v)]
+    xs = [float(v) for v in values if finite(v)]
     n = len(xs)
     if n == 0:
         return math.nan, math.nan, 0
@@ -488,7 +369,8 @@ def stats(values: Iterable[Any]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """A real, finite number (not None, not a bool, not nan or inf)."""
     return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -600,9 +482,7 @@ def write_markdown(
         if g.mixed:
             out.append(f"**Warning: runs in this group differ in {', '.join(g.mixed)}.**")
         metric_keys = list(dict.fromkeys(k for r in g.completed for k in r.metrics))
-        metric_keys = [
-            k for k in metric_keys if any(_finite(r.metrics.get(k)) for r in g.completed)
-        ]
+        metric_keys = [k for k in metric_keys if any(finite(r.metrics.get(k)) for r in g.completed)]
         if not metric_keys:
             continue
         out += ["", "| metric | mean | std | n |", "|---|---|---|---|"]
@@ -614,119 +494,8 @@ def write_markdown(
     path.write_text("\n".join(out) + "\n")
 
 
-# ---------------------------------------------------------------------------- plotting
-
-
-def _band(ax: Any, curves: list[np.ndarray], label: str, color: Any, **kw: Any) -> None:
-    """Mean over seeds with a ±1 std band; curves of unequal length are cut to the shortest."""
-    if not curves:
-        return
-    n = min(len(c) for c in curves)
-    arr = np.stack([np.asarray(c[:n], dtype=float) for c in curves])
-    x = np.arange(1, n + 1)
-    mean = np.nanmean(arr, axis=0)
-    ax.plot(x, mean, color=color, label=f"{label} (n={len(curves)})", **kw)
-    if len(curves) > 1:
-        std = np.nanstd(arr, axis=0, ddof=1)
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-
-
-def _colors(n: int) -> list[Any]:
-    import matplotlib.pyplot as plt
-
-    cmap = plt.get_cmap("tab10")
-    return [cmap(i % 10) for i in range(n)]
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def curve_figure(
-    groups: list[Group], path: Path, panels: list[tuple[str, str, str | None]], title: str
-) -> Path | None:
-    """One panel per (curve, y label, dashed 'other' curve): mean ± std over seeds per group."""
-    plt = _plt()
-    if not any(r.curves for g in groups for r in g.completed):
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (key, ylabel, other) in zip(axes[0], panels):
-        for g, color in zip(groups, _colors(len(groups))):
-            _band(ax, [r.curves[key] for r in g.completed if key in r.curves], g.label, color)
-            if other:
-                _band(
-                    ax,
-                    [r.curves[other] for r in g.completed if other in r.curves],
-                    f"{g.label}, other",
-                    color,
-                    ls="--",
-                    lw=1,
-                )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def layer_bar_figure(
-    groups: list[Group], path: Path, prefixes: list[tuple[str, str]], ylabel: str, title: str
-) -> Path | None:
-    """Bars of mean ± std per layer per group (dots: single seeds), one panel per prefix."""
-    plt = _plt()
-    layers = sorted(
-        {
-            int(k.rsplit("_l", 1)[1])
-            for g in groups
-            for r in g.completed
-            for k in r.metrics
-            if any(k.startswith(p + "_l") for p, _ in prefixes)
-        }
-    )
-    if not layers:
-        return None
-    fig, axes = plt.subplots(1, len(prefixes), figsize=(4.5 * len(prefixes), 3.4), squeeze=False)
-    width = 0.8 / max(len(groups), 1)
-    for ax, (prefix, panel) in zip(axes[0], prefixes):
-        for i, (g, color) in enumerate(zip(groups, _colors(len(groups)))):
-            for j, layer in enumerate(layers):
-                vals = [r.metrics.get(f"{prefix}_l{layer}") for r in g.completed]
-                m, s, n = stats(vals)
-                x = j + (i - (len(groups) - 1) / 2) * width
-                ax.bar(
-                    x,
-                    0 if not math.isfinite(m) else m,
-                    width * 0.9,
-                    color=color,
-                    yerr=None if not math.isfinite(s) else s,
-                    capsize=2,
-                    label=g.label if j == 0 else None,
-                )
-                pts = [v for v in vals if _finite(v)]
-                ax.plot([x] * len(pts), pts, "k.", ms=3)
-        ax.set_xticks(range(len(layers)), [f"hidden {k}" for k in layers])
-        ax.set_ylabel(ylabel)
-        ax.set_title(panel, fontsize=9)
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------------ experiments
-
-
-def _get(d: Any, *keys: Any) -> Any:
+def nested_get(d: Any, *keys: Any) -> Any:
+    """d[k1][k2]...; None where a key is missing or a level is not a dict."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
@@ -734,147 +503,21 @@ def _get(d: Any, *keys: Any) -> Any:
     return d
 
 
-def _class_metrics(res: dict) -> dict[str, Any]:
-    test, other, hist = res["test"], res.get("other") or {}, res.get("history") or {}
-    out: dict[str, Any] = {
-        "test_acc": test["test_acc"],
-        "test_loss": test.get("test_loss"),
-        "other_method": other.get("method"),
-        "other_test_acc": other.get("test_acc"),
-        "other_test_loss": other.get("test_loss"),
-        "final_train_acc": (hist.get("train_acc") or [None])[-1],
-        "final_valid_acc": (hist.get("valid_acc") or [None])[-1],
-        "best_valid_acc": max((v for v in hist.get("valid_acc") or [] if _finite(v)), default=None),
-    }
-    for name, entry in (("", test), ("other_", other)):
-        for key, label in (("test_rates", "rate"), ("fano", "fano")):
-            for i, v in enumerate(entry.get(key) or []):
-                out[f"{name}{label}_l{i + 1}"] = v
-    out["run_time_s"] = res.get("run_time_s")
-    return out
-
-
-def _class_hyper(cfg: dict) -> dict[str, Any]:
-    return {"lr": _get(cfg, "method", "lr")}
-
-
-def _class_curves(path: Path, res: dict) -> dict[str, np.ndarray]:
-    hist = res.get("history") or {}
-    return {
-        k: np.asarray([np.nan if v is None else v for v in hist[k]], dtype=float)
-        for k in ("train_acc", "valid_acc", "train_loss", "valid_loss")
-        if hist.get(k)
-    }
-
-
-def _class_figures(groups: list[Group], out: Path) -> list[Path]:
-    figs = [
-        curve_figure(
-            groups,
-            out / "accuracy.png",
-            [("train_acc", "training accuracy", None), ("valid_acc", "validation accuracy", None)],
-            "Accuracy over epochs: mean ± std over seeds",
-        ),
-        layer_bar_figure(
-            groups,
-            out / "fano.png",
-            [
-                ("fano", "evaluated with the trained method"),
-                ("other_fano", "evaluated with the other method"),
-            ],
-            "Fano factor",
-            "Fano factor per hidden layer (test sample repeats)",
-        ),
-    ]
-    return [f for f in figs if f is not None]
-
-
-def _stm_metrics(res: dict) -> dict[str, Any]:
-    final = _get(res, "losses", "final")
-    if not isinstance(final, dict):
-        raise KeyError("losses.final")
-    last10 = _get(res, "losses", "mean_last_10") or {}
-    out: dict[str, Any] = {
-        "final_vRd": final["loss_hist_vRd"],
-        "final_L2": final.get("loss_hist_L2"),
-        "other_final_vRd": final.get("loss_hist_vRd_valid"),
-        "other_final_L2": final.get("loss_hist_L2_valid"),
-        "mean_last_10_vRd": last10.get("loss_hist_vRd"),
-        "other_mean_last_10_vRd": last10.get("loss_hist_vRd_valid"),
-    }
-    for name, mode in (("", "train"), ("other_", "valid")):
-        s = _get(res, "spike_stats", "final_epoch", mode) or {}
-        for layer in ("hidden", "output"):
-            out[f"{name}rate_{layer}_hz"] = s.get(f"rate_{layer}_hz")
-            out[f"{name}fano_{layer}"] = s.get(f"fano_{layer}")
-    out["run_time_s"] = _get(res, "timing", "run_time_s")
-    return out
-
-
-def _stm_hyper(cfg: dict) -> dict[str, Any]:
-    return {
-        "lr_h": _get(cfg, "dataset_method", "lr_h"),
-        "lr_o": _get(cfg, "dataset_method", "lr_o"),
-    }
-
-
-def _stm_curves(path: Path, res: dict) -> dict[str, np.ndarray]:
-    """Loss histories from the run's data/<name>_<epoch_end>.npy chunks, in epoch order."""
-    out = {}
-    for name in ("loss_hist_vRd", "loss_hist_L2", "loss_hist_vRd_valid", "loss_hist_L2_valid"):
-        chunks = []
-        for p in (path / "data").glob(f"{name}_*.npy"):
-            end = p.stem[len(name) + 1 :]
-            if end.isdigit():
-                chunks.append((int(end), p))
-        if chunks:
-            out[name] = np.concatenate([np.load(p).ravel() for _, p in sorted(chunks)])
-    return out
-
-
-def _stm_figures(groups: list[Group], out: Path) -> list[Path]:
-    fig = curve_figure(
-        groups,
-        out / "losses.png",
-        [
-            ("loss_hist_vRd", "van Rossum distance", "loss_hist_vRd_valid"),
-            ("loss_hist_L2", "L2 distance", "loss_hist_L2_valid"),
-        ],
-        "Spike-train matching: mean ± std over seeds (dashed: evaluated with the other method)",
-    )
-    return [fig] if fig is not None else []
-
-
-EXPERIMENTS: dict[str, Experiment] = {
-    "classification": Experiment(
-        "Classification",
-        _class_metrics,
-        _class_hyper,
-        _class_curves,
-        _class_figures,
-        ("test_acc", "other_test_acc", "final_valid_acc", "fano_l1", "other_fano_l1"),
-    ),
-    "spike_train_matching": Experiment(
-        "Spike train matching",
-        _stm_metrics,
-        _stm_hyper,
-        _stm_curves,
-        _stm_figures,
-        ("final_vRd", "final_L2", "other_final_vRd", "other_final_L2", "rate_hidden_hz"),
-    ),
-}
-
-
 # ------------------------------------------------------------------------------- entry
 
 
 def collect(
-    root: str | Path, experiment: str, out: str | Path | None = None, figures: bool = True
+    root: str | Path, experiment: Experiment, out: str | Path | None = None, figures: bool = True
 ) -> dict[str, Any]:
-    """Collect every run under `root` into summary.csv, summary.md and figures in `out`."""
-    if experiment not in EXPERIMENTS:
-        raise CollectError(f"experiment={experiment!r}; choose one of: {', '.join(EXPERIMENTS)}")
-    exp = EXPERIMENTS[experiment]
+    """Collect every run under `root` into summary.csv, summary.md and figures in `out`.
+
+    `experiment` is the Experiment defined by the experiment's own collect.py."""
+    if not isinstance(experiment, Experiment):
+        raise TypeError(
+            f"experiment must be an Experiment (defined in the experiment's collect.py), "
+            f"got {experiment!r}"
+        )
+    exp = experiment
     root = Path(root)
     runs = collect_runs(root, exp)
     groups = group_runs(runs)
@@ -891,10 +534,10 @@ def collect(
     }
 
 
-def main(experiment: str, argv: list[str] | None = None) -> int:
-    """Command line of the per-experiment `collect.py` wrappers."""
+def main(experiment: Experiment, argv: list[str] | None = None) -> int:
+    """Command line of the per-experiment `collect.py` scripts."""
     parser = argparse.ArgumentParser(
-        description=f"Collect a {EXPERIMENTS[experiment].name} sweep: summary.csv, summary.md "
+        description=f"Collect a {experiment.name} sweep: summary.csv, summary.md "
         "and figures of mean and spread over seeds per method."
     )
     parser.add_argument("folder", help="sweep folder (or any folder above its run folders)")
@@ -922,19 +565,29 @@ def main(experiment: str, argv: list[str] | None = None) -> int:
 
 
 __all__ = [
+    "COMPLETED",
+    "JOB_STATUS",
+    "RESULTS",
+    "STATUS",
+    "SUMMARY_CSV",
+    "SUMMARY_MD",
     "CollectError",
     "Experiment",
     "Group",
     "Run",
-    "SweepCallback",
     "collect",
     "collect_runs",
-    "cpus_for",
     "expected_jobs",
     "find_run_dirs",
+    "finite",
+    "flatten",
+    "group_overrides",
     "group_runs",
+    "load_run",
     "main",
-    "n_jobs_for",
+    "nested_get",
+    "problems",
     "stats",
-    "usable_cores",
+    "write_csv",
+    "write_markdown",
 ]
