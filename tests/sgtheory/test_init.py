@@ -14,8 +14,9 @@ def test_eps_hat_is_integral_of_squared_kernel_and_has_continuous_limit():
     k = psp_kernel(0.02, 0.01, 0.002, 5000)
     assert math.isclose(psp_eps_hat(0.02, 0.01, 0.002), 0.002 * float((k**2).sum()), rel_tol=1e-9)
     tau_m, tau_s = 0.02, 0.01
-    assert math.isclose(psp_eps_hat(tau_m, tau_s, 1e-6), tau_s**2 / (2 * (tau_m + tau_s)),
-                        rel_tol=1e-3)
+    assert math.isclose(
+        psp_eps_hat(tau_m, tau_s, 1e-6), tau_s**2 / (2 * (tau_m + tau_s)), rel_tol=1e-3
+    )
 
 
 @pytest.mark.parametrize("sigma_u,nu,fan_in", [(1.0, 5.0, 200), (1.3, 15.8, 100)])

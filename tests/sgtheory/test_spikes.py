@@ -52,8 +52,11 @@ def test_multilayerspiker_surrogate_is_the_spike_train():
 
 @pytest.mark.parametrize(
     "escape,surrogate,factor",
-    [("sigmoid", "sigmoid", 1.0), ("exponential", "exponential", 1.0),
-     ("superspike", "superspike", BETA / 2)],
+    [
+        ("sigmoid", "sigmoid", 1.0),
+        ("exponential", "exponential", 1.0),
+        ("superspike", "superspike", BETA / 2),
+    ],
 )
 def test_matched_surrogate_is_derivative_of_escape_probability(escape, surrogate, factor):
     esc = make_escape(escape, beta=BETA, p0=P0, delta_u=DU)
@@ -158,8 +161,11 @@ def test_method_table_matches_the_paper():
 
 @pytest.mark.parametrize(
     "call,names",
-    [(lambda: make_escape("gauss"), ESCAPE_NOISES), (lambda: make_surrogate("tanh"), SURROGATES),
-     (lambda: spike_fn_for_method("bogus"), METHODS)],
+    [
+        (lambda: make_escape("gauss"), ESCAPE_NOISES),
+        (lambda: make_surrogate("tanh"), SURROGATES),
+        (lambda: spike_fn_for_method("bogus"), METHODS),
+    ],
 )
 def test_unknown_names_list_the_valid_ones(call, names):
     with pytest.raises(ConfigError) as err:
