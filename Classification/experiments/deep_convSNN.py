@@ -18,7 +18,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the convsnn package
@@ -28,6 +29,7 @@ from convsnn.experiment import run_experiment  # noqa: E402
 from convsnn.training import NonFiniteLoss  # noqa: E402
 
 from sgtheory.errors import ConfigError  # noqa: E402
+from sgtheory.runs import write_json_atomic  # noqa: E402
 
 log = logging.getLogger("deep_convSNN")
 
@@ -40,6 +42,18 @@ def main(cfg: DictConfig) -> float | None:
         results = run_experiment(cfg, run_dir)
     except (ConfigError, FileNotFoundError, NonFiniteLoss, ConnectionError) as err:
         log.error("%s", err)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # Record the failure and let Hydra mark this job failed: the sweep goes on with
+            # the other runs (sys.exit would stop it). A run that failed after it started
+            # has already written its own results.json with status "failed".
+            if not (run_dir / "results.json").exists():
+                failed = {
+                    "status": "failed",
+                    "error": f"{type(err).__name__}: {err}",
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                }
+                write_json_atomic(run_dir / "results.json", failed)
+            raise
         sys.exit(f"error: {err}")
     if results.get("status") == "completed":
         return float(results["test"]["test_acc"])
