@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 _REPO = Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:  # the editable sgtheory install may resolve to a namespace pkg
+if str(_REPO) not in sys.path:  # also works from a checkout without `pip install -e .`
     sys.path.insert(0, str(_REPO))
 
 from sgtheory.stats import (  # noqa: E402

@@ -24,8 +24,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-# The repository root too: the editable install of sgtheory can resolve to a namespace
-# package (without __init__) from outside the repo, which breaks sgtheory.runs.versions().
+# The repository root too, so that the script also runs from a checkout without
+# `pip install -e .` (sgtheory is then found next to it).
 sys.path.insert(1, str(HERE.parents[1]))
 
 import stm_core as core
