@@ -287,40 +287,27 @@ class Run:
         labels = self.data.test.labels
         n = min(int(cfg.plotting.nb_samples), len(labels))
         self.set_method(cfg.method.name, "test", 1, beta=beta)
-        with torch.no_grad():
-            x, y = self.data.test.batch(torch.arange(n))
-            out, spikes = self.net(x)
-        paths = [
-            plots.snapshot(
-                folder / "snapshot.png",
+
+        def snapshot(indices: torch.Tensor, name: str, title: str) -> Path:
+            with torch.no_grad():
+                x, y = self.data.test.batch(indices)
+                out, spikes = self.net(x)
+            return plots.snapshot(
+                folder / name,
                 x.cpu(),
                 [s.cpu() for s in spikes],
                 out.cpu(),
                 y.cpu(),
                 dt,
                 dpi,
-                f"{cfg.method.name}: test samples",
+                f"{cfg.method.name}: {title}",
             )
-        ]
-        first = int(labels[0])
-        differ = (labels != first).nonzero()
-        if len(differ):
-            idx = torch.tensor([0, int(differ[0])])
-            with torch.no_grad():
-                x, y = self.data.test.batch(idx)
-                out, spikes = self.net(x)
-            paths.append(
-                plots.snapshot(
-                    folder / "two_classes.png",
-                    x.cpu(),
-                    [s.cpu() for s in spikes],
-                    out.cpu(),
-                    y.cpu(),
-                    dt,
-                    dpi,
-                    f"{cfg.method.name}: two classes",
-                )
-            )
+
+        paths = [snapshot(torch.arange(n), "snapshot.png", "test samples")]
+        differ = (labels != int(labels[0])).nonzero()
+        if len(differ):  # two samples of different classes side by side
+            indices = torch.tensor([0, int(differ[0])])
+            paths.append(snapshot(indices, "two_classes.png", "two classes"))
         layer0 = {k: v[0].reshape(v[0].shape[0], v[0].shape[1], -1) for k, v in same.items()}
         first_method = next(iter(layer0.values()))
         neuron = int(first_method.float().sum(dim=(0, 1)).argmax())

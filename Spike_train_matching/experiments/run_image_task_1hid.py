@@ -136,27 +136,19 @@ def validate(cfg) -> dict[str, Any]:
         raise ConfigError(f"input_rate * dt = {cfg.input_rate * cfg.dt} is not a probability")
     if cfg.p0 > 1:
         raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
+    settings = (
+        cfg.stochastic_escape_h,
+        cfg.stochastic_escape_o,
+        cfg.beta_h,
+        cfg.beta_o,
+        cfg.p0,
+        cfg.delta_u_h,
+        cfg.delta_u_o,
+    )
+    # training runs in the method's own mode; validation in the other one
     escapes = {
-        "train": core.make_escapes(
-            cfg.method.stochastic,
-            cfg.stochastic_escape_h,
-            cfg.stochastic_escape_o,
-            cfg.beta_h,
-            cfg.beta_o,
-            cfg.p0,
-            cfg.delta_u_h,
-            cfg.delta_u_o,
-        ),
-        "valid": core.make_escapes(
-            not cfg.method.stochastic,
-            cfg.stochastic_escape_h,
-            cfg.stochastic_escape_o,
-            cfg.beta_h,
-            cfg.beta_o,
-            cfg.p0,
-            cfg.delta_u_h,
-            cfg.delta_u_o,
-        ),
+        "train": core.make_escapes(cfg.method.stochastic, *settings),
+        "valid": core.make_escapes(not cfg.method.stochastic, *settings),
     }
     surrogate = core.make_hidden_surrogate(
         cfg.method.surrogate_h, cfg.beta_h, cfg.p0, cfg.delta_u_h
