@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import fused
 from .conv import conv1d_weight_grad
 from .errors import check_choice, check_positive
 from .spikes import SpikeFn
@@ -63,6 +64,11 @@ class _LIFScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
         cur = cur.contiguous()  # (T, B, ...)
+        ctx.fused = rec_weight is None and fused.usable(cur)
+        if ctx.fused:
+            return _LIFScan.forward_fused(
+                ctx, cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
+            )
         nb_steps = cur.shape[0]
         fired = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
         mem_all = torch.empty((nb_steps + 1, *cur.shape[1:]), dtype=cur.dtype, device=cur.device)
@@ -98,7 +104,52 @@ class _LIFScan(torch.autograd.Function):
         return spikes, mem_all
 
     @staticmethod
+    def forward_fused(ctx, cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+        """The same scan by the C kernels of `fused` (CPU, float32, no recurrence).
+
+        Stochastic escape noise: all steps' uniforms are drawn at once, in the order the
+        torch loop draws them step by step (the CPU generator fills serially), and turned
+        into firing points, so both paths give the same spikes from the same generator.
+        """
+        escape = spike_fn.escape
+        spike_at = None
+        if not escape.deterministic:
+            uniform = torch.rand(cur.shape, generator=spike_fn.generator, dtype=cur.dtype)
+            spike_at = escape.prob_inverse(uniform)
+        mem_all, fired, syn_all = fused.lif_forward(
+            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
+        )
+        ctx.save_for_backward(fired, mem_all, syn_all, None)
+        ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
+        ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
+        ctx.mark_non_differentiable(mem_all)
+        return fired.to(cur.dtype), mem_all
+
+    @staticmethod
+    def backward_fused(ctx, grad_spikes):
+        fired, mem_all, syn_all, _ = ctx.saved_tensors
+        a_mem = ctx.a_mem
+        full = ctx.reset == "full"
+        pre = None
+        if ctx.diff_reset:  # the potential that the reset removes, as in the torch loop
+            pre = a_mem * mem_all + (1.0 - a_mem) * syn_all if full else a_mem * mem_all
+        grad_cur = fused.lif_backward(
+            fired,
+            mem_all,
+            grad_spikes,
+            pre,
+            ctx.spike_fn.surrogate,
+            ctx.a_syn,
+            a_mem,
+            ctx.threshold,
+            full,
+        )
+        return grad_cur, None, None, None, None, None, None, None
+
+    @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
+        if ctx.fused:
+            return _LIFScan.backward_fused(ctx, grad_spikes)
         fired, mem_all, syn_all, rec_weight = ctx.saved_tensors
         a_syn, a_mem, b_mem = ctx.a_syn, ctx.a_mem, 1.0 - ctx.a_mem
         full = ctx.reset == "full"

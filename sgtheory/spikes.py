@@ -42,9 +42,14 @@ class _Stochastic:
     deterministic = False
 
     def sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Bernoulli(prob(x)) from `generator`, on x's device."""
+        """Bernoulli(prob(x)) from `generator`, on x's device.
+
+        A uniform draw u gives a spike iff u < prob(x), i.e. iff x > prob_inverse(u)
+        (prob is increasing); the second form is used, so that the fused LIF scan can
+        turn all draws into firing points before its loop and get the same spikes.
+        """
         uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (uniform < self.prob(x)).to(x.dtype)
+        return (x > self.prob_inverse(uniform)).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,10 @@ class SigmoidEscape(_Stochastic):
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.beta * x)
+
+    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """logit(u) / beta (-inf at u = 0)."""
+        return torch.logit(u) / self.beta
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,10 @@ class ExponentialEscape(_Stochastic):
         cap = math.log(1.0 / self.p0)  # exponent at which p0 exp(.) reaches 1
         return self.p0 * torch.exp(torch.clamp(x / self.delta_u, max=cap))
 
+    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """delta_u log(u / p0): the saturation at 1 plays no part since u < 1."""
+        return self.delta_u * torch.log(u / self.p0)
+
 
 @dataclass(frozen=True)
 class SuperSpikeEscape(_Stochastic):
@@ -81,6 +94,11 @@ class SuperSpikeEscape(_Stochastic):
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         # beta x / (1 + beta |x|) written so that beta x cannot overflow
         return 0.5 * (1.0 + x / (1.0 / self.beta + x.abs()))
+
+    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        """v / (beta (1 - |v|)) with v = 2u - 1, the inverse of v = beta x / (1 + beta |x|)."""
+        v = 2.0 * u - 1.0
+        return v / (self.beta * (1.0 - v.abs()))
 
 
 # -------------------------------------------------------------------- surrogate derivatives

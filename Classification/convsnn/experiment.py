@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from sgtheory.allocator import retain_freed_memory
 from sgtheory.errors import ConfigError
 from sgtheory.optim import make_optimizer
 from sgtheory.runs import init_wandb, resolve_device, versions, write_json_atomic
@@ -66,6 +67,8 @@ class Run:
         self.geo = validate(cfg)
         torch.set_num_threads(nb_threads(cfg.threads))
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # big activations without page faults: 2x faster steps
         shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
         self.config = OmegaConf.to_container(cfg, resolve=True)
         self.nb_layers = len(cfg.dataset.nb_filters)

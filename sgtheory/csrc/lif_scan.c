@@ -1,0 +1,143 @@
+/* Fused CPU kernels of the LIF scan (sgtheory/neurons.py), float32, time-major.
+ *
+ * Every array is (nb_steps, row) with `row` neurons per step, contiguous in the neuron
+ * index. A call runs neurons [begin, end) through all time steps: the state of a block of
+ * neurons stays in registers and each step touches one short contiguous piece of each row.
+ * Python splits the neurons between threads (one call per thread; ctypes releases the GIL).
+ *
+ * The arithmetic follows the torch loop of neurons.py operation by operation, including the
+ * fused multiply-adds of torch's vectorised lerp and add-with-alpha kernels, so both give
+ * the same spikes. Compiled with -ffp-contract=off: no other multiply-add is fused.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define BLOCK 64
+
+/* Forward.
+ * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,
+ *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
+ *   uniform draw): spike iff mem - threshold > spike_at.
+ * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
+ * mem_all gets the membrane potential from which each step's spike was drawn.
+ */
+void lif_forward(const float *restrict cur, const float *restrict spike_at,
+                 float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
+                 float a_syn, float a_mem, float threshold, int reset_full) {
+    float syn[BLOCK], mem[BLOCK];
+    const float b_mem = 1.0f - a_mem;
+    const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
+    const int lerp_small = fabsf(a_mem) < 0.5f;
+    for (int64_t lo = begin; lo < end; lo += BLOCK) {
+        const int64_t n = (end - lo < BLOCK) ? end - lo : BLOCK;
+        for (int64_t j = 0; j < n; j++) {
+            syn[j] = 0.0f;
+            mem[j] = 0.0f;
+        }
+        for (int64_t t = 0; t < nb_steps; t++) {
+            const int64_t off = t * row + lo;
+            const float *c = cur + off;
+            float *m_out = mem_all + off;
+            uint8_t *f_out = fired + off;
+            if (syn_all)
+                for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
+            for (int64_t j = 0; j < n; j++) {
+                const float m = mem[j];
+                m_out[j] = m;
+                const uint8_t s = spike_at ? (m - threshold > spike_at[off + j]) : (m > threshold);
+                f_out[j] = s;
+                float next;
+                if (reset_full) {
+                    if (lerp_small)
+                        next = fmaf(a_mem, m - syn[j], syn[j]);
+                    else
+                        next = fmaf(lerp_coeff, m - syn[j], m);
+                    next = s ? 0.0f : next;
+                } else {
+                    const float leak = s ? 0.0f : m * a_mem;
+                    next = fmaf(b_mem, syn[j], leak); /* torch.add(leak, syn, alpha=b_mem) */
+                }
+                mem[j] = next;
+                syn[j] = syn[j] * a_syn + c[j];
+            }
+        }
+    }
+}
+
+/* Surrogate derivatives that the backward loop evaluates itself (SURROGATE_KINDS in
+ * fused.py); the others (with exp) come precomputed by torch's vectorised kernels. */
+enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };
+
+/* One block of neurons through the adjoint recursion. Inlined with constant `kind`,
+ * `has_pre` and `reset_full`, so that each combination gets its own branch-free,
+ * vectorised loop. */
+static inline __attribute__((always_inline)) void
+backward_block(const uint8_t *restrict fired, const float *restrict mem,
+               const float *restrict sg, const float *restrict grad_spikes,
+               const float *restrict pre, float *restrict grad_syn, int64_t nb_steps,
+               int64_t row, int64_t lo, int64_t n, float a_syn, float a_mem, float threshold,
+               float beta, const int kind, const int has_pre, const int reset_full) {
+    float lam_mem[BLOCK], lam_syn[BLOCK];
+    const float b_mem = 1.0f - a_mem;
+    const float syn_ratio = a_syn / b_mem;
+    for (int64_t j = 0; j < n; j++) {
+        lam_mem[j] = 0.0f;
+        lam_syn[j] = 0.0f;
+        grad_syn[nb_steps * row + lo + j] = 0.0f;
+    }
+    for (int64_t t = nb_steps - 1; t >= 0; t--) {
+        const int64_t off = t * row + lo;
+        for (int64_t j = 0; j < n; j++) {
+            float g_total = grad_spikes[off + j];
+            if (has_pre) g_total = g_total - lam_mem[j] * pre[off + j];
+            const float spike = (float)fired[off + j];
+            float d;
+            if (kind == SG_SUPERSPIKE) { /* 1 / (beta |x| + 1)^2 */
+                const float y = beta * fabsf(mem[off + j] - threshold) + 1.0f;
+                d = 1.0f / (y * y);
+            } else if (kind == SG_SPIKE) { /* multilayerspiker: the spike itself */
+                d = spike;
+            } else {
+                d = sg[off + j];
+            }
+            const float through = lam_mem[j] - lam_mem[j] * spike; /* lam_mem (1 - S) */
+            const float carried = reset_full ? through : lam_mem[j];
+            const float g_syn = fmaf(lam_syn[j], syn_ratio, carried) * b_mem; /* add, alpha */
+            grad_syn[off + j] = g_syn;
+            lam_syn[j] = g_syn;
+            lam_mem[j] = through * a_mem + g_total * d;
+        }
+    }
+}
+
+#define BACKWARD_CASE(KIND, PRE, FULL)                                                     \
+    if (kind == (KIND) && has_pre == (PRE) && reset_full == (FULL)) {                     \
+        for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
+            backward_block(fired, mem, sg, grad_spikes, pre, grad_syn, nb_steps, row, lo,  \
+                           (end - lo < BLOCK) ? end - lo : BLOCK, a_syn, a_mem, threshold, \
+                           beta, KIND, PRE, FULL);                                         \
+        return;                                                                            \
+    }
+#define BACKWARD_CASES(KIND)                                                               \
+    BACKWARD_CASE(KIND, 0, 0) BACKWARD_CASE(KIND, 0, 1) BACKWARD_CASE(KIND, 1, 0)          \
+    BACKWARD_CASE(KIND, 1, 1)
+
+/* Backward: the adjoint recursion, time-reversed, for neurons [begin, end).
+ * mem: the potential of each step (as returned by the forward pass); kind: SG_SUPERSPIKE
+ *   or SG_SPIKE to evaluate the surrogate derivative at mem - threshold here, SG_GIVEN to
+ *   read it from `sg`.
+ * grad_spikes: dL/dS; grad_syn: (nb_steps + 1, row), slot t gets dL/dsyn[t] (slot nb_steps
+ *   = 0), so dL/dI[t] = slot t + 1.
+ * pre: NULL unless diff_reset; then the pre-reset potential of each step, whose product
+ *   with dL/dmem[t+1] flows back through the differentiable reset.
+ */
+void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
+                  const float *grad_spikes, const float *pre, float *grad_syn,
+                  int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float a_syn,
+                  float a_mem, float threshold, int reset_full, int kind, float beta) {
+    const int has_pre = pre != 0;
+    reset_full = reset_full != 0;
+    BACKWARD_CASES(SG_GIVEN)
+    BACKWARD_CASES(SG_SUPERSPIKE)
+    BACKWARD_CASES(SG_SPIKE)
+}

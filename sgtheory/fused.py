@@ -1,0 +1,227 @@
+"""Fused CPU kernels of the LIF scan: one C loop over all time steps instead of torch ops.
+
+On CPU, the per-step torch operations of ``neurons.lif_scan`` each pass over a small
+tensor, so on networks such as the Randman one the scan costs more in per-operation
+overhead and memory traffic than in arithmetic. The C source ``csrc/lif_scan.c`` runs a
+block of neurons through all steps with its state in registers. It is compiled on first use
+with the system C compiler (no torch headers, about a second) into a cache folder, loaded
+with ctypes, and called on disjoint ranges of neurons from a small thread pool (ctypes
+releases the GIL). Where no compiler works, the torch loop runs instead, after one warning.
+
+Environment: ``SGTHEORY_FUSED=0`` turns the kernels off; ``SGTHEORY_CACHE`` moves the cache
+(default ``~/.cache/sgtheory``); ``CC`` picks the compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "lif_scan.c"
+FLAG_SETS = (
+    ["-O3", "-march=native", "-ffp-contract=off"],
+    ["-O3", "-ffp-contract=off"],  # compilers or CPUs without -march=native
+)
+BLOCK = 64  # neurons per register block in the C code; thread ranges are multiples of it
+MIN_PARALLEL = 1 << 16  # neuron-steps below which one thread does the whole scan
+
+_lock = threading.Lock()
+_state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
+
+_i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+_SIGNATURES = {
+    "lif_forward": [_ptr] * 5 + [_i64] * 4 + [_f32] * 3 + [_int],
+    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 3 + [_int] * 2 + [_f32],
+}
+# surrogate derivatives that the C backward evaluates inside its loop (spikes.SURROGATES
+# names); the others involve exp and are computed beforehand by torch's vectorised kernels
+SURROGATE_KINDS = {"superspike": 0, "multilayerspiker": 1}
+
+
+def enabled() -> bool:
+    """False when the user turned the fused kernels off with SGTHEORY_FUSED=0."""
+    return os.environ.get("SGTHEORY_FUSED", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def cache_dir() -> Path:
+    """Folder of the compiled kernels (SGTHEORY_CACHE, else ~/.cache/sgtheory)."""
+    return Path(os.environ.get("SGTHEORY_CACHE", Path.home() / ".cache" / "sgtheory"))
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the CPU's model and flags (a shared home folder may
+    be seen by different machines)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def _build(compiler: str) -> Path:
+    """Compile SOURCE into the cache (atomically) unless an identical build is there."""
+    source = SOURCE.read_bytes()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    errors = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(
+            b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_id().encode()])
+        ).hexdigest()[:16]
+        target = cache_dir() / f"lif_scan_{platform.machine()}_{key}.so"
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        cmd = [compiler, *flags, "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.replace(tmp, target)
+            return target
+        os.unlink(tmp)
+        errors.append(f"{' '.join(cmd)}:\n{proc.stderr.strip()}")
+    raise RuntimeError("\n".join(errors))
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels, built on first call; None if disabled or not buildable."""
+    if not enabled():
+        return None
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                compiler = _compiler()
+                if compiler is None:
+                    raise RuntimeError("no C compiler found (tried $CC, cc, gcc, clang)")
+                lib = ctypes.CDLL(str(_build(compiler)))
+                for name, argtypes in _SIGNATURES.items():
+                    getattr(lib, name).argtypes = argtypes
+                    getattr(lib, name).restype = None
+                _state["lib"] = lib
+            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                warnings.warn(
+                    f"sgtheory: fused CPU LIF kernels unavailable, using the slower torch loop "
+                    f"({err})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return _state["lib"]
+
+
+def usable(cur: torch.Tensor) -> bool:
+    """Whether the fused kernels can run a scan of `cur` (CPU, float32, kernels built)."""
+    return cur.device.type == "cpu" and cur.dtype == torch.float32 and library() is not None
+
+
+def _ranges(row: int, nb_steps: int) -> list[tuple[int, int]]:
+    workers = max(1, torch.get_num_threads())
+    if workers == 1 or row * nb_steps < MIN_PARALLEL:
+        return [(0, row)]
+    blocks = -(-row // BLOCK)
+    per = -(-blocks // workers) * BLOCK
+    return [(lo, min(row, lo + per)) for lo in range(0, row, per)]
+
+
+def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> None:
+    """Call fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
+    if len(ranges) == 1:
+        fn(*pointers, *shape, *ranges[0], *tail)
+        return
+    with _lock:
+        if _state["pool"] is None or _state["workers"] < len(ranges):
+            _state["pool"] = ThreadPoolExecutor(len(ranges), thread_name_prefix="sgtheory")
+            _state["workers"] = len(ranges)
+        pool = _state["pool"]
+    futures = [pool.submit(fn, *pointers, *shape, lo, hi, *tail) for lo, hi in ranges]
+    for future in futures:
+        future.result()
+
+
+def _ptr_of(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+def lif_forward(
+    cur: torch.Tensor,
+    spike_at: torch.Tensor | None,
+    a_syn: float,
+    a_mem: float,
+    threshold: float,
+    reset_full: bool,
+    keep_syn: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(mem, fired, syn or None) of LIF neurons driven by time-major `cur` (see the C file).
+
+    `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
+    None for the deterministic threshold.
+    """
+    cur = cur.contiguous()
+    nb_steps, row = cur.shape[0], cur[0].numel()
+    mem = torch.empty_like(cur)
+    fired = torch.empty(cur.shape, dtype=torch.bool)
+    syn = torch.empty_like(cur) if keep_syn else None
+    if spike_at is not None:
+        spike_at = spike_at.contiguous()
+    pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr(), _ptr_of(syn))
+    tail = (a_syn, a_mem, threshold, int(reset_full))
+    _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
+    return mem, fired, syn
+
+
+def lif_backward(
+    fired: torch.Tensor,
+    mem: torch.Tensor,
+    grad_spikes: torch.Tensor,
+    pre: torch.Tensor | None,
+    surrogate,
+    a_syn: float,
+    a_mem: float,
+    threshold: float,
+    reset_full: bool,
+) -> torch.Tensor:
+    """dL/dI of every step from dL/dS, by the adjoint recursion (see the C file).
+
+    The surrogate derivative at mem - threshold is evaluated inside the loop for the
+    surrogates of SURROGATE_KINDS, and by `surrogate.derivative` beforehand for the others.
+    """
+    nb_steps, row = fired.shape[0], fired[0].numel()
+    fired, mem, grad_spikes = fired.contiguous(), mem.contiguous(), grad_spikes.contiguous()
+    if pre is not None:
+        pre = pre.contiguous()
+    kind = SURROGATE_KINDS.get(getattr(surrogate, "name", None), -1)
+    sg = None
+    if kind < 0:
+        sg = surrogate.derivative(mem - threshold, fired.to(mem.dtype)).contiguous()
+    beta = float(getattr(surrogate, "beta", 1.0))
+    grad_syn = torch.empty((nb_steps + 1, *fired.shape[1:]), dtype=mem.dtype)
+    pointers = (
+        fired.data_ptr(),
+        mem.data_ptr(),
+        _ptr_of(sg),
+        grad_spikes.data_ptr(),
+        _ptr_of(pre),
+        grad_syn.data_ptr(),
+    )
+    tail = (a_syn, a_mem, threshold, int(reset_full), kind, beta)
+    _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
+    return grad_syn[1:]

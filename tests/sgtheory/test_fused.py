@@ -1,0 +1,134 @@
+"""The fused C kernels of the LIF scan against the torch loop and against plain autograd,
+the escape noises' inverse (on which the fused sampling rests), and the allocator switch."""
+
+import warnings
+
+import pytest
+import torch
+
+from sgtheory import fused
+from sgtheory.allocator import retain_freed_memory
+from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, make_surrogate
+
+needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
+
+
+def scan_with(monkeypatch, use_fused, escape, surrogate, reset, diff_reset, scan=lif_scan):
+    """Spikes, potentials and input gradients of one float32 scan, fused or not."""
+    monkeypatch.setenv("SGTHEORY_FUSED", "1" if use_fused else "0")
+    torch.manual_seed(0)
+    current = (torch.randn(6, 50, 5, 13) * 0.5 + 0.3).requires_grad_()
+    weights = torch.randn(6, 50, 5, 13)
+    spike = SpikeFn(
+        make_escape(escape), make_surrogate(surrogate), torch.Generator().manual_seed(3)
+    )
+    spikes, mem = scan(current, spike, 0.8, 0.9, 1.0, reset, diff_reset)
+    (grad,) = torch.autograd.grad((spikes * weights).sum(), [current])
+    return spikes, mem, grad
+
+
+@needs_compiler
+@pytest.mark.parametrize("escape", list(ESCAPE_NOISES))
+@pytest.mark.parametrize("surrogate", list(SURROGATES))
+@pytest.mark.parametrize("reset", ["full", "leak"])
+@pytest.mark.parametrize("diff_reset", [False, True])
+def test_fused_scan_equals_torch_loop_and_plain_autograd(
+    monkeypatch, escape, surrogate, reset, diff_reset
+):
+    fast = scan_with(monkeypatch, True, escape, surrogate, reset, diff_reset)
+    assert fused.usable(torch.zeros(1))
+    loop = scan_with(monkeypatch, False, escape, surrogate, reset, diff_reset)
+    plain = scan_with(monkeypatch, False, escape, surrogate, reset, diff_reset, lif_scan_reference)
+    assert 0.01 < fast[0].mean() < 0.5
+    for other in (loop, plain):
+        assert torch.equal(fast[0], other[0])  # the same spikes, also for stochastic noise
+        torch.testing.assert_close(fast[1], other[1], rtol=0, atol=1e-5)
+        scale = other[2].abs().max()
+        assert scale > 0
+        # float32 sums over 50 steps in different orders: agree to 1e-4 of the largest
+        assert (fast[2] - other[2]).abs().max() <= 1e-4 * scale
+
+
+@needs_compiler
+def test_fused_scan_split_over_threads_equals_one_thread(monkeypatch):
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    current = torch.randn(40, 30, 97, 23) * 0.5 + 0.3  # 40 steps x 69k neurons, odd row
+    spike = SpikeFn(make_escape("sigmoid"), make_surrogate("superspike"))
+    results = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            assert len(fused._ranges(30 * 97 * 23, 40)) == threads
+            spike.generator = torch.Generator().manual_seed(5)
+            cur = current.clone().requires_grad_()
+            spikes, mem = lif_scan(cur, spike, 0.8, 0.9, time_major=True)
+            spikes.backward(torch.ones_like(spikes))
+            results.append((spikes, mem, cur.grad))
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)  # neurons are independent: splitting changes nothing
+
+
+def test_fused_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("SGTHEORY_FUSED", "0")
+    assert fused.library() is None
+    assert not fused.usable(torch.zeros(3))
+
+
+def test_no_compiler_falls_back_to_the_torch_loop_with_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    monkeypatch.setenv("SGTHEORY_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
+    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    with pytest.warns(RuntimeWarning, match="torch loop"):
+        assert fused.library() is None
+    spike = SpikeFn(make_escape("step"), make_surrogate("superspike"))
+    spikes, _ = lif_scan(torch.ones(2, 5, 3), spike, 0.8, 0.9)  # still runs, by the loop
+    assert spikes.shape == (2, 5, 3)
+
+
+@needs_compiler
+def test_kernels_are_built_once_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    monkeypatch.setenv("SGTHEORY_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused.library() is not None
+    built = list(tmp_path.glob("lif_scan_*.so"))
+    assert len(built) == 1
+    assert fused._build(fused._compiler()) == built[0]  # cached: no second build
+
+
+@pytest.mark.parametrize("name", [n for n, cls in ESCAPE_NOISES.items() if n != "step"])
+def test_prob_inverse_inverts_prob(name):
+    escape = make_escape(name)
+    u = torch.linspace(1e-6, 1 - 1e-6, 2001, dtype=torch.float64)
+    torch.testing.assert_close(escape.prob(escape.prob_inverse(u)), u, rtol=0, atol=1e-9)
+    assert escape.prob_inverse(torch.zeros(1, dtype=torch.float64)).item() == float("-inf")
+
+
+@pytest.mark.parametrize("name", [n for n, cls in ESCAPE_NOISES.items() if n != "step"])
+def test_firing_point_rule_equals_uniform_below_probability(name):
+    escape = make_escape(name)
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(200_000, generator=gen, dtype=torch.float64) * 0.3
+    u = torch.rand(200_000, generator=gen, dtype=torch.float64)
+    by_inverse = x > escape.prob_inverse(u)
+    by_prob = u < escape.prob(x)
+    clear = (u - escape.prob(x)).abs() > 1e-12  # away from rounding ties
+    assert torch.equal(by_inverse[clear], by_prob[clear])
+    assert clear.float().mean() > 0.999
+
+
+def test_allocator_switch(monkeypatch):
+    monkeypatch.setenv("SGTHEORY_MALLOPT", "0")
+    assert retain_freed_memory() is False
+    monkeypatch.setenv("SGTHEORY_MALLOPT", "1")
+    import platform
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert retain_freed_memory() is True
