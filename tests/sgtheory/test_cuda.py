@@ -1,0 +1,225 @@
+"""The library on a CUDA device, against independent facts: the plain autograd scan, the same
+computation on the CPU, torch's conv1d, and the binomial law of the escape-noise draws.
+
+Skipped where no CUDA device is available. float32 comparisons run with cuDNN's TF32
+convolutions switched off (they read only 10 mantissa bits), so that they test the math and
+not TF32 rounding. The helpers take the device as an argument, so they can be tried on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
+from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
+from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
+from sgtheory.losses import loss_fn
+from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.spikes import SigmoidEscape, SpikeFn, SuperSpikeSurrogate, spike_fn_for_method
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+CUDA = "cuda"
+
+
+@pytest.fixture(autouse=True)
+def no_tf32(monkeypatch):
+    """Full float32 precision in cuDNN convolutions for the duration of a test."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def make_generator(device: str, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- LIF scan
+
+
+def scan_both(method, reset, recurrent, dtype, device, diff_reset=False):
+    """(spikes, mem, grads) of lif_scan and of lif_scan_reference, same inputs and draws."""
+    gen = torch.Generator().manual_seed(0)  # inputs drawn on the CPU, then moved
+    current = torch.randn(3, 40, 4, 7, generator=gen, dtype=torch.float64) * 0.5 + 0.3
+    w_rec = torch.randn(4, 4, 5, generator=gen, dtype=torch.float64) * 0.3
+    weights = torch.randn(3, 40, 4, 7, generator=gen, dtype=torch.float64)
+    current = current.to(device, dtype).requires_grad_()
+    w_rec = w_rec.to(device, dtype).requires_grad_() if recurrent else None
+    weights = weights.to(device, dtype)
+    results = []
+    for scan in (lif_scan, lif_scan_reference):
+        spike = spike_fn_for_method(method, generator=make_generator(device, 3))
+        spikes, mem = scan(current, spike, 0.8, 0.9, 1.0, reset, diff_reset, w_rec)
+        inputs = [current] + ([w_rec] if recurrent else [])
+        grads = torch.autograd.grad((spikes * weights).sum(), inputs)
+        results.append((spikes, mem, grads))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike", "multilayerspiker"])
+@pytest.mark.parametrize("reset", ["full", "leak"])
+@pytest.mark.parametrize("diff_reset", [False, True])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_fast_scan_equals_plain_autograd_on_cuda(method, reset, recurrent, diff_reset, dtype):
+    (s1, m1, g1), (s2, m2, g2) = scan_both(method, reset, recurrent, dtype, CUDA, diff_reset)
+    assert s1.device.type == "cuda" and s1.dtype == dtype
+    assert 0 < s1.mean() < 0.5
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(m1, m2)
+    tol = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, **tol)
+
+
+@pytest.mark.parametrize("reset", ["full", "leak"])
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("diff_reset", [False, True])
+def test_deterministic_scan_on_cuda_equals_cpu(reset, recurrent, diff_reset):
+    on_gpu = scan_both("superspike", reset, recurrent, torch.float64, CUDA, diff_reset)[0]
+    on_cpu = scan_both("superspike", reset, recurrent, torch.float64, "cpu", diff_reset)[0]
+    (s1, m1, g1), (s2, m2, g2) = on_gpu, on_cpu
+    assert 0 < s2.mean() < 0.5
+    assert torch.equal(s1.cpu(), s2)
+    torch.testing.assert_close(m1.cpu(), m2)
+    for a, b in zip(g1, g2, strict=True):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- convolution
+
+
+def conv_both(binary, stride, padding, dtype, device):
+    """(y, dx, dw) of conv1d_chunked and of F.conv1d on `device`, and grad_out, dw by hand."""
+    gen = torch.Generator().manual_seed(0)
+    n = 2 * CHUNK + 37  # several CPU chunks and a ragged last one
+    x = torch.rand(n, 3, 20, generator=gen, dtype=torch.float64)
+    if binary:
+        x = (x < 0.2).double()
+    w = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)
+    x, w = x.to(device, dtype), w.to(device, dtype)
+    grad_out = None
+    results = []
+    for conv in (conv1d_chunked, lambda a, b, s, p: F.conv1d(a, b, stride=s, padding=p)):
+        xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
+        y = conv(xi, wi, stride, padding)
+        if grad_out is None:
+            grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(device, dtype)
+        y.backward(grad_out)
+        results.append((y, xi.grad, wi.grad))
+    gw = conv1d_weight_grad(x.bool() if binary else x, w.shape, grad_out, stride, padding)
+    return results, gw, (x, w, grad_out)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("stride,padding", [(1, 0), (3, 2)])
+def test_chunked_conv1d_on_cuda_equals_conv1d(binary, stride, padding, dtype):
+    (chunked, plain), gw, (x, w, grad_out) = conv_both(binary, stride, padding, dtype, CUDA)
+    assert chunked[0].device.type == "cuda"
+    # float32: sums over ~1000 samples in another order (chunks) differ in the last bits
+    tol = {} if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    for a, b in zip(chunked, plain, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+    torch.testing.assert_close(gw, plain[2], **tol)
+    if dtype == torch.float64:  # and all of it equals torch's conv1d on the CPU
+        xc, wc = x.cpu().requires_grad_(), w.cpu().requires_grad_()
+        yc = F.conv1d(xc, wc, stride=stride, padding=padding)
+        yc.backward(grad_out.cpu())
+        for a, b in zip(chunked, (yc, xc.grad, wc.grad), strict=True):
+            torch.testing.assert_close(a.cpu(), b)
+
+
+# --------------------------------------------------------------------- stochastic spikes
+
+
+def spike_rates(device, dtype, xs, draws, seed):
+    """Spikes of SigmoidEscape(beta=10) at each x in `xs`, `draws` times: (len(xs), draws)."""
+    gen = make_generator(device, seed)
+    spike = SpikeFn(SigmoidEscape(beta=10.0), SuperSpikeSurrogate(beta=10.0), generator=gen)
+    x = torch.tensor(xs, dtype=dtype, device=device)[:, None].expand(len(xs), draws)
+    return spike(x.contiguous())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stochastic_spike_rate_on_cuda_is_the_escape_probability(dtype):
+    xs, draws = [-0.3, -0.1, 0.0, 0.05, 0.2], 200_000
+    spikes = spike_rates(CUDA, dtype, xs, draws, seed=7)
+    assert spikes.device.type == "cuda"
+    assert set(spikes.unique().tolist()) <= {0.0, 1.0}
+    rate = spikes.double().mean(1).cpu()
+    for x, r in zip(xs, rate.tolist(), strict=True):
+        p = 1.0 / (1.0 + math.exp(-10.0 * x))  # sigmoid(beta x), written out
+        p_lib = float(SigmoidEscape(beta=10.0).prob(torch.tensor(x, dtype=torch.float64)))
+        assert abs(p_lib - p) < 1e-12
+        se = math.sqrt(p * (1 - p) / draws)
+        assert abs(r - p) < 5 * se, f"x={x}: rate {r:.5f}, p {p:.5f}, 5 SE {5 * se:.5f}"
+    again = spike_rates(CUDA, dtype, xs, draws, seed=7)
+    assert torch.equal(spikes, again)  # same seed, same spikes
+    other = spike_rates(CUDA, dtype, xs, draws, seed=8)
+    assert not torch.equal(spikes, other)
+
+
+# ------------------------------------------------------------------- whole network
+
+
+def randman_network(method, device, dtype):
+    """The Randman-shaped network (conv 32/64/128 over 20 positions, 15 classes)."""
+    gens = [make_generator(device, 10 + i) for i in range(3)]
+    init_gen = torch.Generator().manual_seed(1)  # weights drawn on the CPU, then moved
+    dt, tau_mem, tau_syn = 0.002, 0.02, 0.01
+    eps_hat = psp_eps_hat(tau_mem, tau_syn, dt)
+    hidden, in_channels = [], 1
+    for filters, kernel, gen in zip((32, 64, 128), (11, 5, 5), gens, strict=True):
+        layer = ConvLIFLayer(
+            in_channels,
+            filters,
+            kernel,
+            spike_fn_for_method(method, generator=gen),
+            tau_mem=tau_mem,
+            tau_syn=tau_syn,
+            dt=dt,
+        )
+        fluctuation_driven_init_(layer.weight, 1.0, 25.0, eps_hat, 1.0, init_gen)
+        hidden.append(layer)
+        in_channels = filters
+    readout = Readout(128 * 2, 15, 0.2, tau_syn, dt)
+    readout_init_(readout.weight, init_gen)
+    return SpikingNetwork(hidden, readout).to(device, dtype)
+
+
+def network_step(method, device, dtype, batch=8):
+    """Loss, hidden spikes and parameter gradients of one forward + backward pass."""
+    net = randman_network(method, device, dtype)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, 100, 1, 20, generator=gen) < 0.05).to(device, dtype)
+    y = torch.randint(0, 15, (batch,), generator=gen).to(device)
+    out, spikes = net(x)
+    loss = loss_fn("mot_ce")(out, y)
+    loss.backward()
+    return loss.detach(), [s.detach() for s in spikes], [p.grad for p in net.parameters()]
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_network_forward_backward_on_cuda_is_finite(method):
+    loss, spikes, grads = network_step(method, CUDA, torch.float32)
+    assert loss.device.type == "cuda" and torch.isfinite(loss)
+    assert all(s.sum() > 0 for s in spikes)
+    for g in grads:
+        assert g is not None and g.device.type == "cuda"
+        assert torch.isfinite(g).all() and g.abs().max() > 0
+
+
+def test_deterministic_network_on_cuda_equals_cpu():
+    l1, s1, g1 = network_step("superspike", CUDA, torch.float64)
+    l2, s2, g2 = network_step("superspike", "cpu", torch.float64)
+    assert all(s.sum() > 0 for s in s2)
+    for a, b in zip(s1, s2, strict=True):
+        assert torch.equal(a.cpu(), b)
+    torch.testing.assert_close(l1.cpu(), l2, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-8, atol=1e-11)
