@@ -6,6 +6,9 @@ chunks of a few hundred samples (measured on 2 CPU cores: 2-4x for the SHD-shape
 so forward and backward both walk over chunks. Results equal `F.conv1d` up to float
 rounding. A binary input (spikes) is kept for the backward pass as booleans, a quarter of
 the memory of float32.
+
+Under `torch.autocast` with a lower-precision dtype (bfloat16), the convolution and its
+backward run in that dtype, and the weight gradient is summed over chunks in float32.
 """
 
 from __future__ import annotations
@@ -44,9 +47,20 @@ def conv1d_weight_grad(
     return grad_w
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The lower-precision dtype of an active autocast region on `device_type`, else None."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
 class _ChunkedConv1d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding, binary):
+        low = _autocast_dtype(x.device.type)
+        if low is not None:  # compute in the autocast dtype; autograd casts the grads back
+            weight = weight.to(low)
+            x = x if x.dtype == torch.bool else x.to(low)
         if x.device.type != "cpu" or x.shape[0] <= CHUNK:
             out = F.conv1d(x, weight, stride=stride, padding=padding)
         else:
@@ -70,7 +84,10 @@ class _ChunkedConv1d(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         chunk = CHUNK if x.device.type == "cpu" else x.shape[0]
         grad_x = torch.empty(x.shape, dtype=weight.dtype, device=x.device) if need_x else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        # summed in float32 when the convolution ran in a lower precision
+        low = weight.dtype in (torch.bfloat16, torch.float16)
+        acc = torch.float32 if low else weight.dtype
+        grad_w = torch.zeros_like(weight, dtype=acc) if need_w else None
         for i in range(0, x.shape[0], chunk):
             gx, gw, _ = torch.ops.aten.convolution_backward(
                 grad_out[i : i + chunk],

@@ -20,6 +20,8 @@ from .errors import ConfigError, check_positive
 from .neurons import decay, lif_scan, lif_scan_reference, readout_scan
 from .spikes import SpikeFn
 
+LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast dtypes; dynamics run in float32
+
 
 def conv_output_length(length: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     """Output length of a 1-D convolution, or a ConfigError if the kernel does not fit."""
@@ -66,7 +68,7 @@ class LIFLayer(nn.Module):
     ) -> torch.Tensor:
         scan = lif_scan_reference if reference else lif_scan
         spikes, mem = scan(
-            current,
+            current.float() if current.dtype in LOW_PRECISION else current,  # see autocast
             self.spike_fn,
             self.a_syn,
             self.a_mem,
@@ -172,16 +174,24 @@ class Readout(nn.Module):
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
-        return readout_scan(x.flatten(2) @ self.weight.t(), self.a_syn, self.a_mem, time_major)
+        current = x.flatten(2) @ self.weight.t()
+        if current.dtype in LOW_PRECISION:  # the product ran under autocast
+            current = current.float()
+        return readout_scan(current, self.a_syn, self.a_mem, time_major)
 
 
 class SpikingNetwork(nn.Module):
     """Hidden spiking layers followed by a readout; keeps each hidden layer's spikes."""
 
-    def __init__(self, hidden: list[nn.Module], readout: Readout):
+    def __init__(
+        self, hidden: list[nn.Module], readout: Readout, autocast: torch.dtype | None = None
+    ):
         super().__init__()
         self.hidden = nn.ModuleList(hidden)
         self.readout = readout
+        # e.g. torch.bfloat16: convolutions and weight products in that dtype (autocast),
+        # neuron and readout dynamics, outputs and weights in float32
+        self.autocast = autocast
         for layer in self.hidden[1:]:
             if isinstance(layer, ConvLIFLayer):
                 layer.input_is_spikes = True
@@ -196,10 +206,12 @@ class SpikingNetwork(nn.Module):
         """
         x = x.transpose(0, 1)
         spikes = []
-        for layer in self.hidden:
-            x = layer(x, reference=reference, time_major=True)
-            spikes.append(x.transpose(0, 1))
-        out = self.readout(x, reference=reference, time_major=True)
+        low = self.autocast is not None
+        with torch.autocast(x.device.type, dtype=self.autocast, enabled=low):
+            for layer in self.hidden:
+                x = layer(x, reference=reference, time_major=True)
+                spikes.append(x.transpose(0, 1))
+            out = self.readout(x, reference=reference, time_major=True)
         return out.transpose(0, 1), spikes
 
     def set_spike_fns(self, spike_fns: list[SpikeFn]) -> None:

@@ -233,16 +233,17 @@ def lif_scan(
             time_major=True,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
-    return _LIFScan.apply(
-        current,
-        rec_weight,
-        spike_fn,
-        float(a_syn),
-        float(a_mem),
-        float(threshold),
-        reset,
-        bool(diff_reset),
-    )
+    with torch.autocast(current.device.type, enabled=False):  # dynamics in full precision
+        return _LIFScan.apply(
+            current,
+            rec_weight,
+            spike_fn,
+            float(a_syn),
+            float(a_mem),
+            float(threshold),
+            reset,
+            bool(diff_reset),
+        )
 
 
 def lif_scan_reference(

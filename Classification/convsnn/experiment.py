@@ -37,11 +37,14 @@ RESUMABLE_KEYS = (
     "plotting",
     "nb_epochs",
 )
+# settings added after checkpoints may have been written: absent means this value
+ADDED_KEYS = {"precision": "float32"}
 HISTORY_KEYS = ("train_loss", "train_acc", "train_reg", "valid_loss", "valid_acc", "beta")
 
 
 def _fixed_part(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RESUMABLE_KEYS}
+    fixed = {**ADDED_KEYS, **config}
+    return {k: v for k, v in fixed.items() if k not in RESUMABLE_KEYS}
 
 
 def _check_resumable(saved: dict, config: dict, run_dir: Path, nb_epochs: int, done: int) -> None:
@@ -115,9 +118,15 @@ class Run:
             spike_fns(self.cfg, self.cfg.method.name, self.gens["train_spikes"], beta)
         )
 
-    def phase(self, method: str, purpose: str, epoch: int, beta: float) -> dict[str, Any]:
-        """Test loss/accuracy/rates and "same"-set rates/Fano factors under `method`."""
-        self.set_method(method, purpose, epoch, beta=beta)
+    def phase(
+        self, method: str, purpose: str, key: int, beta: float, epoch: int | None = None
+    ) -> dict[str, Any]:
+        """Test loss/accuracy/rates and "same"-set rates/Fano factors under `method`.
+
+        Spikes come from the generators (purpose, key); the entry records `epoch` (default
+        `key`), the number of training epochs done.
+        """
+        self.set_method(method, purpose, key, beta=beta)
         test = evaluate(
             self.net, self.data.test, int(self.cfg.batch_size), self.cfg.loss_type, self.dt
         )
@@ -126,7 +135,7 @@ class Run:
         self._last_same = (out, same)
         return {
             "method": method,
-            "epoch": epoch,
+            "epoch": key if epoch is None else epoch,
             "test_loss": test["loss"],
             "test_acc": test["acc"],
             "test_rates": test["rates"],
@@ -255,9 +264,9 @@ class Run:
         """Test under the trained method and under `method.other`; figures; results."""
         cfg = self.cfg
         beta = beta_at(cfg, int(cfg.nb_epochs) - 1)
-        trained = self.phase(cfg.method.name, "test", 0, beta)
+        trained = self.phase(cfg.method.name, "test", 0, beta, epoch=self.epoch)
         out_t, same_t = self._last_same
-        other = self.phase(cfg.method.other, "other", 0, beta)
+        other = self.phase(cfg.method.other, "other", 0, beta, epoch=self.epoch)
         out_o, same_o = self._last_same
         figures = self.figures(
             beta, {cfg.method.name: same_t, f"{cfg.method.other} (other)": same_o}

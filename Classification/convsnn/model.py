@@ -10,7 +10,7 @@ from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
 from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
 from sgtheory.spikes import SpikeFn, spike_fn_for_method
 
-from .settings import Geometry, layer_lists
+from .settings import PRECISIONS, Geometry, layer_lists
 
 
 def beta_at(cfg: Any, epoch: int) -> float:
@@ -78,4 +78,4 @@ def build_network(
     tau_readout = cfg.tau_readout if cfg.tau_readout is not None else geo.nb_steps * dt
     readout = Readout(geo.nb_readout_inputs, geo.nb_classes, tau_readout, cfg.tau_syn, dt)
     readout_init_(readout.weight, init_gen)
-    return SpikingNetwork(layers, readout)
+    return SpikingNetwork(layers, readout, autocast=PRECISIONS[cfg.precision])

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sgtheory.errors import ConfigError, check_choice, check_positive
 from sgtheory.layers import conv_output_length
 from sgtheory.losses import LOSS_TYPES
@@ -17,6 +19,8 @@ from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
 
 DATASETS = ("randman", "shd")
+# `precision`: the autocast dtype of convolutions and weight products (None: float32 throughout)
+PRECISIONS = {"float32": None, "bf16": torch.bfloat16}
 LAYER_KEYS = ("nb_filters", "kernel_size", "stride", "padding", "recurrent_kernel")
 REGULARIZER_TERMS = {"upper_l2": ("upper", 2), "lower_l1": ("lower", 1), "lower_l2": ("lower", 2)}
 
@@ -123,6 +127,7 @@ def validate(cfg: Any) -> Geometry:
         raise ConfigError(f"tau_mem={cfg.tau_mem} and tau_syn={cfg.tau_syn} must differ")
     if cfg.threads is not None:
         check_positive("threads", cfg.threads, integer=True)
+    check_choice("precision", cfg.precision, tuple(PRECISIONS))
     if cfg.stop_after_epochs is not None:
         check_positive("stop_after_epochs", cfg.stop_after_epochs, integer=True)
     if cfg.anneal:

@@ -26,6 +26,7 @@ CASES = [
     ("fano.bin_dt=500", "fano.bin_dt=500 is not valid"),
     ("wandb.mode=cloud", "wandb.mode='cloud' is not valid; choose one of: offline, online"),
     ("device=tpu", "device='tpu' is not valid; choose one of: cpu, cuda"),
+    ("precision=fp16", "precision='fp16' is not valid; choose one of: float32, bf16"),
 ]
 
 
@@ -126,3 +127,14 @@ def test_nan_loss_keeps_last_good_checkpoint(compose, tmp_path, monkeypatch):
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
+
+
+def test_a_checkpoint_written_before_a_setting_existed_still_resumes(tmp_path):
+    from convsnn.experiment import ADDED_KEYS, _check_resumable
+
+    config = {"seed": 1, "precision": "float32", "threads": 2}
+    older = {"seed": 1, "threads": 1}  # no `precision` yet: it means float32
+    _check_resumable(older, config, tmp_path, 10, 5)
+    assert ADDED_KEYS["precision"] == "float32"
+    with pytest.raises(ConfigError, match="different settings \\(precision\\)"):
+        _check_resumable(older, {**config, "precision": "bf16"}, tmp_path, 10, 5)

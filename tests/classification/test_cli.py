@@ -26,6 +26,7 @@ def test_end_to_end_writes_results_plots_and_wandb(tmp_path):
     assert res["test"]["fano"] == [0.0, 0.0, 0.0]  # deterministic: no trial-to-trial variability
     assert all(f > 0 for f in res["other"]["fano"])  # stochastic evaluation of the same weights
     assert [s["epoch"] for s in res["stats"]] == [0, 1, 2]
+    assert res["test"]["epoch"] == res["other"]["epoch"] == 2  # after the 2 epochs
     assert res["config"]["method"]["name"] == "superspike"
     for name in ("snapshot", "two_classes", "trial_variability", "training_curves"):
         assert (run_dir / "Plots" / f"{name}.png").stat().st_size > 1000
@@ -107,3 +108,15 @@ def test_small_shd_run_in_official_format(tmp_path):
     assert res["config"]["dataset"]["name"] == "shd"
     assert len(res["test"]["fano"]) == 3
     assert (run_dir / "Plots" / "snapshot.png").exists()
+
+
+def test_bf16_precision_runs_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        run_dir, *TINY, "precision=bf16", "method=stochasticsuperspike", "wandb.mode=disabled"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = read_results(run_dir)
+    assert res["status"] == "completed" and res["config"]["precision"] == "bf16"
+    assert all(np.isfinite(res["history"]["train_loss"]))
+    assert all(f > 0 for f in res["test"]["fano"])  # stochastic: variability survives bf16

@@ -29,3 +29,23 @@ def test_chunked_conv1d_equals_conv1d(binary, stride, padding):
         torch.testing.assert_close(a, b)
     gw = conv1d_weight_grad(x.bool() if binary else x, w.shape, grad_out, stride, padding)
     torch.testing.assert_close(gw, results[1][2])
+
+
+def test_bf16_autocast_convolution_rounds_inputs_and_keeps_float32_gradients():
+    """Under autocast, the chunked convolution equals float32 convolution of the bfloat16-
+    rounded inputs up to bfloat16 output rounding, and its gradients come back float32."""
+    gen = torch.Generator().manual_seed(2)
+    x = (torch.rand(CHUNK + 9, 8, 12, generator=gen) < 0.3).float().requires_grad_()
+    w = torch.randn(6, 8, 5, generator=gen).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv1d_chunked(x, w, 1, 0, True)
+    assert y.dtype == torch.bfloat16
+    rounded = F.conv1d(x.detach(), w.detach().bfloat16().float())
+    torch.testing.assert_close(y.float(), rounded, rtol=2**-7, atol=1e-6)
+    grad_out = torch.randn(y.shape, generator=gen)
+    y.float().backward(grad_out)
+    assert x.grad.dtype == w.grad.dtype == torch.float32
+    xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    F.conv1d(xr, wr).backward(grad_out)
+    for got, exact in ((x.grad, xr.grad), (w.grad, wr.grad)):  # bf16 operands: ~3 digits
+        assert (got - exact).abs().max() <= 2e-2 * exact.abs().max()

@@ -180,3 +180,32 @@ def test_network_time_major_fast_path_equals_per_step_baseline(method):
     torch.testing.assert_close(o1, o2)
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_network_keeps_dynamics_and_gradients_in_float32():
+    from sgtheory.layers import SpikingNetwork
+
+    def network(autocast):
+        torch.manual_seed(4)
+        conv = ConvLIFLayer(
+            1, 6, 5, spike_fn_for_method("superspike"), tau_mem=0.02, tau_syn=0.01, dt=0.002
+        )
+        readout = Readout(6 * 16, 3, 0.2, 0.01, 0.002)
+        torch.nn.init.normal_(conv.weight, 0.0, 2.0)
+        torch.nn.init.normal_(readout.weight, 0.0, 0.5)
+        return SpikingNetwork([conv], readout, autocast=autocast)
+
+    x = (torch.rand(8, 40, 1, 20, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    results = []
+    for autocast in (None, torch.bfloat16):
+        net = network(autocast)
+        out, spikes = net(x)
+        out.square().mean().backward()
+        assert out.dtype == spikes[0].dtype == torch.float32
+        assert all(p.grad.dtype == torch.float32 for p in net.parameters())
+        results.append((out.detach(), [p.grad for p in net.parameters()]))
+    (out32, g32), (out16, g16) = results
+    assert (out16 - out32).abs().max() <= 0.05 * out32.abs().max()  # bf16 currents
+    for a, b in zip(g32, g16, strict=True):
+        cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cos > 0.8
