@@ -148,9 +148,14 @@ def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail:
         fn(*pointers, *shape, *ranges[0], *tail)
         return
     with _lock:
-        if _state["pool"] is None or _state["workers"] < len(ranges):
+        # a new pool if none, too small, or inherited through fork (its threads are gone)
+        if (
+            _state["pool"] is None
+            or _state["workers"] < len(ranges)
+            or _state.get("pid") != os.getpid()
+        ):
             _state["pool"] = ThreadPoolExecutor(len(ranges), thread_name_prefix="sgtheory")
-            _state["workers"] = len(ranges)
+            _state["workers"], _state["pid"] = len(ranges), os.getpid()
         pool = _state["pool"]
     futures = [pool.submit(fn, *pointers, *shape, lo, hi, *tail) for lo, hi in ranges]
     for future in futures:

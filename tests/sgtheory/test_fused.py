@@ -132,3 +132,32 @@ def test_allocator_switch(monkeypatch):
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert retain_freed_memory() is True
+
+
+@needs_compiler
+def test_fused_scan_works_in_a_forked_child(monkeypatch):
+    """A thread pool inherited through fork has no threads: the child must make its own.
+
+    (torch's own OpenMP pool does not survive fork either, so the child keeps torch to one
+    thread and splits the scan over two ranges itself.)"""
+    import multiprocessing
+
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    monkeypatch.setattr(fused, "_ranges", _two_ranges)
+    current = torch.randn(40, 20, 60, 7) * 0.5 + 0.3
+    spike = SpikeFn(make_escape("step"), make_surrogate("superspike"))
+    expected, _ = lif_scan(current, spike, 0.8, 0.9, time_major=True)  # pool made here
+    assert fused._state["pool"] is not None
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_scan_in_child, (current,)).get(timeout=60)
+    assert torch.equal(got, expected)
+
+
+def _two_ranges(row: int, nb_steps: int) -> list[tuple[int, int]]:
+    return [(0, row // 2), (row // 2, row)]
+
+
+def _scan_in_child(current: torch.Tensor) -> torch.Tensor:
+    torch.set_num_threads(1)
+    spike = SpikeFn(make_escape("step"), make_surrogate("superspike"))
+    return lif_scan(current, spike, 0.8, 0.9, time_major=True)[0]
