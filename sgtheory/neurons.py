@@ -12,8 +12,9 @@ and always syn[t+1] = a_syn syn[t] + I[t] + rec(S[t]), with a = exp(-dt / tau), 
 syn[0] = 0. ``rec`` is an optional recurrent 1-D convolution (stride 1, size-preserving).
 
 ``lif_scan`` is the fast path: one custom autograd function that runs the loop without an
-autograd graph and computes the adjoint (time-reversed) recursion by hand; the surrogate
-derivative of all time steps is evaluated in one tensor operation. ``lif_scan_reference``
+autograd graph and computes the adjoint (time-reversed) recursion by hand. On CPU in float32
+without recurrence, both loops run in the fused C kernels of ``sgtheory.fused`` (same
+operations, same spikes); otherwise as per-step torch operations on preallocated buffers. ``lif_scan_reference``
 is the same model written plainly with autograd, one step at a time: the baseline of the
 benchmarks and the oracle of the tests.
 """
