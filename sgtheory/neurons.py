@@ -14,9 +14,9 @@ syn[0] = 0. ``rec`` is an optional recurrent 1-D convolution (stride 1, size-pre
 ``lif_scan`` is the fast path: one custom autograd function that runs the loop without an
 autograd graph and computes the adjoint (time-reversed) recursion by hand. On CPU in float32
 without recurrence, both loops run in the fused C kernels of ``sgtheory.fused`` (same
-operations, same spikes); otherwise as per-step torch operations on preallocated buffers. ``lif_scan_reference``
-is the same model written plainly with autograd, one step at a time: the baseline of the
-benchmarks and the oracle of the tests.
+operations, same spikes); otherwise as per-step torch operations on preallocated buffers.
+``lif_scan_reference`` is the same model written plainly with autograd, one step at a time:
+the baseline of the benchmarks and the oracle of the tests.
 """
 
 from __future__ import annotations
