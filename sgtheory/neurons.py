@@ -66,10 +66,19 @@ class _LIFScan(torch.autograd.Function):
     def forward(ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
         cur = cur.contiguous()  # (T, B, ...)
         ctx.fused = rec_weight is None and fused.usable(cur)
-        if ctx.fused:
-            return _LIFScan.forward_fused(
-                ctx, cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
-            )
+        run = _LIFScan.run_fused if ctx.fused else _LIFScan.run_loop
+        fired, mem_all, syn_all = run(
+            cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
+        )
+        ctx.save_for_backward(fired, mem_all, syn_all, rec_weight)  # bool: 1/4 the memory
+        ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
+        ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
+        ctx.mark_non_differentiable(mem_all)
+        return fired.to(cur.dtype), mem_all
+
+    @staticmethod
+    def run_loop(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+        """(fired, mem, syn or None) by per-step torch operations on preallocated buffers."""
         nb_steps = cur.shape[0]
         fired = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
         mem_all = torch.empty((nb_steps + 1, *cur.shape[1:]), dtype=cur.dtype, device=cur.device)
@@ -96,16 +105,10 @@ class _LIFScan(torch.autograd.Function):
                 syn.mul_(a_syn).add_(cur[t]).add_(_rec_conv(fired[t].to(cur.dtype), rec_weight))
             else:
                 syn.mul_(a_syn).add_(cur[t])
-        spikes = fired.to(cur.dtype)
-        mem_all = mem_all[:nb_steps]
-        ctx.save_for_backward(fired, mem_all, syn_all, rec_weight)  # bool: 1/4 the memory
-        ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
-        ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
-        ctx.mark_non_differentiable(mem_all)
-        return spikes, mem_all
+        return fired, mem_all[:nb_steps], syn_all
 
     @staticmethod
-    def forward_fused(ctx, cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+    def run_fused(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
         """The same scan by the C kernels of `fused` (CPU, float32, no recurrence).
 
         Stochastic escape noise: all steps' uniforms are drawn at once, in the order the
@@ -120,11 +123,7 @@ class _LIFScan(torch.autograd.Function):
         mem_all, fired, syn_all = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
         )
-        ctx.save_for_backward(fired, mem_all, syn_all, None)
-        ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
-        ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
-        ctx.mark_non_differentiable(mem_all)
-        return fired.to(cur.dtype), mem_all
+        return fired, mem_all, syn_all
 
     @staticmethod
     def backward_fused(ctx, grad_spikes):
