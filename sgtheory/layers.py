@@ -8,6 +8,12 @@ convolution once per time step and the neuron update through autograd.
 
 `time_major=True` makes a layer take and return (time, batch, ...) tensors:
 `SpikingNetwork` uses it between layers so that no layer has to transpose its data.
+
+Connection delays (stork's timing): `input_delay=1` makes a layer's feedforward current
+reach its synapses one step later (current[t] = W x[t-1], zero at step 0); `rec_delay=2`
+does the same for the recurrent convolution (`sgtheory.neurons.lif_scan`). The readout
+takes `input_delay`, `initial_mem` and `after_update`. The defaults (0, 1; 0, 0.0, False)
+are the undelayed model.
 """
 
 from __future__ import annotations
@@ -21,6 +27,25 @@ from .neurons import decay, lif_scan, lif_scan_reference, readout_scan
 from .spikes import SpikeFn
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast dtypes; dynamics run in float32
+
+
+def delay_in_time(x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
+    """`x` shifted later by `steps` along `time_dim`: out[t] = x[t - steps], 0 for t < steps."""
+    if steps == 0:
+        return x
+    if steps < 0:
+        raise ConfigError(f"input_delay={steps!r} is not valid; it must be >= 0")
+    length = x.shape[time_dim]
+    head = x.narrow(time_dim, 0, max(length - steps, 0))
+    zero_shape = list(x.shape)
+    zero_shape[time_dim] = min(steps, length)
+    return torch.cat([x.new_zeros(zero_shape), head], dim=time_dim)
+
+
+def _check_input_delay(steps: int) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"input_delay={steps!r} is not valid; it must be an integer >= 0")
+    return steps
 
 
 def conv_output_length(length: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -45,6 +70,8 @@ class LIFLayer(nn.Module):
         threshold: float = 1.0,
         reset: str = "full",
         diff_reset: bool = False,
+        input_delay: int = 0,
+        rec_delay: int = 1,
     ):
         super().__init__()
         self.spike_fn = spike_fn
@@ -53,6 +80,8 @@ class LIFLayer(nn.Module):
         self.threshold = threshold
         self.reset = reset
         self.diff_reset = diff_reset
+        self.input_delay = _check_input_delay(input_delay)  # steps added to the feedforward path
+        self.rec_delay = rec_delay  # steps from a spike to the recurrent current it causes
         # Keep the membrane potential of the last call (batch, time, ...) for recording and
         # plots. Off by default: holding it would keep a whole batch's potentials alive
         # through the next training step.
@@ -77,6 +106,7 @@ class LIFLayer(nn.Module):
             self.diff_reset,
             rec_weight,
             time_major,
+            rec_delay=self.rec_delay,
         )
         if self.record_mem:
             self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
@@ -94,7 +124,10 @@ class DenseLIFLayer(LIFLayer):
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
-        return self.run_neurons(x.flatten(2) @ self.weight.t(), None, reference, time_major)
+        current = delay_in_time(
+            x.flatten(2) @ self.weight.t(), self.input_delay, int(not time_major)
+        )
+        return self.run_neurons(current, None, reference, time_major)
 
 
 class ConvLIFLayer(LIFLayer):
@@ -149,8 +182,13 @@ class ConvLIFLayer(LIFLayer):
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
-        self.output_length(x.shape[-1])  # clear error if the kernel does not fit
+        length = self.output_length(x.shape[-1])  # clear error if the kernel does not fit
         time_dim = 0 if time_major else 1
+        # the delay is applied to whichever of input and current is smaller (same result:
+        # the convolution acts on each step alone and maps zero to zero)
+        delay_input = x[0, 0].numel() <= self.weight.shape[0] * length
+        if delay_input:
+            x = delay_in_time(x, self.input_delay, time_dim)
         if reference:  # baseline: one convolution per time step
             steps = x.shape[time_dim]
             current = torch.stack(
@@ -159,17 +197,35 @@ class ConvLIFLayer(LIFLayer):
         else:  # all time steps in one convolution over (batch x time)
             current = self._conv_all_steps(x.reshape(-1, *x.shape[2:]))
             current = current.reshape(*x.shape[:2], *current.shape[1:])
+        if not delay_input:
+            current = delay_in_time(current, self.input_delay, time_dim)
         return self.run_neurons(current, self.rec_weight, reference, time_major)
 
 
 class Readout(nn.Module):
-    """Non-spiking leaky integrator readout: (batch, time, ...) -> potentials (batch, time, n)."""
+    """Non-spiking leaky integrator readout: (batch, time, ...) -> potentials (batch, time, n).
 
-    def __init__(self, n_in: int, n_out: int, tau_mem: float, tau_syn: float, dt: float):
+    `input_delay`, `initial_mem`, `after_update`: see `sgtheory.neurons.readout_scan` and
+    the module docstring; stork's readout is (1, -1e-3, True).
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        tau_mem: float,
+        tau_syn: float,
+        dt: float,
+        input_delay: int = 0,
+        initial_mem: float = 0.0,
+        after_update: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_out, n_in))
         self.a_mem = decay(tau_mem, dt)
         self.a_syn = decay(tau_syn, dt)
+        self.input_delay = _check_input_delay(input_delay)
+        self.initial_mem, self.after_update = float(initial_mem), bool(after_update)
 
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
@@ -177,7 +233,10 @@ class Readout(nn.Module):
         current = x.flatten(2) @ self.weight.t()
         if current.dtype in LOW_PRECISION:  # the product ran under autocast
             current = current.float()
-        return readout_scan(current, self.a_syn, self.a_mem, time_major)
+        current = delay_in_time(current, self.input_delay, 0 if time_major else 1)
+        return readout_scan(
+            current, self.a_syn, self.a_mem, time_major, self.initial_mem, self.after_update
+        )
 
 
 class SpikingNetwork(nn.Module):

@@ -8,8 +8,11 @@ With x = mem - threshold, spikes S[t] = spike(x[t]) and R[t] = S[t] (detached un
 * ``reset="leak"`` (the spike-train-matching model):
   mem[t+1] = a_mem mem[t] (1 - R[t]) + (1 - a_mem) syn[t]
 
-and always syn[t+1] = a_syn syn[t] + I[t] + rec(S[t]), with a = exp(-dt / tau), mem[0] =
-syn[0] = 0. ``rec`` is an optional recurrent 1-D convolution (stride 1, size-preserving).
+and always syn[t+1] = a_syn syn[t] + I[t] + rec(S[t + 1 - rec_delay]), with a = exp(-dt / tau),
+mem[0] = syn[0] = 0. ``rec`` is an optional recurrent 1-D convolution (stride 1,
+size-preserving); with ``rec_delay=1`` (default) a spike enters the synaptic current of the
+next step, with ``rec_delay=2`` one step later (as in stork, where every connection
+delivers its output at the next step; spikes before step 0 count as 0).
 
 ``lif_scan`` is the fast path: one custom autograd function that runs the loop without an
 autograd graph and computes the adjoint (time-reversed) recursion by hand. On CPU in float32
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 
 from . import fused
 from .conv import conv1d_weight_grad
-from .errors import check_choice, check_positive
+from .errors import ConfigError, check_choice, check_positive
 from .spikes import SpikeFn
 
 RESETS = ("full", "leak")
@@ -45,7 +48,12 @@ def _rec_conv(spikes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.conv1d(spikes, weight, padding=weight.shape[-1] // 2)
 
 
-def _check_rec(weight: torch.Tensor | None, shape: torch.Size) -> None:
+def _check_rec(weight: torch.Tensor | None, shape: torch.Size, rec_delay: int = 1) -> None:
+    if isinstance(rec_delay, bool) or not isinstance(rec_delay, int) or rec_delay < 1:
+        raise ConfigError(
+            f"rec_delay={rec_delay!r} is not valid; it must be an integer >= 1 (steps from a "
+            "spike to the synaptic current it enters; 1 = the next step)"
+        )
     if weight is None:
         return
     if len(shape) != 4 or weight.dim() != 3 or weight.shape[-1] % 2 != 1:
@@ -58,26 +66,37 @@ def _check_rec(weight: torch.Tensor | None, shape: torch.Size) -> None:
 class _LIFScan(torch.autograd.Function):
     """Forward without a graph, backward by the adjoint recursion (time-reversed).
 
-    Internally time-major (T, B, ...) so that each step's slice is contiguous; every
-    per-step operation writes into preallocated buffers (no allocation inside the loops).
+    Internally time-major (T, B, ...) so that each step's slice is contiguous. The state,
+    outputs and adjoints live in buffers allocated before the loops, which most per-step
+    operations write into; the loops still allocate small per-step temporaries (the escape
+    noise's draw, the recurrent convolution and its transpose, the surrogate derivative).
     """
 
     @staticmethod
-    def forward(ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+    def forward(
+        ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
+    ):
         cur = cur.contiguous()  # (T, B, ...)
         ctx.fused = rec_weight is None and fused.usable(cur)
-        run = _LIFScan.run_fused if ctx.fused else _LIFScan.run_loop
-        fired, mem_all, syn_all = run(
-            cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
-        )
+        if ctx.fused:
+            fired, mem_all, syn_all = _LIFScan.run_fused(
+                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
+            )
+        else:
+            fired, mem_all, syn_all = _LIFScan.run_loop(
+                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
+            )
         ctx.save_for_backward(fired, mem_all, syn_all, rec_weight)  # bool: 1/4 the memory
         ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
         ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
+        ctx.rec_delay = rec_delay
         ctx.mark_non_differentiable(mem_all)
         return fired.to(cur.dtype), mem_all
 
     @staticmethod
-    def run_loop(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+    def run_loop(
+        cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay=1
+    ):
         """(fired, mem, syn or None) by per-step torch operations on preallocated buffers."""
         nb_steps = cur.shape[0]
         fired = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
@@ -101,10 +120,10 @@ class _LIFScan(torch.autograd.Function):
             else:
                 torch.mul(mem, a_mem, out=leak_scratch).masked_fill_(fired[t], 0.0)
                 torch.add(leak_scratch, syn, alpha=1.0 - a_mem, out=new_mem)
-            if rec_weight is not None:
-                syn.mul_(a_syn).add_(cur[t]).add_(_rec_conv(fired[t].to(cur.dtype), rec_weight))
-            else:
-                syn.mul_(a_syn).add_(cur[t])
+            syn.mul_(a_syn).add_(cur[t])
+            src = t + 1 - rec_delay  # the step whose spikes arrive now
+            if rec_weight is not None and src >= 0:
+                syn.add_(_rec_conv(fired[src].to(cur.dtype), rec_weight))
         return fired, mem_all[:nb_steps], syn_all
 
     @staticmethod
@@ -144,7 +163,7 @@ class _LIFScan(torch.autograd.Function):
             ctx.threshold,
             full,
         )
-        return grad_cur, None, None, None, None, None, None, None
+        return grad_cur, None, None, None, None, None, None, None, None
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
@@ -152,11 +171,11 @@ class _LIFScan(torch.autograd.Function):
             return _LIFScan.backward_fused(ctx, grad_spikes)
         fired, mem_all, syn_all, rec_weight = ctx.saved_tensors
         a_syn, a_mem, b_mem = ctx.a_syn, ctx.a_mem, 1.0 - ctx.a_mem
-        full = ctx.reset == "full"
+        full, delay = ctx.reset == "full", ctx.rec_delay
         nb_steps = fired.shape[0]
         surrogate, threshold = ctx.spike_fn.surrogate, ctx.threshold
         g_s = grad_spikes.contiguous()
-        # grad_cur[t] = dL/dI[t] = dL/dsyn[t+1]; slot nb_steps holds dL/dsyn[T] = 0
+        # slot k holds dL/dsyn[k]; dL/dI[t] = dL/dsyn[t+1]; slot nb_steps: dL/dsyn[T] = 0
         grad_cur = torch.empty(
             (nb_steps + 1, *fired.shape[1:]), dtype=mem_all.dtype, device=mem_all.device
         )
@@ -168,9 +187,9 @@ class _LIFScan(torch.autograd.Function):
         for t in range(nb_steps - 1, -1, -1):
             lam_syn = grad_cur[t + 1]
             g_total.copy_(g_s[t])
-            if rec_weight is not None:
+            if rec_weight is not None and t + delay <= nb_steps:  # S[t] enters syn[t+delay]
                 g_total += F.conv_transpose1d(
-                    lam_syn, rec_weight, padding=rec_weight.shape[-1] // 2
+                    grad_cur[t + delay], rec_weight, padding=rec_weight.shape[-1] // 2
                 )
             if ctx.diff_reset:
                 pre = a_mem * mem_all[t] + b_mem * syn_all[t] if full else a_mem * mem_all[t]
@@ -185,18 +204,20 @@ class _LIFScan(torch.autograd.Function):
             # dL/dmem[t] = a_mem through + dL/dS[t] sg[t]
             sg = surrogate.derivative(mem_all[t] - threshold, spikes_t)  # in cache, per step
             torch.addcmul(through.mul_(a_mem), g_total, sg, out=lam_mem)
-        grad_cur = grad_cur[1:]
         grad_rec = None
-        if rec_weight is not None and ctx.needs_input_grad[1]:
-            flat = nb_steps * fired.shape[1]
+        if rec_weight is not None and ctx.needs_input_grad[1] and delay <= nb_steps:
+            # S[t] (t < T + 1 - delay) meets dL/dsyn[t + delay]
+            flat = (nb_steps + 1 - delay) * fired.shape[1]
             grad_rec = conv1d_weight_grad(
-                fired.reshape(flat, *fired.shape[2:]),
+                fired[: nb_steps + 1 - delay].reshape(flat, *fired.shape[2:]),
                 rec_weight.shape,
-                grad_cur.reshape(flat, *fired.shape[2:]),
+                grad_cur[delay:].reshape(flat, *fired.shape[2:]),
                 1,
                 rec_weight.shape[-1] // 2,
             )
-        return grad_cur, grad_rec, None, None, None, None, None, None
+        elif rec_weight is not None and ctx.needs_input_grad[1]:
+            grad_rec = torch.zeros_like(rec_weight)
+        return grad_cur[1:], grad_rec, None, None, None, None, None, None, None
 
 
 def lif_scan(
@@ -209,17 +230,19 @@ def lif_scan(
     diff_reset: bool = False,
     rec_weight: torch.Tensor | None = None,
     time_major: bool = False,
+    rec_delay: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run LIF neurons driven by `current` (batch, time, ...); return (spikes, mem).
 
     `mem` is the membrane potential from which each step's spike was drawn (no gradient).
     `rec_weight` (channels, channels, odd kernel) adds a recurrent convolution of the
-    spikes; then `current` must be shaped (batch, time, channels, length).
+    spikes; then `current` must be shaped (batch, time, channels, length). The spikes of
+    step t enter the synaptic current syn[t + rec_delay] (module docstring).
     With `time_major`, input and outputs are (time, batch, ...) instead, which spares the
     transposes between layers (the scan runs time-major internally).
     """
     check_choice("reset", reset, RESETS)
-    _check_rec(rec_weight, current.shape)
+    _check_rec(rec_weight, current.shape, rec_delay)
     if not time_major:
         spikes, mem = lif_scan(
             current.transpose(0, 1),
@@ -231,6 +254,7 @@ def lif_scan(
             diff_reset,
             rec_weight,
             time_major=True,
+            rec_delay=rec_delay,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
     with torch.autocast(current.device.type, enabled=False):  # dynamics in full precision
@@ -243,6 +267,7 @@ def lif_scan(
             float(threshold),
             reset,
             bool(diff_reset),
+            int(rec_delay),
         )
 
 
@@ -256,10 +281,11 @@ def lif_scan_reference(
     diff_reset: bool = False,
     rec_weight: torch.Tensor | None = None,
     time_major: bool = False,
+    rec_delay: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same model as `lif_scan`, one step at a time through autograd (slow, plain)."""
     check_choice("reset", reset, RESETS)
-    _check_rec(rec_weight, current.shape)
+    _check_rec(rec_weight, current.shape, rec_delay)
     if time_major:
         spikes, mem = lif_scan_reference(
             current.transpose(0, 1),
@@ -270,6 +296,7 @@ def lif_scan_reference(
             reset,
             diff_reset,
             rec_weight,
+            rec_delay=rec_delay,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
     steps = current.unbind(1)
@@ -286,26 +313,36 @@ def lif_scan_reference(
         else:
             mem = a_mem * mem * (1 - r) + (1 - a_mem) * syn
         syn = a_syn * syn + cur_t
-        if rec_weight is not None:
-            syn = syn + _rec_conv(s, rec_weight)
+        if rec_weight is not None and len(spikes) >= rec_delay:
+            syn = syn + _rec_conv(spikes[len(spikes) - rec_delay], rec_weight)
     return torch.stack(spikes, dim=1), torch.stack(mems, dim=1)
 
 
 def readout_scan(
-    current: torch.Tensor, a_syn: float, a_mem: float, time_major: bool = False
+    current: torch.Tensor,
+    a_syn: float,
+    a_mem: float,
+    time_major: bool = False,
+    initial_mem: float = 0.0,
+    after_update: bool = False,
 ) -> torch.Tensor:
     """Non-spiking leaky integrator: the LIF dynamics without spikes or reset.
 
     Returns mem (batch, time, ...) with mem[t+1] = a_mem mem[t] + (1 - a_mem) syn[t],
-    syn[t+1] = a_syn syn[t] + I[t]; the output at step t is mem[t]. With `time_major`,
-    input and output are (time, batch, ...).
+    syn[t+1] = a_syn syn[t] + I[t], mem[0] = `initial_mem`, syn[0] = 0; the output at step
+    t is mem[t], or mem[t+1] with `after_update` (stork reports the potential after its
+    update and starts it at -1e-3). With `time_major`, input and output are
+    (time, batch, ...).
     """
     steps = (current if time_major else current.transpose(0, 1)).unbind(0)
-    mem = torch.zeros_like(steps[0])
+    mem = torch.full_like(steps[0], float(initial_mem))
     syn = torch.zeros_like(steps[0])
     out = []
     for cur_t in steps:  # unbind: its backward stacks, where indexing would zero-fill T times
-        out.append(mem)
+        if not after_update:
+            out.append(mem)
         mem = a_mem * mem + (1 - a_mem) * syn
         syn = a_syn * syn + cur_t
+        if after_update:
+            out.append(mem)
     return torch.stack(out, dim=0 if time_major else 1)
