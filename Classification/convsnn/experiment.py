@@ -38,7 +38,8 @@ RESUMABLE_KEYS = (
     "nb_epochs",
 )
 # settings added after checkpoints may have been written: absent means this value
-ADDED_KEYS = {"precision": "float32"}
+# (connection_delay: checkpoints from before it existed hold the undelayed model)
+ADDED_KEYS = {"precision": "float32", "connection_delay": False}
 HISTORY_KEYS = ("train_loss", "train_acc", "train_reg", "valid_loss", "valid_acc", "beta")
 
 

@@ -12,6 +12,9 @@ from sgtheory.spikes import SpikeFn, spike_fn_for_method
 
 from .settings import PRECISIONS, Geometry, layer_lists
 
+# stork's readout potential before any input (ReadoutGroup's initial_state)
+STORK_READOUT_START = -1e-3
+
 
 def beta_at(cfg: Any, epoch: int) -> float:
     """Escape-noise / surrogate steepness during `epoch` (0-based), with annealing if enabled.
@@ -36,6 +39,32 @@ def spike_fns(
     ]
 
 
+def timing(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Layer and readout arguments of the `connection_delay` setting.
+
+    true (stork's order: all neurons update, then all connections propagate): every
+    connection delivers its input one step later, the recurrent one too, and the readout
+    reports its potential after the update, starting from -1e-3. false: the undelayed model.
+    """
+    delay = int(bool(cfg.connection_delay))
+    return {
+        "layer": {"input_delay": delay, "rec_delay": 1 + delay},
+        "readout": {
+            "input_delay": delay,
+            "initial_mem": STORK_READOUT_START if delay else 0.0,
+            "after_update": bool(delay),
+        },
+    }
+
+
+def readout_tau(cfg: Any, geo: Geometry) -> float:
+    """`tau_readout`, else the sample duration: `dataset.duration` if set, else steps x dt."""
+    if cfg.tau_readout is not None:
+        return float(cfg.tau_readout)
+    duration = cfg.dataset.get("duration")
+    return float(duration) if duration is not None else geo.nb_steps * float(cfg.dataset.dt)
+
+
 def build_network(
     cfg: Any, geo: Geometry, fns: list[SpikeFn], init_gen: torch.Generator
 ) -> SpikingNetwork:
@@ -44,10 +73,12 @@ def build_network(
     Feedforward weights get a share `alpha` of the target membrane variance
     `method.target_sigma_u`^2 in layers with a recurrent convolution (the rest goes to the
     recurrent weights), all of it otherwise. Every layer assumes inputs at `dataset.nu` Hz.
+    Timing: `connection_delay` (see `timing`).
     """
     ds = cfg.dataset
     lists = layer_lists(ds)
     dt = float(ds.dt)
+    delays = timing(cfg)
     eps_hat = psp_eps_hat(cfg.tau_mem, cfg.tau_syn, dt)
     sigma_u = float(cfg.method.target_sigma_u)
     layers = []
@@ -68,6 +99,7 @@ def build_network(
             threshold=cfg.threshold,
             reset=cfg.reset,
             diff_reset=cfg.diff_reset,
+            **delays["layer"],
         )
         share = float(cfg.alpha) if rec else 1.0
         fluctuation_driven_init_(layer.weight, sigma_u, ds.nu, eps_hat, share, init_gen)
@@ -75,7 +107,13 @@ def build_network(
             fluctuation_driven_init_(layer.rec_weight, sigma_u, ds.nu, eps_hat, 1 - share, init_gen)
         layers.append(layer)
         in_channels = lists["nb_filters"][i]
-    tau_readout = cfg.tau_readout if cfg.tau_readout is not None else geo.nb_steps * dt
-    readout = Readout(geo.nb_readout_inputs, geo.nb_classes, tau_readout, cfg.tau_syn, dt)
+    readout = Readout(
+        geo.nb_readout_inputs,
+        geo.nb_classes,
+        readout_tau(cfg, geo),
+        cfg.tau_syn,
+        dt,
+        **delays["readout"],
+    )
     readout_init_(readout.weight, init_gen)
     return SpikingNetwork(layers, readout, autocast=PRECISIONS[cfg.precision])

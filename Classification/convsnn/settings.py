@@ -101,7 +101,7 @@ def validate(cfg: Any) -> Geometry:
     check_choice("reset", cfg.reset, RESETS)
     check_choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
     check_choice("fano.mode", cfg.fano.mode, FANO_MODES)
-    for key in ("sigm", "diff_reset", "anneal", "progress", "plotting.enabled"):
+    for key in ("sigm", "diff_reset", "connection_delay", "anneal", "progress", "plotting.enabled"):
         if not isinstance(_get(cfg, key), bool):
             raise ConfigError(f"{key}={_get(cfg, key)!r} is not valid; choose one of: true, false")
     _positive(cfg, ["tau_mem", "tau_syn", "threshold", "beta", "p0", "delta_u", "method.lr"])
@@ -121,6 +121,8 @@ def validate(cfg: Any) -> Geometry:
         raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
     if cfg.tau_readout is not None:
         check_positive("tau_readout", cfg.tau_readout)
+    if cfg.dataset.get("duration") is not None:
+        check_positive("dataset.duration", cfg.dataset.duration)
     if not (isinstance(cfg.alpha, (int, float)) and 0 <= cfg.alpha <= 1):
         raise ConfigError(f"alpha={cfg.alpha!r} is not valid; it must lie in [0, 1]")
     if math.isclose(cfg.tau_mem, cfg.tau_syn):
