@@ -1,14 +1,65 @@
-"""One error type and small validators, so every bad setting fails the same clear way."""
+"""Error types, small validators and a non-finite check, so every failure reads the same way."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+import torch
 
 
 class ConfigError(ValueError):
     """A setting has a value that cannot work; the message names setting, value and choices."""
+
+
+class DataError(ValueError):
+    """A data file cannot be used as it is; the message names the file and the first bad sample."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: held by another process, not writable, or the disk is full."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be read back; the message names the file and how to start afresh."""
+
+
+class NonFiniteError(RuntimeError):
+    """A loss, weight, gradient or state became NaN or infinite; training stopped."""
+
+
+# What a run reports as one line `error: ...` (exit status 1) instead of a traceback.
+RUN_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    RunFolderError,
+    CheckpointError,
+    NonFiniteError,
+    FileNotFoundError,
+    ConnectionError,
+)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of `err` on one line (newlines and runs of spaces become one space)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def first_nonfinite(named: Sequence[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding a NaN or an infinity, or None if all are finite.
+
+    One fused max-abs reduction per tensor list and one synchronisation: cheap enough to run
+    on every weight, gradient and optimiser state after every step.
+    """
+    tensors = [t.detach() for _, t in named if t is not None and t.is_floating_point()]
+    names = [n for n, t in named if t is not None and t.is_floating_point()]
+    if not tensors:
+        return None
+    norms = torch.stack([n.float() for n in torch._foreach_norm(tensors, float("inf"))])
+    if bool(torch.isfinite(norms).all()):
+        return None
+    return names[int((~torch.isfinite(norms)).nonzero()[0, 0])]
 
 
 def check_choice(setting: str, value: Any, choices: Iterable[Any]) -> Any:

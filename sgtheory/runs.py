@@ -1,30 +1,41 @@
-"""What every run shares: seeding, device choice, atomic files, checkpoints, wandb, versions."""
+"""What every run shares: generators, device choice, atomic files, checkpoints, wandb, versions.
+
+The run-folder life cycle (lock, status, resume, failure) built on these is in `runfolder`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
+import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 WANDB_MODES = ("offline", "online", "disabled")
 
 
 def resolve_device(name: str) -> torch.device:
     """Turn a `device` setting ('cpu', 'cuda', 'cuda:1') into a torch.device, or raise."""
-    kind = str(name).split(":")[0]
-    if kind not in ("cpu", "cuda"):
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", name) if isinstance(name, str) else None
+    if match is None or (match[1] == "cpu" and match[2] not in (None, "0")):
         raise ConfigError(f"device={name!r} is not valid; choose one of: cpu, cuda, cuda:<index>")
-    if kind == "cuda" and not torch.cuda.is_available():
+    if match[1] == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} was asked for but no CUDA device is available; use cpu")
+    if match[1] == "cuda" and match[2] is not None and int(match[2]) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={name!r} is not valid; this machine has {torch.cuda.device_count()} CUDA "
+            f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
+        )
     return torch.device(name)
 
 
@@ -35,26 +46,57 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return gen
 
 
-def seed_everything(seed: int) -> None:
-    """Seed the global torch and numpy RNGs too (for library code we do not control)."""
-    torch.manual_seed(int(seed))
-    np.random.seed(int(seed) % (2**32))
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    mask = os.umask(0o022)  # pragma: no cover - not Linux
+    os.umask(mask)  # pragma: no cover
+    return mask  # pragma: no cover
 
 
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
+def _write_temp(path: Path, write: Callable[[Any], None]) -> str:
+    """Write `path`'s new content into a temporary file beside it (mode as umask allows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open would not
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_many(files: Sequence[tuple[str | Path, Callable[[Any], None]]]) -> None:
+    """Write several files so that readers see all old or all new contents.
+
+    Every new content is written to a temporary file first (a full disk or any other error
+    leaves every old file as it was); only then are the temporary files renamed into place.
+    `files` holds (path, write) pairs; `write(fh)` writes bytes to a binary file handle.
+    """
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, write in files:
+            temps.append((_write_temp(Path(path), write), Path(path)))
+    except BaseException:
+        for tmp, _ in temps:
             os.unlink(tmp)
         raise
+    for tmp, path in temps:
+        os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    atomic_write_many([(path, write)])
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -81,8 +123,13 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
     Tensors and arrays become lists; NaN and inf become null (JSON has no NaN).
     """
+    _atomic_write(Path(path), json_writer(obj))
+
+
+def json_writer(obj: Any) -> Callable[[Any], None]:
+    """A writer for `atomic_write_many` that writes `obj` as JSON (see `write_json_atomic`)."""
     text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False)
-    _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+    return lambda fh: fh.write(text.encode())
 
 
 def read_json(path: str | Path) -> Any:
@@ -102,11 +149,30 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict | None:
-    """Load a checkpoint written by `save_atomic`, or None if there is none."""
+    """Load a checkpoint written by `save_atomic`, or None if there is none.
+
+    A file that cannot be read back as a dict (emptied, truncated, not a checkpoint) raises
+    CheckpointError naming the file and how to start afresh.
+    """
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for damaged files
+        raise CheckpointError(_damaged(path, f"{type(err).__name__}: {err}")) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(_damaged(path, f"it holds a {type(ckpt).__name__}, not a dict"))
+    return ckpt
+
+
+def _damaged(path: Path, why: str) -> str:
+    why = " ".join(why.split())[:200]
+    folder = path.parent
+    return (
+        f"checkpoint={path} cannot be read ({why}); to start afresh, move the run aside: "
+        f"mv {shlex.quote(str(folder))} {shlex.quote(str(folder))}.old"
+    )
 
 
 def versions() -> dict[str, str]:

@@ -58,6 +58,10 @@ def test_device_and_wandb_settings(tmp_path):
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ConfigError, match="tpu"):
         resolve_device("tpu")
+    for bad in ("cpu:x", "cuda:x", "cpu:1", "cuda:-1", " cpu", 3):
+        with pytest.raises(ConfigError, match="is not valid; choose one of: cpu, cuda"):
+            resolve_device(bad)
+    assert resolve_device("cpu:0").type == "cpu"
     with pytest.raises(ConfigError, match="offline"):
         init_wandb("sometimes", run_dir=tmp_path)
     run = init_wandb("offline", run_dir=tmp_path, config={"x": 1})

@@ -1,0 +1,307 @@
+"""The run folder: one holder, never two runs mixed, results matching the checkpoint."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sgtheory import runfolder
+from sgtheory.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    RunFolderError,
+    first_nonfinite,
+)
+from sgtheory.runfolder import RunFolder, changed_settings, exit_on_error, read_status
+
+SETTINGS = {"seed": 1, "lr": 0.01, "wandb": {"mode": "disabled"}, "threads": 1}
+
+
+def _results(path):
+    return json.loads((path / "results.json").read_text())
+
+
+def _ckpt(path):
+    return torch.load(path / "checkpoint.pt", weights_only=False)
+
+
+def _saved_run(path, epochs=2, settings=SETTINGS):
+    """A folder holding a run that saved `epochs` epochs and was then left (status running)."""
+    with RunFolder(path) as folder:
+        assert folder.resume(settings) is None
+        folder.write_results({"epochs_done": 0})
+        for epoch in range(1, epochs + 1):
+            folder.save(
+                {"epoch": epoch, "w": torch.full((2,), float(epoch))}, {"epochs_done": epoch}
+            )
+
+
+def test_second_holder_is_refused_with_folder_and_pid(tmp_path):
+    with RunFolder(tmp_path):
+        with pytest.raises(RunFolderError) as err:
+            RunFolder(tmp_path).acquire()
+    message = str(err.value)
+    assert message.startswith(f"hydra.run.dir={tmp_path} is in use")
+    assert f"process {os.getpid()}" in message
+    RunFolder(tmp_path).acquire().release()  # free again once released
+
+
+def test_a_killed_holder_frees_the_folder_and_its_run_reads_interrupted(tmp_path):
+    code = (
+        "import sys, time\n"
+        "from sgtheory.runfolder import RunFolder\n"
+        "f = RunFolder(sys.argv[1]).acquire()\n"
+        "f.resume({'seed': 1})\n"
+        "f.write_results({'epochs_done': 0})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert read_status(tmp_path) == "running"
+        with pytest.raises(RunFolderError, match=f"process {proc.pid}"):
+            RunFolder(tmp_path).acquire()
+    finally:
+        proc.kill()  # SIGKILL: no chance to record anything
+        proc.wait()
+    assert _results(tmp_path)["status"] == "running"  # as the killed process left it
+    assert read_status(tmp_path) == "interrupted"  # readers see that no one holds it
+    with RunFolder(tmp_path):  # taken over
+        assert _results(tmp_path)["status"] == "interrupted"
+
+
+def test_resume_with_the_same_settings_and_refusal_of_changed_ones(tmp_path):
+    _saved_run(tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=2\n")  # Hydra's, for the new run
+    with RunFolder(tmp_path) as folder:
+        ckpt = folder.resume(
+            {**SETTINGS, "threads": 4, "wandb": {"mode": "x"}}, ("threads", "wandb")
+        )
+        assert ckpt["epoch"] == 2 and torch.equal(ckpt["w"], torch.full((2,), 2.0))
+    with RunFolder(tmp_path) as folder:
+        with pytest.raises(ConfigError) as err:
+            folder.resume({**SETTINGS, "seed": 2, "lr": 0.5}, ("threads",))
+    message = str(err.value)
+    assert message.startswith("lr=0.5 differs from the run in this folder (lr=0.01); seed=2")
+    assert f"mv {tmp_path} {tmp_path}.old-" in message
+    assert "resume=false" not in message and "delete" not in message
+    assert _results(tmp_path) == {
+        "epochs_done": 2,
+        "status": "interrupted",
+        "error": _results(tmp_path)["error"],
+    }
+    assert _ckpt(tmp_path)["epoch"] == 2  # the old run is untouched
+
+
+def test_refusal_restores_the_old_runs_hydra_files(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    _saved_run(tmp_path)
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=2\n")  # Hydra, second command
+    with RunFolder(tmp_path) as folder, pytest.raises(ConfigError):
+        folder.resume({**SETTINGS, "seed": 2})
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
+
+
+def test_an_earlier_run_without_checkpoint_is_moved_aside(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"status": "failed"}')
+    (run / "data").mkdir()
+    (run / "data" / "x_1.npy").write_bytes(b"old")
+    (run / "main.log").write_text("log")
+    with RunFolder(run) as folder:
+        assert folder.resume(SETTINGS) is None
+        aside = folder.moved_to
+    assert aside.parent == tmp_path and aside.name.startswith("run.old-")
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "main.log"]
+    assert (aside / "data" / "x_1.npy").read_bytes() == b"old"
+    assert json.loads((aside / "results.json").read_text()) == {"status": "failed"}
+
+
+def test_fresh_start_moves_a_finished_run_aside_with_its_hydra_files(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    _saved_run(run)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\nresume: false\n")
+    with RunFolder(run) as folder:
+        assert folder.resume(SETTINGS, fresh=True) is None
+        aside = folder.moved_to
+    assert not (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
+    assert _ckpt(aside)["epoch"] == 2 and _results(aside)["epochs_done"] == 2
+    assert (aside / ".hydra" / "config.yaml").read_text() == "seed: 1\n"
+    assert (run / ".hydra" / "config.yaml").read_text() == "seed: 1\nresume: false\n"
+
+
+def test_a_full_disk_keeps_checkpoint_and_results_in_agreement(tmp_path, monkeypatch):
+    _saved_run(tmp_path, epochs=1)
+    real_save = torch.save
+
+    def full(obj, fh, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(RunFolderError) as err:
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            folder.write_results({"epochs_done": 1})
+            monkeypatch.setattr(torch, "save", full)
+            folder.save({"epoch": 2}, {"epochs_done": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert str(err.value).startswith(f"hydra.run.dir={tmp_path}: cannot write checkpoint.pt")
+    assert "No space left on device" in str(err.value)
+    res = _results(tmp_path)
+    assert res["status"] == "failed" and res["epochs_done"] == _ckpt(tmp_path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "results.json"]
+
+
+def test_every_write_failing_leaves_the_last_pair(tmp_path, monkeypatch):
+    _saved_run(tmp_path, epochs=1)
+    before = (tmp_path / "results.json").read_text()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(RunFolderError, match="No space left"):
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            folder.write_results({"epochs_done": 1})
+            monkeypatch.setattr(os, "fsync", no_space)
+            folder.save({"epoch": 2}, {"epochs_done": 2})
+    assert json.loads(before)["epochs_done"] == _ckpt(tmp_path)["epoch"] == 1
+    assert _results(tmp_path)["epochs_done"] == 1
+
+
+def test_failure_records_the_saved_state_and_interrupt_reads_interrupted(tmp_path):
+    with pytest.raises(ZeroDivisionError):
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            folder.write_results({"epochs_done": 0})
+            folder.save({"epoch": 1}, {"epochs_done": 1})
+            _ = 1 / 0
+    res = _results(tmp_path)
+    assert res == {
+        "epochs_done": 1,
+        "status": "failed",
+        "error": "ZeroDivisionError: division by zero",
+    }
+    with pytest.raises(runfolder.Interrupted):
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            folder.write_results({"epochs_done": 1})
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert _results(tmp_path)["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM)
+    )
+
+
+def test_a_refused_start_writes_nothing(tmp_path):
+    _saved_run(tmp_path)
+    RunFolder(tmp_path).acquire().release()  # marks the left-over run interrupted
+    before = (tmp_path / "results.json").read_text()
+    with pytest.raises(ConfigError):
+        with RunFolder(tmp_path) as folder:
+            folder.resume({**SETTINGS, "seed": 7})
+    assert (tmp_path / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_keep_the_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        _saved_run(tmp_path, epochs=1)
+    finally:
+        os.umask(old)
+    for name in ("results.json", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+def test_unwritable_folder_is_one_line(tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(RunFolderError, match=f"hydra.run.dir={afile / 'run'} is not writable"):
+        RunFolder(afile / "run").acquire()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(runfolder.tempfile, "mkstemp", denied)
+    with pytest.raises(RunFolderError, match="is not writable \\(Permission denied\\)"):
+        RunFolder(tmp_path / "ro").acquire()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a checkpoint"])
+def test_damaged_checkpoint_names_file_and_how_to_start_afresh(tmp_path, content):
+    _saved_run(tmp_path, epochs=1)
+    (tmp_path / "checkpoint.pt").write_bytes(content)
+    with RunFolder(tmp_path) as folder, pytest.raises(CheckpointError) as err:
+        folder.resume(SETTINGS)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint={tmp_path / 'checkpoint.pt'} cannot be read")
+    assert f"mv {tmp_path} {tmp_path}.old" in message and "\n" not in message
+
+
+def test_truncated_real_checkpoint(tmp_path):
+    _saved_run(tmp_path, epochs=1)
+    data = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    with RunFolder(tmp_path) as folder, pytest.raises(CheckpointError, match="cannot be read"):
+        folder.resume(SETTINGS)
+
+
+def test_exit_on_error_prints_one_line_and_exits_1(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        exit_on_error(ConfigError("seed='abc' is not valid;\n it must be an integer"))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "error: seed='abc' is not valid; it must be an integer\n"
+    with pytest.raises(ConfigError):
+        exit_on_error(ConfigError("x=1 bad"), multirun=True)
+
+
+def test_changed_settings_by_dotted_keys_with_ignore_and_defaults():
+    old = {"a": 1, "w": {"mode": "offline"}, "n": {"x": 1, "y": 2}}
+    new = {"a": 1, "w": {"mode": "disabled"}, "n": {"x": 1, "y": 3}, "p": "float32"}
+    assert changed_settings(old, new, ("w",), {"p": "float32"}) == [("n.y", 2, 3)]
+    assert changed_settings(old, new, ()) == [
+        ("n.y", 2, 3),
+        ("p", "<unset>", "float32"),
+        ("w.mode", "offline", "disabled"),
+    ]
+
+
+def test_first_nonfinite_and_check_finite():
+    good = [("w", torch.ones(3)), ("idx", torch.ones(2, dtype=torch.long)), ("g", None)]
+    assert first_nonfinite(good) is None
+    bad = [*good, ("w2", torch.tensor([1.0, float("nan")])), ("w3", torch.tensor([float("inf")]))]
+    assert first_nonfinite(bad) == "w2"
+    assert (
+        first_nonfinite([("h", torch.tensor([1e30, -float("inf")], dtype=torch.bfloat16))]) == "h"
+    )
+    with pytest.raises(NonFiniteError, match="^method.lr=1e\\+30: lower it: w2 became NaN"):
+        RunFolder.check_finite(bad, "in epoch 1", "method.lr=1e+30: lower it")
+
+
+def test_save_refuses_reserved_keys_and_wandb_offline_in_the_folder(tmp_path):
+    with RunFolder(tmp_path) as folder:
+        folder.resume(SETTINGS)
+        with pytest.raises(ValueError, match="config"):
+            folder.save({"config": 1}, {})
+        run = folder.start_wandb("offline", "p", None, {"x": 1}, "name")
+        run.log({"loss": 1.0})
+        assert folder.wandb_id
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
