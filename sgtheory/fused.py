@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from .spikes import SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
+
 SOURCE = Path(__file__).with_name("csrc") / "lif_scan.c"
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off"],
@@ -42,11 +44,11 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
     "lif_forward": [_ptr] * 5 + [_i64] * 4 + [_f32] * 3 + [_int],
-    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 3 + [_int] * 2 + [_f32],
+    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 3 + [_int] * 2 + [_f32] * 2,
 }
-# surrogate derivatives that the C backward evaluates inside its loop (spikes.SURROGATES
-# names); the others involve exp and are computed beforehand by torch's vectorised kernels
-SURROGATE_KINDS = {"superspike": 0, "multilayerspiker": 1}
+# formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
+# others (they involve exp) torch's vectorised kernels compute the derivative beforehand
+INLINE_FORMULAS = (SG_SUPERSPIKE, SG_SPIKE)
 
 
 def enabled() -> bool:
@@ -206,18 +208,19 @@ def lif_backward(
 ) -> torch.Tensor:
     """dL/dI of every step from dL/dS, by the adjoint recursion (see the C file).
 
-    The surrogate derivative at mem - threshold is evaluated inside the loop for the
-    surrogates of SURROGATE_KINDS, and by `surrogate.derivative` beforehand for the others.
+    The surrogate derivative at mem - threshold is evaluated inside the loop where the
+    surrogate's `kernel_form()` is one of INLINE_FORMULAS, else by `surrogate.derivative`
+    beforehand (spikes.SG_GIVEN).
     """
     nb_steps, row = fired.shape[0], fired[0].numel()
     fired, mem, grad_spikes = fired.contiguous(), mem.contiguous(), grad_spikes.contiguous()
     if pre is not None:
         pre = pre.contiguous()
-    kind = SURROGATE_KINDS.get(getattr(surrogate, "name", None), -1)
+    kind, p, q = surrogate.kernel_form()
     sg = None
-    if kind < 0:
+    if kind not in INLINE_FORMULAS:
+        kind = SG_GIVEN
         sg = surrogate.derivative(mem - threshold, fired.to(mem.dtype)).contiguous()
-    beta = float(getattr(surrogate, "beta", 1.0))
     grad_syn = torch.empty((nb_steps + 1, *fired.shape[1:]), dtype=mem.dtype)
     pointers = (
         fired.data_ptr(),
@@ -227,6 +230,6 @@ def lif_backward(
         _ptr_of(pre),
         grad_syn.data_ptr(),
     )
-    tail = (a_syn, a_mem, threshold, int(reset_full), kind, beta)
+    tail = (a_syn, a_mem, threshold, int(reset_full), kind, float(p), float(q))
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return grad_syn[1:]

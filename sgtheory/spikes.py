@@ -102,6 +102,21 @@ class SuperSpikeEscape(_Stochastic):
 
 
 # -------------------------------------------------------------------- surrogate derivatives
+# Kernel registry. The compiled LIF scans (C: csrc/lif_scan.c, Triton: triton_kernels.py)
+# evaluate a surrogate derivative inside their backward loops by one of these formulas of
+# x = mem - threshold and the spike S, numbered alike in both kernels, with two parameters
+# (p, q). Every surrogate says which formula and parameters it is by `kernel_form()`; one
+# without a formula returns SG_GIVEN, the declared fallback: the kernels then read its
+# `derivative`, computed beforehand by torch. So a new surrogate is one class here (and its
+# name in SURROGATES); a formula in the kernels is only a speed-up. Tests walk this registry.
+SG_GIVEN, SG_SUPERSPIKE, SG_SPIKE, SG_SIGMOID, SG_EXPONENTIAL = -1, 0, 1, 2, 3
+KERNEL_FORMULAS = {
+    SG_GIVEN: "derivative(x, S), computed beforehand by torch",
+    SG_SUPERSPIKE: "1 / (p |x| + 1)^2",
+    SG_SPIKE: "S",
+    SG_SIGMOID: "q sigmoid(p x) sigmoid(-p x)",
+    SG_EXPONENTIAL: "min(p exp(x / q), 1) / q",
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,10 @@ class SuperSpikeSurrogate:
 
     def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
         return 1.0 / (self.beta * x.abs() + 1.0) ** 2
+
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(formula, p, q) of KERNEL_FORMULAS by which the compiled scans evaluate this."""
+        return SG_SUPERSPIKE, self.beta, 0.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,10 @@ class SigmoidSurrogate:
         bx = self.beta * x
         return self.beta * torch.sigmoid(bx) * torch.sigmoid(-bx)
 
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(formula, p, q) of KERNEL_FORMULAS by which the compiled scans evaluate this."""
+        return SG_SIGMOID, self.beta, self.beta
+
 
 @dataclass(frozen=True)
 class ScaledSigmoidSurrogate:
@@ -137,6 +160,10 @@ class ScaledSigmoidSurrogate:
     def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
         bx = self.beta * x
         return torch.sigmoid(bx) * torch.sigmoid(-bx)
+
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(formula, p, q) of KERNEL_FORMULAS by which the compiled scans evaluate this."""
+        return SG_SIGMOID, self.beta, 1.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,10 @@ class ExponentialSurrogate:
         cap = math.log(1.0 / self.p0)
         return self.p0 / self.delta_u * torch.exp(torch.clamp(x / self.delta_u, max=cap))
 
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(formula, p, q) of KERNEL_FORMULAS by which the compiled scans evaluate this."""
+        return SG_EXPONENTIAL, self.p0, self.delta_u
+
 
 @dataclass(frozen=True)
 class MultilayerSpikerSurrogate:
@@ -164,6 +195,10 @@ class MultilayerSpikerSurrogate:
 
     def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
         return spikes
+
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(formula, p, q) of KERNEL_FORMULAS by which the compiled scans evaluate this."""
+        return SG_SPIKE, 0.0, 0.0
 
 
 ESCAPE_NOISES = {

@@ -64,8 +64,10 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
     }
 }
 
-/* Surrogate derivatives that the backward loop evaluates itself (SURROGATE_KINDS in
- * fused.py); the others (with exp) come precomputed by torch's vectorised kernels. */
+/* Surrogate derivatives that the backward loop evaluates itself: the formulas of
+ * KERNEL_FORMULAS in spikes.py, with the same numbers (a test reads them here); fused.py
+ * lists them in INLINE_FORMULAS. The others (with exp) come precomputed by torch's
+ * vectorised kernels, as SG_GIVEN. */
 enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };
 
 /* One block of neurons through the adjoint recursion. Inlined with constant `kind`,
@@ -76,7 +78,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict sg, const float *restrict grad_spikes,
                const float *restrict pre, float *restrict grad_syn, int64_t nb_steps,
                int64_t row, int64_t lo, int64_t n, float a_syn, float a_mem, float threshold,
-               float beta, const int kind, const int has_pre, const int reset_full) {
+               float p, const int kind, const int has_pre, const int reset_full) {
     float lam_mem[BLOCK], lam_syn[BLOCK];
     const float b_mem = 1.0f - a_mem;
     const float syn_ratio = a_syn / b_mem;
@@ -92,10 +94,10 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
             if (has_pre) g_total = g_total - lam_mem[j] * pre[off + j];
             const float spike = (float)fired[off + j];
             float d;
-            if (kind == SG_SUPERSPIKE) { /* 1 / (beta |x| + 1)^2 */
-                const float y = beta * fabsf(mem[off + j] - threshold) + 1.0f;
+            if (kind == SG_SUPERSPIKE) { /* 1 / (p |x| + 1)^2 */
+                const float y = p * fabsf(mem[off + j] - threshold) + 1.0f;
                 d = 1.0f / (y * y);
-            } else if (kind == SG_SPIKE) { /* multilayerspiker: the spike itself */
+            } else if (kind == SG_SPIKE) { /* the spike itself */
                 d = spike;
             } else {
                 d = sg[off + j];
@@ -115,7 +117,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
         for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
             backward_block(fired, mem, sg, grad_spikes, pre, grad_syn, nb_steps, row, lo,  \
                            (end - lo < BLOCK) ? end - lo : BLOCK, a_syn, a_mem, threshold, \
-                           beta, KIND, PRE, FULL);                                         \
+                           p, KIND, PRE, FULL);                                            \
         return;                                                                            \
     }
 #define BACKWARD_CASES(KIND)                                                               \
@@ -124,8 +126,8 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
 
 /* Backward: the adjoint recursion, time-reversed, for neurons [begin, end).
  * mem: the potential of each step (as returned by the forward pass); kind: SG_SUPERSPIKE
- *   or SG_SPIKE to evaluate the surrogate derivative at mem - threshold here, SG_GIVEN to
- *   read it from `sg`.
+ *   (parameter p) or SG_SPIKE to evaluate the surrogate derivative at mem - threshold here,
+ *   SG_GIVEN to read it from `sg`; q is the formulas' second parameter (unused here).
  * grad_spikes: dL/dS; grad_syn: (nb_steps + 1, row), slot t gets dL/dsyn[t] (slot nb_steps
  *   = 0), so dL/dI[t] = slot t + 1.
  * pre: NULL unless diff_reset; then the pre-reset potential of each step, whose product
@@ -134,7 +136,8 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
 void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
                   const float *grad_spikes, const float *pre, float *grad_syn,
                   int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float a_syn,
-                  float a_mem, float threshold, int reset_full, int kind, float beta) {
+                  float a_mem, float threshold, int reset_full, int kind, float p, float q) {
+    (void)q;
     const int has_pre = pre != 0;
     reset_full = reset_full != 0;
     BACKWARD_CASES(SG_GIVEN)
