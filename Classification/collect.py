@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-
-from sgtheory.sweeps import (  # noqa: E402
+from sgtheory.sweeps import (
     Experiment,
     Group,
     curve_figure,

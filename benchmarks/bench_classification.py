@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Classification"))
-sys.path.insert(1, str(REPO))
 
 NETWORKS = {"randman": "Randman (100 steps)", "shd": "SHD-shaped (350 steps, recurrent)"}
 METHODS = ("superspike", "stochasticsuperspike")
@@ -78,11 +76,11 @@ def one(
 ) -> dict:
     """Time `reps` training steps of one configuration in this process on `device`."""
     import torch
+    from hydra import compose, initialize_config_dir
+
     from convsnn.model import build_network, spike_fns
     from convsnn.seeds import generator, layer_generators
     from convsnn.settings import validate
-    from hydra import compose, initialize_config_dir
-
     from sgtheory.allocator import retain_freed_memory
     from sgtheory.losses import loss_fn
     from sgtheory.optim import make_optimizer

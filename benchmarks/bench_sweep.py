@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from sgtheory.sweeps import n_jobs_for, usable_cores
+
 ROOT = Path(__file__).resolve().parents[1]
 STM = ROOT / "Spike_train_matching" / "experiments"
-sys.path.insert(0, str(ROOT))
-
-from sgtheory.sweeps import n_jobs_for, usable_cores  # noqa: E402
 
 
 def sweep(launcher: str, out: Path, epochs: int, threads: int) -> float:

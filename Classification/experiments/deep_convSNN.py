@@ -21,15 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # the convsnn package
-sys.path.insert(1, str(HERE.parents[1]))  # the repository root (sgtheory)
-
-from convsnn.experiment import run_experiment  # noqa: E402
-from convsnn.training import NonFiniteLoss  # noqa: E402
-
-from sgtheory.errors import ConfigError  # noqa: E402
-from sgtheory.runs import write_json_atomic  # noqa: E402
+from convsnn.experiment import run_experiment
+from convsnn.training import NonFiniteLoss
+from sgtheory.errors import ConfigError
+from sgtheory.runs import write_json_atomic
 
 log = logging.getLogger("deep_convSNN")
 

@@ -13,7 +13,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "Classification" / "experiments"
 CONFIG_DIR = EXPERIMENTS / "config_stork"
-sys.path.insert(0, str(REPO / "Classification"))
 
 # A tiny Randman run: 15 classes x 12 samples, 2 epochs, small batches, few trials.
 TINY = [

@@ -102,6 +102,7 @@ def test_cli_nan_loss_stops_with_message(tmp_path):
 
 def test_nan_loss_keeps_last_good_checkpoint(compose, tmp_path, monkeypatch):
     import torch
+
     from convsnn import experiment, training
     from convsnn.training import NonFiniteLoss
 

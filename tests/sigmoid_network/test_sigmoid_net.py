@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import sigmoid_net as sn
 import torch
 from scipy.special import expit
+
+import sigmoid_net as sn
 
 PAPER_BETA = 1e4
 PAPER_BETA_SGS = (1.0, 5.0, 20.0)
