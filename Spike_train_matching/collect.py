@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
-
-from sgtheory.sweeps import Experiment, Group, curve_figure, main, nested_get  # noqa: E402
+from sgtheory.sweeps import Experiment, Group, curve_figure, main, nested_get
 
 
 def _stm_metrics(res: dict) -> dict[str, Any]:

@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-_REPO = Path(__file__).resolve().parents[2]
-if str(_REPO) not in sys.path:  # also works from a checkout without `pip install -e .`
-    sys.path.insert(0, str(_REPO))
-
-from sgtheory.stats import (  # noqa: E402
+from sgtheory.stats import (
     cv_isi,
     fano_factor,
     firing_rates_per_neuron,

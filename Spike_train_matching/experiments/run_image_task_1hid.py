@@ -13,7 +13,6 @@ import time
 _T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
 import math
-import re
 import resource
 import sys
 from pathlib import Path
@@ -22,147 +21,23 @@ from typing import Any
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-# The repository root too, so that the script also runs from a checkout without
-# `pip install -e .` (sgtheory is then found next to it).
-sys.path.insert(1, str(HERE.parents[1]))
-
-import stm_core as core
-
-from sgtheory.errors import ConfigError, check_choice
+from sgtheory.errors import ConfigError
 from sgtheory.runs import (
     init_wandb,
     load_checkpoint,
     make_generator,
     read_json,
-    resolve_device,
     save_atomic,
     save_npy_atomic,
     versions,
     write_json_atomic,
 )
 from sgtheory.stats import fano_factor, firing_rate
+from stm import core
+from stm.settings import precheck_argv, validate
 
-CONFIG_DIR = HERE / "config_experiments"
-METHODS = tuple(sorted(p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")))
-DATASETS = tuple(sorted(p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml")))
+CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
 CHECKPOINT = "checkpoint.pt"
-LAYERS = ("h", "o")
-
-
-# ----------------------------------------------------------------------- validation
-
-
-def precheck_argv(argv: list[str]) -> None:
-    """Reject an unknown method/dataset on the command line before Hydra composes anything."""
-    for arg in argv[1:]:
-        match = re.fullmatch(r"\+{0,2}(method|dataset)=(.*)", arg)
-        if not match:
-            continue
-        group, values = match.groups()
-        choices = METHODS if group == "method" else DATASETS
-        for value in re.sub(r"^choice\((.*)\)$", r"\1", values).split(","):
-            check_choice(group, value.strip(), choices)
-    chosen = {"method": "superspike", "dataset": "scene"}
-    for arg in argv[1:]:
-        match = re.fullmatch(r"\+{0,2}(method|dataset)=([\w-]+)", arg)
-        if match:
-            chosen[match.group(1)] = match.group(2)
-    pair = f"{chosen['dataset']}_{chosen['method']}"
-    if not (CONFIG_DIR / "dataset_method" / f"{pair}.yaml").exists():
-        raise ConfigError(
-            f"dataset_method={pair!r} has no learning rates (config_experiments/dataset_method/"
-            f"{pair}.yaml); add that file"
-        )
-
-
-def resolve_data_path(path: str) -> Path:
-    """Relative paths: first against the directory the user ran from, then this folder."""
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        return candidate
-    try:
-        from hydra.utils import get_original_cwd
-
-        first = Path(get_original_cwd()) / candidate
-    except (ImportError, ValueError):
-        first = Path.cwd() / candidate
-    return first if first.exists() else HERE / candidate
-
-
-def validate(cfg) -> dict[str, Any]:
-    """Check every setting and load the target; raise ConfigError before any work."""
-    check_choice("method", cfg.method.name, METHODS)
-    check_choice("dataset", cfg.dataset.name, DATASETS)
-    check_choice(
-        "method.surrogate_h",
-        cfg.method.surrogate_h,
-        ("superspike", "sigmoid", "scaled_sigmoid", "exponential", "multilayerspiker"),
-    )
-    core.check_positive_all(
-        {
-            "dt": cfg.dt,
-            "tau_mem": cfg.tau_mem,
-            "tau_syn": cfg.tau_syn,
-            "nb_epochs": cfg.nb_epochs,
-            "logging_freq": cfg.logging_freq,
-            "threshold": cfg.threshold,
-            "eps0": cfg.eps0,
-            "beta_h": cfg.beta_h,
-            "beta_o": cfg.beta_o,
-            "delta_u_h": cfg.delta_u_h,
-            "delta_u_o": cfg.delta_u_o,
-            "p0": cfg.p0,
-            "input_rate": cfg.input_rate,
-            "sigma_u": cfg.sigma_u,
-            "out_prob": cfg.out_prob,
-            "fano_window": cfg.fano_window,
-            "method.nb_trials": cfg.method.nb_trials,
-            "valid_nb_trials": cfg.valid_nb_trials,
-            "dataset.nb_inputs": cfg.dataset.nb_inputs,
-            "dataset.nb_hidden": cfg.dataset.nb_hidden,
-            "dataset.nb_outputs": cfg.dataset.nb_outputs,
-            "dataset.nb_steps": cfg.dataset.nb_steps,
-            "dataset.batch_size": cfg.dataset.batch_size,
-            "num_threads": cfg.num_threads,
-        }
-    )
-    for name in ("lr_h", "lr_o"):
-        value = cfg.dataset_method[name]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"dataset_method.{name}={value!r} is not valid; it must be >= 0")
-    if cfg.input_rate * cfg.dt > 1:
-        raise ConfigError(f"input_rate * dt = {cfg.input_rate * cfg.dt} is not a probability")
-    if cfg.p0 > 1:
-        raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
-    settings = (
-        cfg.stochastic_escape_h,
-        cfg.stochastic_escape_o,
-        cfg.beta_h,
-        cfg.beta_o,
-        cfg.p0,
-        cfg.delta_u_h,
-        cfg.delta_u_o,
-    )
-    # training runs in the method's own mode; validation in the other one
-    escapes = {
-        "train": core.make_escapes(cfg.method.stochastic, *settings),
-        "valid": core.make_escapes(not cfg.method.stochastic, *settings),
-    }
-    surrogate = core.make_hidden_surrogate(
-        cfg.method.surrogate_h, cfg.beta_h, cfg.p0, cfg.delta_u_h
-    )
-    check_choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
-    device = resolve_device(cfg.device)
-    target = core.load_target(
-        resolve_data_path(cfg.dataset.data_path),
-        cfg.out_prob,
-        cfg.dataset.nb_steps,
-        cfg.dataset.nb_outputs,
-        cfg.dataset.name,
-    )
-    return {"escapes": escapes, "surrogate": surrogate, "target": target, "device": device}
 
 
 # ----------------------------------------------------------------------------- run
@@ -239,7 +114,7 @@ def run(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    checked = validate(cfg)
+    checked = validate(cfg, CONFIG_DIR)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     data_dir = run_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -475,7 +350,7 @@ def run(cfg) -> dict[str, Any]:
 def main() -> None:
     """Command-line entry: validate the method/dataset names, then hand over to Hydra."""
     try:
-        precheck_argv(sys.argv)
+        precheck_argv(sys.argv, CONFIG_DIR)
     except ConfigError as exc:
         print(f"ConfigError: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""Shared fixtures: import paths, a tiny target image and short CLI runs of both methods."""
+"""Shared fixtures: a tiny target image and short CLI runs of both methods."""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ REPO = Path(__file__).resolve().parents[2]
 STM = REPO / "Spike_train_matching"
 EXPERIMENTS = STM / "experiments"
 ANALYSIS = STM / "analysis"
-for path in (REPO, EXPERIMENTS, ANALYSIS):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
 
 TINY = {"nb_inputs": 20, "nb_hidden": 15, "nb_outputs": 12, "nb_steps": 30}
 

@@ -10,6 +10,7 @@ import torch
 from conftest import EXPERIMENTS, TINY, run_cli, tiny_overrides, write_png
 
 from sgtheory.errors import ConfigError
+from stm import settings
 
 KINDS_1D = [
     "loss_hist_vRd",
@@ -136,33 +137,25 @@ def _compose(*overrides: str):
     ],
 )
 def test_bad_settings(override, message):
-    import run_image_task_1hid as runner
-
     cfg = _compose(override)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        runner.validate(cfg)
+        settings.validate(cfg)
 
 
 def test_missing_oxford_image_says_where_to_get_it():
-    import run_image_task_1hid as runner
-
     cfg = _compose("dataset=oxford", "dataset.data_path=/nonexistent/radcliffe.png")
     with pytest.raises(ConfigError, match="Radcliffe Camera.*not shipped"):
-        runner.validate(cfg)
+        settings.validate(cfg)
 
 
 def test_wrong_image_size(tmp_path):
-    import run_image_task_1hid as runner
-
     path = tmp_path / "small.png"
     write_png(path, 10, 10)
     with pytest.raises(ConfigError, match="10 rows x 10 columns"):
-        runner.validate(_compose(f"dataset.data_path={path}"))
+        settings.validate(_compose(f"dataset.data_path={path}"))
 
 
 def test_precheck_names():
-    import run_image_task_1hid as runner
-
-    runner.precheck_argv(["x", "method=superspike,stochasticsuperspike", "dataset=scene"])
+    settings.precheck_argv(["x", "method=superspike,stochasticsuperspike", "dataset=scene"])
     with pytest.raises(ConfigError, match="choose one of: multilayerspiker"):
-        runner.precheck_argv(["x", "method=superspike,nope"])
+        settings.precheck_argv(["x", "method=superspike,nope"])

@@ -6,12 +6,12 @@ import math
 
 import numpy as np
 import pytest
-import stm_core as core
 import torch
 from conftest import write_png
 
 from sgtheory.errors import ConfigError
 from sgtheory.spikes import make_escape, make_surrogate
+from stm import core
 
 DT, TAU_M, TAU_S, EPS0, THR = 1e-3, 10e-3, 5e-3, 0.2, 1.0
 
