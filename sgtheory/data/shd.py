@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, check_choice, check_positive
+from ..errors import ConfigError, DataError, check_choice, check_positive
 from .randman import split_dataset
 
 SHD_URL = "https://zenkelab.org/datasets"
@@ -111,46 +111,154 @@ def _file_for(path_or_datadir: str | os.PathLike, split: str) -> Path:
     return path
 
 
-def read_shd_events(
-    path: str | os.PathLike,
-) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Read and check one SHD file: (times per sample (s), units per sample, labels int64)."""
+def _h5_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The raw spikes/times, spikes/units and labels of an SHD file, or a DataError."""
     h5py = _h5py()
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SHD file {path} not found. {HOW_TO_GET}")
     bad = f"{path} is not a readable SHD file"
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("spikes/times", "spikes/units", "labels") if k not in f]
             if missing:
-                raise ValueError(
+                raise DataError(
                     f"{bad}: it lacks the dataset(s) {', '.join(missing)} (expected spikes/times, "
                     f"spikes/units and labels). {HOW_TO_GET}"
                 )
-            times = [np.asarray(t, dtype=np.float64).ravel() for t in f["spikes/times"][()]]
-            units = [np.asarray(u).ravel() for u in f["spikes/units"][()]]
-            labels = np.asarray(f["labels"][()]).ravel()
-    except OSError as err:  # not HDF5, truncated or damaged
-        raise ValueError(
-            f"{bad} (not HDF5, truncated or damaged: {err}). Delete it and get it again. "
-            f"{HOW_TO_GET}"
-        ) from err
-    if not (len(times) == len(units) == len(labels)):
-        raise ValueError(
-            f"{bad}: spikes/times ({len(times)}), spikes/units ({len(units)}) and labels "
-            f"({len(labels)}) must have the same number of samples. {HOW_TO_GET}"
+            return tuple(np.asarray(f[k][()]) for k in ("spikes/times", "spikes/units", "labels"))
+    except DataError:
+        raise
+    except Exception as err:  # h5py raises OSError, KeyError, TypeError ... for damaged files
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise DataError(
+            f"{bad} (empty, not HDF5, truncated or damaged: {why}). Delete it and get it "
+            f"again. {HOW_TO_GET}"
+        ) from None
+
+
+def _per_sample(path: Path, raw: np.ndarray, name: str, kinds: str) -> list[np.ndarray]:
+    """One 1-D array per sample (variable-length or rows of a 2-D array) of dtype `kinds`."""
+    if raw.dtype == object and raw.ndim == 1:
+        samples = [np.asarray(a) for a in raw]
+    elif raw.ndim == 2 and raw.dtype.kind in kinds:
+        samples = list(raw)
+    else:
+        raise DataError(
+            f"{path}: {name} must hold one array per sample, got shape {raw.shape} of dtype "
+            f"{raw.dtype}"
         )
-    lengths_t = np.fromiter((len(t) for t in times), dtype=np.int64, count=len(times))
-    lengths_u = np.fromiter((len(u) for u in units), dtype=np.int64, count=len(units))
-    if np.any(lengths_t != lengths_u):
-        i = int(np.flatnonzero(lengths_t != lengths_u)[0])
-        raise ValueError(
-            f"{bad}: sample {i} has {lengths_t[i]} spike times but {lengths_u[i]} unit indices"
+    for i, a in enumerate(samples):
+        if a.ndim != 1 or a.dtype.kind not in kinds:
+            what = "numbers (seconds)" if "f" in kinds else "integers"
+            raise DataError(
+                f"{path}: sample {i}: {name} must be a 1-D array of {what}, got shape "
+                f"{a.shape} of dtype {a.dtype}"
+            )
+    return samples
+
+
+def _first_sample(counts: np.ndarray, flat_index: int) -> int:
+    """The sample that holds element `flat_index` of the concatenated per-sample arrays."""
+    return int(np.searchsorted(np.cumsum(counts), flat_index, side="right"))
+
+
+def read_shd_events(
+    path: str | os.PathLike,
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Read one SHD file and check it whole: (times per sample (s), units per sample, labels).
+
+    Raises DataError naming the file and the first bad sample for: no samples, missing
+    datasets, wrong shapes or dtypes, unequal counts, negative or non-finite spike times,
+    negative units or labels. Ranges that depend on settings are in `check_shd_events`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SHD file {path} not found. {HOW_TO_GET}")
+    raw_t, raw_u, raw_l = _h5_arrays(path)
+    if raw_l.ndim != 1 or raw_l.dtype.kind not in "iu":
+        raise DataError(
+            f"{path}: labels must be a 1-D integer array, got {raw_l.shape} {raw_l.dtype}"
         )
-    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise ValueError(f"{bad}: labels must be non-negative integers, got dtype {labels.dtype}")
-    return times, units, labels.astype(np.int64)
+    times = [t.astype(np.float64) for t in _per_sample(path, raw_t, "spikes/times", "fiu")]
+    units = [u.astype(np.int64) for u in _per_sample(path, raw_u, "spikes/units", "iu")]
+    if not (len(times) == len(units) == len(raw_l)) or not len(raw_l):
+        raise DataError(
+            f"{path}: spikes/times ({len(times)}), spikes/units ({len(units)}) and labels "
+            f"({len(raw_l)}) must have the same, non-zero number of samples. {HOW_TO_GET}"
+        )
+    counts_t = np.array([len(t) for t in times])
+    counts_u = np.array([len(u) for u in units])
+    if np.any(counts_t != counts_u):
+        i = int(np.flatnonzero(counts_t != counts_u)[0])
+        raise DataError(f"{path}: sample {i} has {counts_t[i]} spike times but {counts_u[i]} units")
+    flat_t, flat_u = np.concatenate(times), np.concatenate(units)
+    bad_t = ~np.isfinite(flat_t) | (flat_t < 0)
+    if bad_t.any():
+        k = int(np.flatnonzero(bad_t)[0])
+        raise DataError(
+            f"{path}: sample {_first_sample(counts_t, k)}: spike time {flat_t[k]} is not valid; "
+            "times must be finite and >= 0 (seconds)"
+        )
+    if (flat_u < 0).any():
+        k = int(np.flatnonzero(flat_u < 0)[0])
+        raise DataError(f"{path}: sample {_first_sample(counts_t, k)}: unit {flat_u[k]} is < 0")
+    labels = raw_l.astype(np.int64)
+    if (labels < 0).any():
+        i = int(np.flatnonzero(labels < 0)[0])
+        raise DataError(f"{path}: sample {i}: label {labels[i]} is < 0")
+    return times, units, labels
+
+
+def check_shd_events(
+    path: str | os.PathLike,
+    times: Sequence[np.ndarray],
+    units: Sequence[np.ndarray],
+    labels: np.ndarray,
+    nb_units: int,
+    nb_classes: int,
+    nb_steps: int,
+    dt: float,
+    allow_silent: bool = False,
+) -> dict[str, int]:
+    """Check events read by `read_shd_events` against the network's settings; count drops.
+
+    Units must be < nb_units and labels < nb_classes (DataError naming the first bad sample).
+    Spikes at or after nb_steps * dt are outside the input and dropped: they are counted;
+    a sample left with no spike is a DataError unless `allow_silent`. Returns the counts.
+    """
+    counts = np.array([len(t) for t in times], dtype=np.int64)
+    flat_u = np.concatenate(list(units)) if len(units) else np.zeros(0, np.int64)
+    if (flat_u >= nb_units).any():
+        k = int(np.flatnonzero(flat_u >= nb_units)[0])
+        raise DataError(
+            f"{path}: sample {_first_sample(counts, k)}: unit index {flat_u[k]} is out of range "
+            f"for dataset.nb_units={nb_units} (valid: 0..{nb_units - 1})"
+        )
+    labels = np.asarray(labels)
+    if (labels >= nb_classes).any():
+        i = int(np.flatnonzero(labels >= nb_classes)[0])
+        raise DataError(
+            f"{path}: sample {i}: label {labels[i]} is out of range for "
+            f"dataset.nb_classes={nb_classes} (valid: 0..{nb_classes - 1})"
+        )
+    flat_t = np.concatenate(list(times)) if len(times) else np.zeros(0)
+    late = np.floor(flat_t / dt + 1e-9) >= nb_steps  # the rule of `bin_spikes`
+    sample = np.repeat(np.arange(len(counts)), counts)
+    kept = np.bincount(sample[~late], minlength=len(counts))
+    silent = np.flatnonzero(kept == 0)
+    report = {
+        "samples": len(counts),
+        "spikes": int(counts.sum()),
+        "spikes_beyond_duration": int(late.sum()),
+        "samples_with_spikes_beyond_duration": int(np.unique(sample[late]).size),
+        "silent_samples": int(silent.size),
+    }
+    if silent.size and not allow_silent:
+        i = int(silent[0])
+        raise DataError(
+            f"{path}: {silent.size} sample(s) have no spike within the {nb_steps} x {dt} s the "
+            f"network sees (first: sample {i}, {counts[i]} spikes, all at or after "
+            f"{nb_steps * dt:g} s); set dataset.allow_silent_samples=true to train on them"
+        )
+    return report
 
 
 def bin_spikes(

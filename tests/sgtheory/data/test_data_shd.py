@@ -21,7 +21,8 @@ from sgtheory.data import (
     split_validation,
     write_shd_like,
 )
-from sgtheory.errors import ConfigError
+from sgtheory.data.shd import check_shd_events, read_shd_events
+from sgtheory.errors import ConfigError, DataError
 
 
 def random_events(seed: int, n: int = 6, nb_units: int = 700, t_max: float = 0.9):
@@ -130,7 +131,7 @@ def test_mismatched_lengths_are_rejected(tmp_path):
     with h5py.File(path, "a") as f:  # one label too many
         del f["labels"]
         f.create_dataset("labels", data=np.append(labels, 1).astype(np.uint16))
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(DataError, match="same, non-zero number of samples"):
         load_shd(path)
     units[2] = units[2][:-1]
     path = write_shd_like(tmp_path / "b.h5", times, units, labels)
@@ -262,3 +263,109 @@ def test_unreachable_server_is_a_clear_connection_error(tmp_path):
         port = s.getsockname()[1]
     with pytest.raises(ConnectionError, match="could not download.*md5sums.txt"):
         fetch_shd(tmp_path / "cache", base_url=f"http://127.0.0.1:{port}")
+
+
+# ------------------------------------------------------------------ whole-file validation
+
+
+def write_raw(path: Path, times, units, labels, vlen=(np.float32, np.uint16)) -> Path:
+    """An SHD-layout file with arbitrary dtypes (None: leave the dataset out)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for key, data, dtype in (
+            ("spikes/times", times, vlen[0]),
+            ("spikes/units", units, vlen[1]),
+        ):
+            if data is None:
+                continue
+            if dtype is None:
+                f.create_dataset(key, data=data)
+                continue
+            ds = f.create_dataset(key, (len(data),), dtype=h5py.vlen_dtype(dtype))
+            for i, row in enumerate(data):
+                ds[i] = np.asarray(row, dtype=dtype)
+        if labels is not None:
+            f.create_dataset("labels", data=labels)
+    return path
+
+
+GOOD_T, GOOD_U = [[0.1, 0.2], [0.3], [0.05]], [[1, 2], [3], [4]]
+
+
+@pytest.mark.parametrize(
+    "times,units,labels,vlen,message",
+    [
+        (GOOD_T, GOOD_U, np.arange(3), (np.float32, np.float32), "sample 0: spikes/units must be"),
+        ([[0.1], [-0.5], [0.2]], [[1], [2], [3]], np.arange(3), None, "sample 1: spike time -0.5"),
+        ([[0.1], [0.2], [np.nan]], [[1], [2], [3]], np.arange(3), None, "sample 2: spike time nan"),
+        ([[0.1], [np.inf], [0.1]], [[1], [2], [3]], np.arange(3), None, "sample 1: spike time inf"),
+        (GOOD_T, GOOD_U, np.array([0.0, 1.0, 2.0]), None, "labels must be a 1-D integer array"),
+        (GOOD_T, GOOD_U, np.array([0, -1, 2]), None, "sample 1: label -1 is < 0"),
+        ([], [], np.zeros(0, np.uint16), None, "same, non-zero number of samples"),
+        (np.array([b"ab", b"cd", b"ef"]), GOOD_U, np.arange(3), "raw", "spikes/times must hold"),
+    ],
+)
+def test_bad_contents_name_the_file_and_first_bad_sample(
+    tmp_path, times, units, labels, vlen, message
+):
+    path = tmp_path / "shd_train.h5"
+    if vlen == "raw":
+        write_raw(path, times, units, labels, vlen=(None, np.uint16))
+    else:
+        write_raw(path, times, units, labels, vlen=vlen or (np.float64, np.int32))
+    with pytest.raises(DataError) as err:
+        read_shd_events(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + b"\0" * 20])
+def test_empty_or_stub_file_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "shd_test.h5"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"^{path} is not a readable SHD file \\(empty, not HDF5"):
+        read_shd_events(path)
+
+
+def test_wrong_keys_are_named(tmp_path):
+    path = write_raw(tmp_path / "x.h5", GOOD_T, None, np.arange(3))
+    with pytest.raises(DataError, match="lacks the dataset\\(s\\) spikes/units"):
+        read_shd_events(path)
+
+
+def test_ranges_that_depend_on_settings(tmp_path):
+    path = tmp_path / "f.h5"
+    times = [np.array([0.1, 0.2]), np.array([0.3]), np.array([0.05])]
+    units = [np.array([1, 2]), np.array([700]), np.array([4])]
+    with pytest.raises(
+        DataError, match="sample 1: unit index 700 is out of range for dataset.nb_units=700"
+    ):
+        check_shd_events(path, times, units, np.array([0, 1, 2]), 700, 20, 350, 2e-3)
+    units[1] = np.array([3])
+    with pytest.raises(
+        DataError, match="sample 2: label 20 is out of range for dataset.nb_classes=20"
+    ):
+        check_shd_events(path, times, units, np.array([0, 1, 20]), 700, 20, 350, 2e-3)
+
+
+def test_spikes_beyond_the_duration_are_counted_and_silent_samples_refused(tmp_path):
+    path = tmp_path / "f.h5"
+    # window 10 x 0.1 s = 1 s; exact binary times 0.5, 0.75, 1.0 (dropped), 1.5 (dropped)
+    times = [np.array([0.5, 1.0]), np.array([1.0, 1.5]), np.array([0.75])]
+    units = [np.array([0, 1]), np.array([2, 3]), np.array([4])]
+    labels = np.array([0, 1, 2])
+    with pytest.raises(DataError) as err:
+        check_shd_events(path, times, units, labels, 5, 3, 10, 0.1)
+    message = str(err.value)
+    assert "1 sample(s) have no spike" in message and "first: sample 1, 2 spikes" in message
+    assert "dataset.allow_silent_samples=true" in message
+    report = check_shd_events(path, times, units, labels, 5, 3, 10, 0.1, allow_silent=True)
+    assert report == {
+        "samples": 3,
+        "spikes": 5,
+        "spikes_beyond_duration": 3,
+        "samples_with_spikes_beyond_duration": 2,
+        "silent_samples": 1,
+    }
+    x = bin_spikes(times, units, 10, 0.1, 5)  # the same rule: 5 - 3 spikes land in the raster
+    assert int(x.sum()) == 2
