@@ -1,38 +1,33 @@
-"""Collect side of a sweep: turn a sweep folder into summary.csv, summary.md and figures of mean
-and spread over seeds per group (see docs/sweeps.md).
+"""Reading a sweep folder: find its run folders, read each run's overrides, config, status and
+results (through the experiment's `Experiment`), and list the jobs its multirun.yaml asked for
+that have no folder yet (see docs/sweeps.md).
 
-A run folder is any folder holding `.hydra/` or `results.json`. Runs are grouped by method name +
-config name + their command-line overrides minus `seed` and run-control settings (threads,
-progress, wandb, ...). Within a group the saved configs are compared; any difference is reported
-("mixed"), never averaged over silently.
-
-This module knows nothing about a particular experiment: an `Experiment` says how to read its
-results.json (scalars, hyperparameters, curves) and which figures to draw. Each experiment's
-`collect.py` defines one and calls `main(experiment)`.
+A run folder is any folder holding `.hydra/` or `results.json`. This module knows nothing about a
+particular experiment: an `Experiment` says how to read its results.json (scalars,
+hyperparameters, curves) and which figures to draw. Each experiment's `collect.py` defines one.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
+import itertools
 import json
-import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .launch import COMPLETED, JOB_STATUS
 
+if TYPE_CHECKING:
+    from .summary import Group
+
 RESULTS = "results.json"
 STATUS = "status.json"  # written by the Spike_train_matching runner
-SUMMARY_CSV = "summary.csv"
-SUMMARY_MD = "summary.md"
 # Settings that do not change a run's result: ignored when grouping runs and comparing configs.
 RUN_CONTROL = {
     "seed",
@@ -104,28 +99,6 @@ class Run:
         return (self.method, self.config_name or "config", tuple(sorted(group_overrides(self))))
 
 
-@dataclass
-class Group:
-    """Runs that differ only in seed (and run-control settings)."""
-
-    key: tuple
-    runs: list[Run]
-    mixed: list[str] = field(default_factory=list)
-    common: frozenset[str] = frozenset()  # overrides every group shares (shown once)
-
-    @property
-    def label(self) -> str:
-        """Method plus the group's overrides that are not shared by every group of the sweep."""
-        method, config_name, overrides = self.key
-        extra = [] if config_name == "config" else [f"--config-name={config_name}"]
-        extra += [o for o in overrides if o not in self.common]
-        return method + (f" [{', '.join(extra)}]" if extra else "")
-
-    @property
-    def completed(self) -> list[Run]:
-        return [r for r in self.runs if r.status == COMPLETED]
-
-
 def _parse_scalar(text: str) -> Any:
     try:
         return json.loads(text)
@@ -133,7 +106,8 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def _is_run_control(key: str) -> bool:
+def is_run_control(key: str) -> bool:
+    """Whether `key` (a config key or override key) only controls how a run runs."""
     key = key.lstrip("+~")
     return key in RUN_CONTROL or key.startswith(RUN_CONTROL_PREFIXES)
 
@@ -143,7 +117,7 @@ def group_overrides(run: Run) -> list[str]:
     out = []
     for o in run.overrides:
         key = o.partition("=")[0].lstrip("+~")
-        if _is_run_control(key) or key == "method":
+        if is_run_control(key) or key == "method":
             continue
         out.append(o.lstrip("+"))
     return out
@@ -198,56 +172,67 @@ def _age(path: Path) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def load_run(path: Path, exp: Experiment) -> Run:
-    """Read one run folder: overrides, config, status, metrics and curves."""
+def _read_hydra(path: Path, run: Run) -> list[str]:
+    """Overrides, config and config name from `path/.hydra` into `run`; problems found."""
     hydra_dir = path / ".hydra"
-    overrides: list[str] = []
-    config: dict | None = None
-    config_name = None
-    problems = []
-    if hydra_dir.is_dir():
-        try:
-            overrides = [str(o) for o in (_read_yaml(hydra_dir / "overrides.yaml") or [])]
-        except (OSError, ValueError) as exc:
-            problems.append(f".hydra/overrides.yaml unreadable: {exc}")
-        try:
-            config = _read_yaml(hydra_dir / "config.yaml")
-        except (OSError, ValueError) as exc:
-            problems.append(f".hydra/config.yaml unreadable: {exc}")
-        try:
-            hydra_cfg = _read_yaml(hydra_dir / "hydra.yaml") or {}
-            config_name = hydra_cfg.get("hydra", {}).get("job", {}).get("config_name")
-        except (OSError, ValueError):
-            pass
-    run = Run(
-        path=path, overrides=overrides, status="missing", config=config, config_name=config_name
-    )
+    problems: list[str] = []
+    if not hydra_dir.is_dir():
+        return problems
+    try:
+        run.overrides = [str(o) for o in (_read_yaml(hydra_dir / "overrides.yaml") or [])]
+    except (OSError, ValueError) as exc:
+        problems.append(f".hydra/overrides.yaml unreadable: {exc}")
+    try:
+        run.config = _read_yaml(hydra_dir / "config.yaml")
+    except (OSError, ValueError) as exc:
+        problems.append(f".hydra/config.yaml unreadable: {exc}")
+    try:
+        hydra_cfg = _read_yaml(hydra_dir / "hydra.yaml") or {}
+        run.config_name = hydra_cfg.get("hydra", {}).get("job", {}).get("config_name")
+    except (OSError, ValueError):
+        pass
+    return problems
+
+
+def _status_from_results(run: Run, path: Path) -> None:
+    """Status and error from results.json (written by both experiments)."""
+    results, err = _read_json(path / RESULTS)
+    if err or not isinstance(results, dict):
+        run.status, run.error = "corrupt", err or "results.json is not a JSON object"
+        return
+    run.results = results
+    run.status = str(results.get("status", "unknown"))
+    run.error = results.get("error")
+    if run.config is None and isinstance(results.get("config"), dict):
+        run.config = results["config"]
+
+
+def _status_from_status_json(run: Run, path: Path) -> None:
+    """Status and error from status.json, for a run that has not written results.json yet."""
+    status, err = _read_json(path / STATUS)
+    if err or not isinstance(status, dict):
+        run.status, run.error = "corrupt", err or "status.json is not a JSON object"
+        return
+    run.status = str(status.get("status", "unknown"))
+    run.error = status.get("error")
+    if run.status == COMPLETED:  # finished but results.json is gone
+        run.status, run.note = "missing", "status.json says completed, no results.json"
+    elif "epoch" in status:
+        run.note = f"epoch {status.get('epoch')}/{status.get('nb_epochs')}"
+
+
+def _read_status(run: Run, path: Path) -> None:
+    """The run's status, from the first of results.json, status.json, job_status.json found;
+    a running run is noted with the age of its newest file."""
     job, job_err = (None, None)
     if (path / JOB_STATUS).exists():
         job, job_err = _read_json(path / JOB_STATUS)
         if isinstance(job, dict):
             run.wall_s = job.get("wall_s")
     if (path / RESULTS).exists():
-        results, err = _read_json(path / RESULTS)
-        if err or not isinstance(results, dict):
-            run.status, run.error = "corrupt", err or "results.json is not a JSON object"
-        else:
-            run.results = results
-            run.status = str(results.get("status", "unknown"))
-            run.error = results.get("error")
-            if run.config is None and isinstance(results.get("config"), dict):
-                run.config = results["config"]
+        _status_from_results(run, path)
     elif (path / STATUS).exists():
-        status, err = _read_json(path / STATUS)
-        if err or not isinstance(status, dict):
-            run.status, run.error = "corrupt", err or "status.json is not a JSON object"
-        else:
-            run.status = str(status.get("status", "unknown"))
-            run.error = status.get("error")
-            if run.status == COMPLETED:  # finished but results.json is gone
-                run.status, run.note = "missing", "status.json says completed, no results.json"
-            elif "epoch" in status:
-                run.note = f"epoch {status.get('epoch')}/{status.get('nb_epochs')}"
+        _status_from_status_json(run, path)
     elif isinstance(job, dict):
         run.status = str(job.get("status", "missing"))
         run.error = job.get("error")
@@ -256,14 +241,17 @@ def load_run(path: Path, exp: Experiment) -> Run:
     elif job_err:
         run.status, run.error = "corrupt", job_err
     if run.status == "running":
-        newest = max(
-            (p for p in (path / RESULTS, path / STATUS, path / JOB_STATUS) if p.exists()),
-            key=lambda p: p.stat().st_mtime,
-            default=None,
-        )
-        if newest is not None:
-            age = f"last update {_age(newest)} ago"
+        files = [p for p in (path / RESULTS, path / STATUS, path / JOB_STATUS) if p.exists()]
+        if files:
+            age = f"last update {_age(max(files, key=lambda p: p.stat().st_mtime))} ago"
             run.note = f"{run.note}; {age}" if run.note else age
+
+
+def load_run(path: Path, exp: Experiment) -> Run:
+    """Read one run folder: overrides, config, status, metrics and curves."""
+    run = Run(path=path, overrides=[], status="missing")
+    problems = _read_hydra(path, run)
+    _read_status(run, path)
     if problems:
         run.error = "; ".join(filter(None, [run.error, *problems]))
     if run.config is not None:
@@ -280,21 +268,32 @@ def load_run(path: Path, exp: Experiment) -> Run:
     return run
 
 
+def expand_overrides(overrides: list[str]) -> list[list[str]]:
+    """The jobs of a basic-sweeper multirun: the product of every sweep override's values
+    (`seed=1,2`, `range(3)`, `choice(a,b)`), parsed with Hydra's public override parser. A key
+    given twice keeps its last value, as Hydra does. Interval sweeps (only meaningful to other
+    sweepers) raise ValueError."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    options: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(overrides=overrides):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            options[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            options[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"{key}: a basic-sweeper multirun cannot expand {override.input_line}")
+    return [list(job) for job in itertools.product(*options.values())]
+
+
 def expected_jobs(root: Path) -> list[list[str]]:
-    """The jobs each multirun.yaml under `root` asked for (Hydra's own sweep expansion)."""
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-    except ImportError:  # pragma: no cover
-        return []
+    """The jobs each multirun.yaml under `root` asked for."""
     jobs: list[list[str]] = []
     for path in sorted(root.rglob("multirun.yaml")):
         try:
             task = _read_yaml(path)["hydra"]["overrides"]["task"]
-            parser = OverridesParser.create()
-            parsed = parser.parse_overrides(overrides=[str(t) for t in task])
-            for batch in BasicSweeper.split_arguments(parsed, None):
-                jobs.extend(list(job) for job in batch)
+            jobs.extend(expand_overrides([str(t) for t in task]))
         except Exception as exc:  # noqa: BLE001 - an odd multirun.yaml must not stop collect
             print(f"warning: could not expand {path}: {exc}", file=sys.stderr)
     return jobs
@@ -328,172 +327,6 @@ def collect_runs(root: str | Path, exp: Experiment) -> list[Run]:
     return runs
 
 
-def group_runs(runs: Iterable[Run]) -> list[Group]:
-    """Group runs by method, config name and overrides minus seed; flag config differences."""
-    runs = list(runs)
-    # a job that never started has no config: borrow method and config name from its seeds
-    known = {
-        tuple(sorted(group_overrides(r))): (r.method, r.config_name)
-        for r in runs
-        if r.config is not None
-    }
-    for run in runs:
-        if run.config is None and tuple(sorted(group_overrides(run))) in known:
-            run.inferred_method, run.config_name = known[tuple(sorted(group_overrides(run)))]
-    groups: dict[tuple, Group] = {}
-    for run in runs:
-        groups.setdefault(run.group_key, Group(run.group_key, [])).runs.append(run)
-    for group in groups.values():
-        flat = [
-            {k: v for k, v in flatten(r.config).items() if not _is_run_control(k)}
-            for r in group.runs
-            if r.config is not None
-        ]
-        keys = set().union(*flat) if flat else set()
-        group.mixed = sorted(k for k in keys if len({json.dumps(f.get(k)) for f in flat}) > 1)
-        group.runs.sort(key=lambda r: (str(r.seed), str(r.path)))
-    common = frozenset.intersection(*(frozenset(k[2]) for k in groups)) if groups else frozenset()
-    for group in groups.values():
-        group.common = common
-    return sorted(groups.values(), key=lambda g: g.label)
-
-
-def stats(values: Iterable[Any]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (ddof=1; nan for n < 2) and count of finite values."""
-    xs = [float(v) for v in values if finite(v)]
-    n = len(xs)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(np.mean(xs))
-    std = float(np.std(xs, ddof=1)) if n > 1 else math.nan
-    return mean, std, n
-
-
-def finite(v: Any) -> bool:
-    """A real, finite number (not None, not a bool, not nan or inf)."""
-    return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return "n/a" if not math.isfinite(x) else f"{x:.6g}"
-    return "" if x is None else str(x)
-
-
-def write_csv(groups: list[Group], path: Path) -> None:
-    """summary.csv: one row per run (also failed, missing and not started ones)."""
-    runs = [r for g in groups for r in g.runs]
-    metric_cols = list(dict.fromkeys(k for r in runs for k in r.metrics))
-    hyper_cols = list(dict.fromkeys(k for r in runs for k in r.hyper))
-    cols = [
-        "group",
-        "method",
-        "seed",
-        *hyper_cols,
-        "overrides",
-        "status",
-        *metric_cols,
-        "wall_time_s",
-        "note",
-        "error",
-        "run_dir",
-    ]
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(cols)
-        for g in groups:
-            for r in g.runs:
-                row = {
-                    "group": g.label,
-                    "method": r.method,
-                    "seed": r.seed,
-                    "overrides": " ".join(r.overrides),
-                    "status": r.status,
-                    "wall_time_s": r.wall_s,
-                    "note": r.note,
-                    "error": r.error,
-                    "run_dir": "" if r.path is None else str(r.path),
-                    **r.hyper,
-                    **r.metrics,
-                }
-                writer.writerow([_csv_value(row.get(c)) for c in cols])
-
-
-def _csv_value(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    return v
-
-
-def problems(groups: list[Group]) -> list[str]:
-    """One line per run that is not completed and per group with mixed configs."""
-    lines = []
-    for g in groups:
-        if g.mixed:
-            lines.append(f"MIXED group {g.label}: its runs' configs differ in {', '.join(g.mixed)}")
-        for r in g.runs:
-            if r.status == COMPLETED:
-                continue
-            where = r.path if r.path is not None else " ".join(r.overrides)
-            detail = "; ".join(filter(None, [r.note, r.error]))
-            lines.append(f"{r.status.upper()}: {where}" + (f" ({detail})" if detail else ""))
-    return lines
-
-
-def write_markdown(
-    groups: list[Group], path: Path, root: Path, exp: Experiment, figures: list[Path]
-) -> None:
-    """summary.md: per group (method), mean, std and number of seeds of each metric."""
-    runs = [r for g in groups for r in g.runs]
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    out = [f"# {exp.name} sweep summary", "", f"Sweep folder: `{root}`", ""]
-    out.append(
-        f"{len(runs)} runs in {len(groups)} groups: "
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        + ". Means and standard deviations (sample, ddof=1) over completed runs; "
-        "n = number of seeds with a finite value."
-    )
-    if groups and groups[0].common:
-        shared = " ".join(sorted(groups[0].common))
-        out += ["", f"Overrides shared by every group (besides seed): `{shared}`"]
-    probs = problems(groups)
-    if probs:
-        out += ["", "## Problems", ""] + [f"- {p}" for p in probs]
-    out += ["", "## Comparison", ""]
-    keys = [k for k in exp.key_metrics if any(k in r.metrics for r in runs)]
-    out.append("| group | " + " | ".join(keys) + " |")
-    out.append("|---|" + "---|" * len(keys))
-    for g in groups:
-        cells = []
-        for k in keys:
-            m, s, n = stats(r.metrics.get(k) for r in g.completed)
-            cells.append(f"{_fmt(m)} ± {_fmt(s)} (n={n})")
-        out.append(f"| {g.label} | " + " | ".join(cells) + " |")
-    for g in groups:
-        seeds = ", ".join(str(r.seed) for r in g.completed) or "none"
-        out += [
-            "",
-            f"## {g.label}",
-            "",
-            f"Completed seeds: {seeds} ({len(g.completed)} of {len(g.runs)} runs).",
-        ]
-        if g.mixed:
-            out.append(f"**Warning: runs in this group differ in {', '.join(g.mixed)}.**")
-        metric_keys = list(dict.fromkeys(k for r in g.completed for k in r.metrics))
-        metric_keys = [k for k in metric_keys if any(finite(r.metrics.get(k)) for r in g.completed)]
-        if not metric_keys:
-            continue
-        out += ["", "| metric | mean | std | n |", "|---|---|---|---|"]
-        for k in metric_keys:
-            m, s, n = stats(r.metrics.get(k) for r in g.completed)
-            out.append(f"| {k} | {_fmt(m)} | {_fmt(s)} | {n} |")
-    if figures:
-        out += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
-    path.write_text("\n".join(out) + "\n")
-
-
 def nested_get(d: Any, *keys: Any) -> Any:
     """d[k1][k2]...; None where a key is missing or a level is not a dict."""
     for k in keys:
@@ -503,91 +336,19 @@ def nested_get(d: Any, *keys: Any) -> Any:
     return d
 
 
-# ------------------------------------------------------------------------------- entry
-
-
-def collect(
-    root: str | Path, experiment: Experiment, out: str | Path | None = None, figures: bool = True
-) -> dict[str, Any]:
-    """Collect every run under `root` into summary.csv, summary.md and figures in `out`.
-
-    `experiment` is the Experiment defined by the experiment's own collect.py."""
-    if not isinstance(experiment, Experiment):
-        raise TypeError(
-            f"experiment must be an Experiment (defined in the experiment's collect.py), "
-            f"got {experiment!r}"
-        )
-    exp = experiment
-    root = Path(root)
-    runs = collect_runs(root, exp)
-    groups = group_runs(runs)
-    out = Path(out) if out is not None else root
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(groups, out / SUMMARY_CSV)
-    figs = exp.figures(groups, out) if figures else []
-    write_markdown(groups, out / SUMMARY_MD, root, exp, figs)
-    return {
-        "groups": groups,
-        "runs": runs,
-        "problems": problems(groups),
-        "files": [out / SUMMARY_CSV, out / SUMMARY_MD, *figs],
-    }
-
-
-def main(experiment: Experiment, argv: list[str] | None = None) -> int:
-    """Command line of the per-experiment `collect.py` scripts."""
-    parser = argparse.ArgumentParser(
-        description=f"Collect a {experiment.name} sweep: summary.csv, summary.md "
-        "and figures of mean and spread over seeds per method."
-    )
-    parser.add_argument("folder", help="sweep folder (or any folder above its run folders)")
-    parser.add_argument("--out", default=None, help="where to write (default: the folder)")
-    parser.add_argument("--no-figures", action="store_true", help="tables only")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit with status 1 if any run is not completed or a group is mixed",
-    )
-    args = parser.parse_args(argv)
-    try:
-        res = collect(args.folder, experiment, args.out, figures=not args.no_figures)
-    except CollectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    runs = res["runs"]
-    done = sum(r.status == COMPLETED for r in runs)
-    print(f"{len(runs)} runs in {len(res['groups'])} groups, {done} completed")
-    for line in res["problems"]:
-        print(f"  {line}")
-    for p in res["files"]:
-        print(f"wrote {p}")
-    return 1 if args.strict and res["problems"] else 0
-
-
 __all__ = [
-    "COMPLETED",
-    "JOB_STATUS",
     "RESULTS",
     "STATUS",
-    "SUMMARY_CSV",
-    "SUMMARY_MD",
     "CollectError",
     "Experiment",
-    "Group",
     "Run",
-    "collect",
     "collect_runs",
+    "expand_overrides",
     "expected_jobs",
     "find_run_dirs",
-    "finite",
     "flatten",
     "group_overrides",
-    "group_runs",
+    "is_run_control",
     "load_run",
-    "main",
     "nested_get",
-    "problems",
-    "stats",
-    "write_csv",
-    "write_markdown",
 ]

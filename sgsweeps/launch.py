@@ -5,7 +5,6 @@ to register the resolvers and to record Hydra's view of each job in `job_status.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,12 +57,10 @@ except ImportError:  # pragma: no cover - omegaconf is only needed for sweeps
     pass
 
 try:
+    from hydra.core.utils import JobReturn, JobStatus
     from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
+except ImportError:  # pragma: no cover - hydra is only needed for sweeps
     _HydraCallback = object  # type: ignore[misc,assignment]
-
-# The repository root: sgtheory/sweeps/launch.py -> parents[2].
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
@@ -74,22 +71,6 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
     def __init__(self, **kwargs: Any) -> None:
         register_resolvers()
         self._start: float | None = None
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        """Export the repository folders on sys.path (the entry scripts add them) through
-        PYTHONPATH, so job processes started by submitit (locally, or by sbatch, which passes
-        the environment on) import the same packages, e.g. Classification's convsnn."""
-        repo = REPO_ROOT
-        ours = []
-        for entry in sys.path:
-            try:
-                path = Path(entry or ".").resolve()
-            except OSError:  # pragma: no cover
-                continue
-            if path.is_dir() and (path == repo or repo in path.parents):
-                ours.append(str(path))
-        old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(ours + old))
 
     @staticmethod
     def _path(config: Any) -> Path:
@@ -107,9 +88,9 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
             },
         )
 
-    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+    def on_job_end(self, config: Any, job_return: JobReturn, **kwargs: Any) -> None:
         end = time.time()
-        failed = getattr(job_return.status, "name", "") == "FAILED"
+        failed = job_return.status == JobStatus.FAILED
         record = {
             "status": "failed" if failed else COMPLETED,
             "start": self._start,
@@ -119,13 +100,22 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
             "pid": os.getpid(),
         }
         if failed:
-            err = getattr(job_return, "_return_value", None)
-            record["error"] = f"{type(err).__name__}: {err}"
+            record["error"] = _job_error(job_return)
         _write_json(self._path(config), record)
 
 
+def _job_error(job_return: JobReturn) -> str:
+    """'Type: message' of the exception a failed job raised (its public `return_value` re-raises
+    it, and Hydra prints which job failed)."""
+    try:
+        _ = job_return.return_value
+    except Exception as err:  # noqa: BLE001 - whatever the job raised is recorded
+        return f"{type(err).__name__}: {err}"
+    return "failed without an exception"
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    from ..runs import write_json_atomic
+    from sgtheory.runs import write_json_atomic
 
     write_json_atomic(path, obj)
 
@@ -133,7 +123,6 @@ def _write_json(path: Path, obj: Any) -> None:
 __all__ = [
     "COMPLETED",
     "JOB_STATUS",
-    "REPO_ROOT",
     "SweepCallback",
     "cpus_for",
     "n_jobs_for",

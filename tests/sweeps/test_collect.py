@@ -1,4 +1,4 @@
-"""`collect` on hand-made sweep folders: failed, running, missing, corrupt, mixed, empty.
+"""`collect_sweep` on hand-made sweep folders: failed, running, missing, corrupt, mixed, empty.
 
 The Experiments (what to read from each results.json) are defined by the experiments' own
 collect.py scripts, loaded here from their files."""
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sgtheory import sweeps
-from sgtheory.sweeps import CollectError, collect, main, n_jobs_for, stats
+import sgsweeps as sweeps
+from sgsweeps import CollectError, collect_sweep, main, n_jobs_for, stats
 
 from .helpers import ROOT, load_collect_script, parse_summary
 
@@ -109,7 +109,7 @@ def test_groups_split_by_overrides_and_mixed_configs_flagged(tmp_path):
         tmp_path, "a2", 2, _class_results(0.6, lr=0.02), lr=0.02
     )  # same overrides, different config
     _run(tmp_path, "b1", 1, _class_results(0.7), extra=("method.lr=0.1",))
-    res = collect(tmp_path, CLS, figures=False)
+    res = collect_sweep(tmp_path, CLS, figures=False)
     labels = {g.label: g for g in res["groups"]}
     assert set(labels) == {"superspike", "superspike [method.lr=0.1]"}
     assert labels["superspike"].mixed == ["method.lr"]  # threads differ too but do not count
@@ -122,7 +122,7 @@ def test_not_started_jobs_from_multirun_yaml(tmp_path):
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n    - seed=1,2\n    - method=superspike\n"
     )
-    res = collect(tmp_path, CLS, figures=False)
+    res = collect_sweep(tmp_path, CLS, figures=False)
     status = sorted((r.status, r.seed) for r in res["runs"])
     assert status == [("completed", 1), ("not started", 2)]
     assert res["groups"][0].label == "superspike"  # borrowed from its completed seed
@@ -137,7 +137,7 @@ def test_results_without_hydra_and_stm_status_json(tmp_path):
     (stm / "status.json").write_text(
         json.dumps({"status": "failed", "epoch": 3, "nb_epochs": 9, "error": "boom"})
     )
-    res = collect(tmp_path, STM, figures=False)
+    res = collect_sweep(tmp_path, STM, figures=False)
     by_name = {r.path.name: r for r in res["runs"]}
     assert by_name["stm"].status == "failed" and "boom" in by_name["stm"].error
     # a Classification results.json is not a Spike_train_matching one: reported, not skipped
@@ -148,9 +148,9 @@ def test_results_without_hydra_and_stm_status_json(tmp_path):
 
 def test_clear_errors_for_empty_or_missing_folder(tmp_path, capsys):
     with pytest.raises(CollectError, match="no runs under"):
-        collect(tmp_path, CLS)
+        collect_sweep(tmp_path, CLS)
     with pytest.raises(CollectError, match="does not exist"):
-        collect(tmp_path / "nope", CLS)
+        collect_sweep(tmp_path / "nope", CLS)
     assert main(STM, [str(tmp_path)]) == 2
     assert "error: no runs under" in capsys.readouterr().err
 
@@ -171,7 +171,7 @@ def test_n_jobs_and_stats():
 def test_collect_needs_an_experiment_object(tmp_path):
     _run(tmp_path, "a1", 1, _class_results(0.5))
     with pytest.raises(TypeError, match="must be an Experiment"):
-        collect(tmp_path, "classification")
+        collect_sweep(tmp_path, "classification")
 
 
 def test_experiment_helpers_live_in_the_collect_scripts():
@@ -189,12 +189,9 @@ def test_experiment_helpers_live_in_the_collect_scripts():
 
 
 def test_launcher_presets_name_the_sweep_callback():
-    """Every preset's callback target resolves to SweepCallback; its repository root is the one
-    the entry scripts put on sys.path (exported to submitit jobs through PYTHONPATH)."""
+    """Every preset's callback target resolves to the installed package's SweepCallback."""
     yaml = pytest.importorskip("yaml")
     from hydra.utils import get_class
-
-    from sgtheory.sweeps.launch import REPO_ROOT, SweepCallback
 
     presets = [
         p
@@ -204,5 +201,45 @@ def test_launcher_presets_name_the_sweep_callback():
     assert len(presets) == 6
     for path in presets:
         target = yaml.safe_load(path.read_text())["hydra"]["callbacks"]["sgt_sweep"]["_target_"]
-        assert get_class(target) is SweepCallback, path
-    assert (REPO_ROOT / "sgtheory" / "sweeps").is_dir() and (REPO_ROOT / "Classification").is_dir()
+        assert get_class(target) is sweeps.SweepCallback, path
+
+
+def test_no_package_attribute_shadows_a_submodule():
+    """`sgsweeps.<name>` is the submodule for every submodule name (no function hides one)."""
+    import importlib
+    import pkgutil
+
+    names = [m.name for m in pkgutil.iter_modules(sweeps.__path__)]
+    assert set(names) == {"figures", "folders", "launch", "summary"}
+    for name in names:
+        assert getattr(sweeps, name) is importlib.import_module(f"sgsweeps.{name}"), name
+
+
+def test_expand_overrides_is_the_product_of_the_sweeps():
+    """Hand-worked: 2 seeds x range(0,3) x 1 fixed value = 6 jobs; a repeated key keeps its last
+    value in its first place, as Hydra's basic sweeper does."""
+    jobs = sweeps.expand_overrides(["seed=1,2", "x=range(0,3)", "lr=0.1", "seed=7,8"])
+    assert len(jobs) == 6
+    assert {tuple(j) for j in jobs} == {
+        (f"seed={s}", f"x={x}", "lr=0.1") for s in (7, 8) for x in (0, 1, 2)
+    }
+    assert sweeps.expand_overrides(["method=choice(a,b)"]) == [["method=a"], ["method=b"]]
+    with pytest.raises(ValueError, match="cannot expand"):
+        sweeps.expand_overrides(["lr=interval(0,1)"])
+
+
+def test_sweep_callback_records_a_failed_job(tmp_path):
+    """The callback writes running, then failed with the job's exception, to job_status.json."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(tmp_path)}}})
+    callback = sweeps.SweepCallback()
+    callback.on_job_start(config)
+    assert json.loads((tmp_path / "job_status.json").read_text())["status"] == "running"
+    job = JobReturn(status=JobStatus.FAILED)
+    job.return_value = ValueError("method.lr=-1: must be > 0")
+    callback.on_job_end(config, job)
+    record = json.loads((tmp_path / "job_status.json").read_text())
+    assert record["status"] == "failed" and record["wall_s"] >= 0
+    assert record["error"] == "ValueError: method.lr=-1: must be > 0"
