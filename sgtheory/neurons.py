@@ -17,7 +17,9 @@ delivers its output at the next step; spikes before step 0 count as 0).
 ``lif_scan`` is the fast path: one custom autograd function that runs the loop without an
 autograd graph and computes the adjoint (time-reversed) recursion by hand. On CPU in float32
 without recurrence, both loops run in the fused C kernels of ``sgtheory.fused`` (same
-operations, same spikes); otherwise as per-step torch operations on preallocated buffers.
+operations, same spikes); on CUDA in float32, with or without recurrence, in the Triton
+kernels of ``sgtheory.triton_scan`` (which says when they apply; ``SGTHEORY_TRITON=0`` turns
+them off); otherwise as per-step torch operations on preallocated buffers.
 ``lif_scan_reference`` is the same model written plainly with autograd, one step at a time:
 the baseline of the benchmarks and the oracle of the tests.
 """
@@ -29,7 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import fused
+from . import fused, triton_scan
 from .conv import conv1d_weight_grad
 from .errors import ConfigError, check_choice, check_positive
 from .spikes import SpikeFn
@@ -77,8 +79,13 @@ class _LIFScan(torch.autograd.Function):
         ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
     ):
         cur = cur.contiguous()  # (T, B, ...)
-        ctx.fused = rec_weight is None and fused.usable(cur)
-        if ctx.fused:
+        ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
+        ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
+        if ctx.triton:
+            fired, mem_all, syn_all = triton_scan.forward(
+                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
+            )
+        elif ctx.fused:
             fired, mem_all, syn_all = _LIFScan.run_fused(
                 cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
             )
@@ -166,7 +173,29 @@ class _LIFScan(torch.autograd.Function):
         return grad_cur, None, None, None, None, None, None, None, None
 
     @staticmethod
+    def backward_triton(ctx, grad_spikes):
+        fired, mem_all, syn_all, rec_weight = ctx.saved_tensors
+        grad_cur, grad_rec = triton_scan.backward(
+            fired,
+            mem_all,
+            syn_all,
+            rec_weight,
+            grad_spikes,
+            ctx.spike_fn.surrogate,
+            ctx.a_syn,
+            ctx.a_mem,
+            ctx.threshold,
+            ctx.reset,
+            ctx.diff_reset,
+            ctx.rec_delay,
+            ctx.needs_input_grad[1],
+        )
+        return grad_cur, grad_rec, None, None, None, None, None, None, None
+
+    @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
+        if ctx.triton:
+            return _LIFScan.backward_triton(ctx, grad_spikes)
         if ctx.fused:
             return _LIFScan.backward_fused(ctx, grad_spikes)
         fired, mem_all, syn_all, rec_weight = ctx.saved_tensors
