@@ -36,8 +36,7 @@ RUN_ERRORS: tuple[type[BaseException], ...] = (
     RunFolderError,
     CheckpointError,
     NonFiniteError,
-    FileNotFoundError,
-    ConnectionError,
+    OSError,  # missing files, no network, a full disk, lost permissions
 )
 
 

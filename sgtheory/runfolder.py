@@ -38,6 +38,7 @@ experiment's state plus `config` (the settings), `wandb_id`, `hydra` (texts of `
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import logging
@@ -330,7 +331,7 @@ class RunFolder:
         """Write results.json with `status`; it must describe the checkpoint on disk."""
         out = {**results, "status": status}
         self._write(lambda: write_json_atomic(self.results_path, out), RESULTS)
-        self._committed = out
+        self._committed = copy.deepcopy(out)  # the caller goes on appending to its lists
 
     def complete(self, results: dict) -> None:
         """Write the final results with status "completed"."""
@@ -352,7 +353,7 @@ class RunFolder:
             ),
             f"{CHECKPOINT} and {RESULTS}",
         )
-        self._committed = out
+        self._committed = copy.deepcopy(out)
 
     def fail(self, err: BaseException) -> None:
         """Record `err` in results.json (the last saved results, status failed/interrupted).

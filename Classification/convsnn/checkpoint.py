@@ -1,4 +1,8 @@
-"""Checkpoints: model, optimiser, every random generator, and the history so far."""
+"""What a checkpoint holds: model, optimiser, every random generator, and the history so far.
+
+Writing, locking, settings comparison and resumption are the run folder's
+(`sgtheory.runfolder`); this module only turns the training state into a dict and back.
+"""
 
 from __future__ import annotations
 
@@ -7,47 +11,49 @@ from typing import Any
 
 import torch
 
-from sgtheory.runs import load_checkpoint, save_atomic
-
-CHECKPOINT = "checkpoint.pt"
+from sgtheory.errors import CheckpointError
 
 
-def save(
-    run_dir: Path,
+def state(
     epoch: int,
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     generators: dict[str, list[torch.Generator]],
-    state: dict[str, Any],
-) -> None:
-    """Write the checkpoint after `epoch` completed epochs (atomically)."""
-    save_atomic(
-        Path(run_dir) / CHECKPOINT,
-        {
-            "epoch": epoch,
-            "model": net.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generators": {k: [g.get_state() for g in gens] for k, gens in generators.items()},
-            "torch_rng": torch.get_rng_state(),
-            **state,
-        },
-    )
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The training state after `epoch` completed epochs, as a checkpoint dict."""
+    return {
+        "epoch": epoch,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generators": {k: [g.get_state() for g in gens] for k, gens in generators.items()},
+        "torch_rng": torch.get_rng_state(),
+        **extra,
+    }
 
 
 def restore(
-    run_dir: Path,
+    ckpt: dict[str, Any],
+    path: Path,
     net: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     generators: dict[str, list[torch.Generator]],
-) -> dict[str, Any] | None:
-    """Load the run's checkpoint into net, optimizer and generators; return it (or None)."""
-    ckpt = load_checkpoint(Path(run_dir) / CHECKPOINT)
-    if ckpt is None:
-        return None
-    net.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    for key, gens in generators.items():
-        for gen, st in zip(gens, ckpt["generators"][key], strict=True):
-            gen.set_state(st)
-    torch.set_rng_state(ckpt["torch_rng"])
-    return ckpt
+) -> None:
+    """Load `ckpt` (read from `path`) into net, optimizer and generators.
+
+    A checkpoint that does not fit this network (missing keys, other shapes) raises
+    CheckpointError naming the file and how to start afresh.
+    """
+    try:
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        for key, gens in generators.items():
+            for gen, st in zip(gens, ckpt["generators"][key], strict=True):
+                gen.set_state(st)
+        torch.set_rng_state(ckpt["torch_rng"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise CheckpointError(
+            f"checkpoint={path} does not fit this run ({why}); to start afresh, move the run "
+            f"aside: mv {path.parent} {path.parent}.old"
+        ) from None

@@ -6,6 +6,7 @@ the layout of the conv layers (one input channel), and int64 labels.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from sgtheory.data import (
     split_dataset,
     split_validation,
 )
+from sgtheory.data.shd import check_shd_events
+from sgtheory.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 class Split:
@@ -90,6 +95,7 @@ class Data:
     test: Split
     same: torch.Tensor  # (repeats, T, 1, U)
     same_label: int
+    files: dict[str, dict[str, int]] | None = None  # per SHD file: samples, spikes, dropped
 
     def to(self, device: torch.device | str) -> Data:
         """Make every split yield batches on `device`."""
@@ -102,8 +108,6 @@ class Data:
 def _same(test: Split, cfg: Any) -> tuple[torch.Tensor, int]:
     index = int(cfg.fano.sample_index)
     if not 0 <= index < len(test):
-        from sgtheory.errors import ConfigError
-
         raise ConfigError(
             f"fano.sample_index={index} is not valid; the test set has {len(test)} samples"
         )
@@ -131,11 +135,38 @@ def load_randman(cfg: Any) -> Data:
     return Data(splits["train"], splits["valid"], splits["test"], same, label)
 
 
-def _read(path: Path, max_samples: int | None):
-    times, units, labels = read_shd_events(path)
-    if max_samples is not None:
-        times, units, labels = times[:max_samples], units[:max_samples], labels[:max_samples]
-    return times, units, torch.from_numpy(np.asarray(labels, dtype=np.int64))
+def _read(path: Path, cfg: Any) -> tuple[list, list, torch.Tensor, dict[str, int]]:
+    """Read one SHD file, checked whole against the settings; keep `dataset.max_samples`."""
+    ds = cfg.dataset
+    try:
+        times, units, labels = read_shd_events(path)
+        report = check_shd_events(
+            path,
+            times,
+            units,
+            labels,
+            int(ds.nb_units),
+            int(ds.nb_classes),
+            int(ds.nb_steps),
+            float(ds.dt),
+            bool(ds.get("allow_silent_samples", False)),
+        )
+    except DataError as err:
+        raise DataError(f"dataset.datadir={ds.datadir}: {err}") from None
+    if report["spikes_beyond_duration"]:
+        log.warning(
+            "%s: %d of %d spikes (in %d samples) lie at or after %g s, beyond the input, and "
+            "are dropped",
+            path,
+            report["spikes_beyond_duration"],
+            report["spikes"],
+            report["samples_with_spikes_beyond_duration"],
+            int(ds.nb_steps) * float(ds.dt),
+        )
+    n = ds.max_samples
+    if n is not None:
+        times, units, labels = times[:n], units[:n], labels[:n]
+    return times, units, torch.from_numpy(np.asarray(labels, dtype=np.int64)), report
 
 
 def shd_paths(cfg: Any) -> dict[str, Path]:
@@ -148,14 +179,8 @@ def load_shd_splits(cfg: Any, paths: dict[str, Path]) -> Data:
     """Official train file minus a seeded validation share; the official test file."""
     ds = cfg.dataset
     make = {"nb_steps": int(ds.nb_steps), "dt": float(ds.dt), "nb_units": int(ds.nb_units)}
-    times, units, labels = _read(paths["train"], ds.max_samples)
-    t_times, t_units, t_labels = _read(paths["test"], ds.max_samples)
-    for name, lab in (("train", labels), ("test", t_labels)):
-        if len(lab) and int(lab.max()) >= ds.nb_classes:
-            raise ValueError(
-                f"{paths[name]}: label {int(lab.max())} is out of range for "
-                f"dataset.nb_classes={ds.nb_classes}"
-            )
+    times, units, labels, report = _read(paths["train"], cfg)
+    t_times, t_units, t_labels, t_report = _read(paths["test"], cfg)
     index = torch.arange(len(labels))
     parts = split_validation(index, labels, float(ds.valid_fraction), seed=int(ds.seed))
     train_idx, valid_idx = parts["train"][0].tolist(), parts["valid"][0].tolist()
@@ -170,7 +195,8 @@ def load_shd_splits(cfg: Any, paths: dict[str, Path]) -> Data:
 
     test = EventSplit(t_times, t_units, t_labels, **make)
     same, label = _same(test, cfg)
-    return Data(subset(train_idx), subset(valid_idx), test, same, label)
+    files = {"train": report, "test": t_report}
+    return Data(subset(train_idx), subset(valid_idx), test, same, label, files)
 
 
 def load_data(cfg: Any, shd: dict[str, Path] | None = None) -> Data:

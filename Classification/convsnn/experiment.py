@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from sgtheory.allocator import retain_freed_memory
-from sgtheory.errors import ConfigError
+from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError
 from sgtheory.optim import make_optimizer
-from sgtheory.runs import init_wandb, resolve_device, versions, write_json_atomic
+from sgtheory.runfolder import RunFolder
+from sgtheory.runs import resolve_device, versions
 
 from . import checkpoint, plots
 from .data import Data, load_data, shd_paths
@@ -22,10 +23,9 @@ from .metrics import evaluate, run_same, variability
 from .model import beta_at, build_network, spike_fns
 from .seeds import generator, layer_generators
 from .settings import nb_threads, validate
-from .training import NonFiniteLoss, regularizers, train_epoch
+from .training import regularizers, train_epoch
 
 log = logging.getLogger(__name__)
-RESULTS = "results.json"
 PLOTS = "Plots"
 # settings that may change between an interrupted run and its resumption
 RESUMABLE_KEYS = (
@@ -39,41 +39,23 @@ RESUMABLE_KEYS = (
 )
 # settings added after checkpoints may have been written: absent means this value
 # (connection_delay: checkpoints from before it existed hold the undelayed model)
-ADDED_KEYS = {"precision": "float32", "connection_delay": False}
+ADDED_KEYS = {
+    "precision": "float32",
+    "connection_delay": False,
+    "dataset": {"allow_silent_samples": False},  # (SHD only; Randman configs lack it anyway)
+}
 HISTORY_KEYS = ("train_loss", "train_acc", "train_reg", "valid_loss", "valid_acc", "beta")
-
-
-def _fixed_part(config: dict) -> dict:
-    fixed = {**ADDED_KEYS, **config}
-    return {k: v for k, v in fixed.items() if k not in RESUMABLE_KEYS}
-
-
-def _check_resumable(saved: dict, config: dict, run_dir: Path, nb_epochs: int, done: int) -> None:
-    old, new = _fixed_part(saved), _fixed_part(config)
-    if old != new:
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ConfigError(
-            f"{run_dir} holds a checkpoint of a run with different settings ({', '.join(keys)}); "
-            "use another hydra.run.dir, or delete the checkpoint to start over"
-        )
-    if done > nb_epochs:
-        raise ConfigError(
-            f"nb_epochs={nb_epochs} is not valid here; the checkpoint in {run_dir} already has "
-            f"{done} epochs"
-        )
 
 
 class Run:
     """Everything one run holds: config, data, network, optimiser, generators, records."""
 
-    def __init__(self, cfg: Any, run_dir: Path):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.geo = validate(cfg)
+    def __init__(self, cfg: Any, folder: RunFolder, geo: Any, shd: dict[str, Path] | None):
+        self.cfg, self.folder, self.run_dir, self.geo = cfg, folder, folder.path, geo
         torch.set_num_threads(nb_threads(cfg.threads))
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
             retain_freed_memory()  # big activations without page faults: 2x faster steps
-        shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
         self.config = OmegaConf.to_container(cfg, resolve=True)
         self.nb_layers = len(cfg.dataset.nb_filters)
         self.dt = float(cfg.dataset.dt)
@@ -89,22 +71,35 @@ class Run:
         self.stats: list[dict[str, Any]] = []
         self.epoch_times: list[float] = []
         self.elapsed = 0.0
-        self.wandb_id: str | None = None
-        self.epoch = 0
-        ckpt = checkpoint.restore(self.run_dir, self.net, self.optimizer, self.gens)
-        if ckpt is not None:
-            _check_resumable(
-                ckpt["config"], self.config, self.run_dir, cfg.nb_epochs, ckpt["epoch"]
-            )
-            self.epoch = ckpt["epoch"]
-            self.history, self.stats = ckpt["history"], ckpt["stats"]
-            self.epoch_times, self.elapsed = ckpt["epoch_times"], ckpt["elapsed"]
-            self.wandb_id = ckpt["wandb_id"]
-            log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+        self.epoch = self.saved_epoch = 0
+        self.resume()
         self.data: Data = load_data(cfg, shd).to(self.device)
         self.regs = regularizers(cfg)
         self.wb = None
         self.results: dict[str, Any] = {}
+
+    def resume(self) -> None:
+        """Continue from the folder's checkpoint if it holds this run (see RunFolder.resume)."""
+        ckpt = self.folder.resume(self.config, RESUMABLE_KEYS, ADDED_KEYS)
+        if ckpt is None:
+            return
+        path = self.folder.checkpoint_path
+        checkpoint.restore(ckpt, path, self.net, self.optimizer, self.gens)
+        try:
+            self.epoch, self.history, self.stats = ckpt["epoch"], ckpt["history"], ckpt["stats"]
+            self.epoch_times, self.elapsed = ckpt["epoch_times"], ckpt["elapsed"]
+        except KeyError as err:
+            raise CheckpointError(
+                f"checkpoint={path} lacks {err}; to start afresh, move the run aside: "
+                f"mv {self.run_dir} {self.run_dir}.old"
+            ) from None
+        if self.epoch > int(self.cfg.nb_epochs):
+            raise ConfigError(
+                f"nb_epochs={self.cfg.nb_epochs} is not valid here; the checkpoint in "
+                f"{self.run_dir} already has {self.epoch} epochs"
+            )
+        self.saved_epoch = self.epoch
+        log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
 
     # ------------------------------------------------------------------ helpers
     def set_method(self, method: str, purpose: str, *keys: int, beta: float | None = None) -> None:
@@ -144,7 +139,8 @@ class Run:
             "fano": var["fano"],
         }
 
-    def write_results(self, status: str, **extra: Any) -> None:
+    def record(self, status: str = "running", **extra: Any) -> dict[str, Any]:
+        """results.json's content now: the epochs done, their history and statistics."""
         self.results.update(
             status=status,
             config=self.config,
@@ -155,27 +151,24 @@ class Run:
             run_time_s=self.elapsed,
             timing={"epoch_s": self.epoch_times},
             versions=versions(),
-            wandb_id=self.wandb_id,
+            wandb_id=self.folder.wandb_id,
             **extra,
         )
-        write_json_atomic(self.run_dir / RESULTS, self.results)
+        if self.data.files is not None:
+            self.results["data_files"] = self.data.files
+        return self.results
 
     def save(self) -> None:
-        checkpoint.save(
-            self.run_dir,
-            self.epoch,
-            self.net,
-            self.optimizer,
-            self.gens,
-            {
-                "config": self.config,
-                "history": self.history,
-                "stats": self.stats,
-                "epoch_times": self.epoch_times,
-                "elapsed": self.elapsed,
-                "wandb_id": self.wandb_id,
-            },
-        )
+        """Checkpoint and results.json of the epochs done, written together."""
+        extra = {
+            "history": self.history,
+            "stats": self.stats,
+            "epoch_times": self.epoch_times,
+            "elapsed": self.elapsed,
+        }
+        state = checkpoint.state(self.epoch, self.net, self.optimizer, self.gens, extra)
+        self.folder.save(state, self.record())
+        self.saved_epoch = self.epoch
 
     def log_stats(self, entry: dict[str, Any], prefix: str) -> None:
         metrics = {
@@ -193,73 +186,70 @@ class Run:
         """Train to nb_epochs (or stop_after_epochs); True if training is complete."""
         cfg = self.cfg
         nb_epochs, chunk = int(cfg.nb_epochs), int(cfg.epoch_chunk)
-        method = cfg.method.name
         if self.epoch == 0 and not self.stats:
-            entry = {"phase": "before", **self.phase(method, "eval", 0, beta_at(cfg, 0))}
+            entry = {"phase": "before", **self.phase(cfg.method.name, "eval", 0, beta_at(cfg, 0))}
             self.stats.append(entry)
             self.log_stats(entry, "stats")
         batches = -(-len(self.data.train) // int(cfg.batch_size))
-        bar_epochs = tqdm(
-            total=nb_epochs, initial=self.epoch, desc="epochs", disable=not cfg.progress
+        bars = (
+            tqdm(total=nb_epochs, initial=self.epoch, desc="epochs", disable=not cfg.progress),
+            tqdm(total=batches, desc="batches", leave=False, disable=not cfg.progress),
         )
-        bar_batches = tqdm(total=batches, desc="batches", leave=False, disable=not cfg.progress)
         try:
             while self.epoch < nb_epochs:
-                epoch = self.epoch
-                start = time.perf_counter()
-                beta = beta_at(cfg, epoch)
-                self.set_training_fns(beta)
-                bar_batches.reset()
-                train = train_epoch(
-                    self.net,
-                    self.optimizer,
-                    self.data.train,
-                    cfg,
-                    self.gens["shuffle"][0],
-                    self.regs,
-                    epoch,
-                    bar_batches,
-                )
-                self.set_method(method, "eval", epoch + 1, beta=beta)
-                valid = evaluate(
-                    self.net, self.data.valid, int(cfg.batch_size), cfg.loss_type, self.dt
-                )
-                row = {
-                    "train_loss": train["loss"],
-                    "train_acc": train["acc"],
-                    "train_reg": train["reg"],
-                    "valid_loss": valid["loss"],
-                    "valid_acc": valid["acc"],
-                    "beta": beta,
-                }
-                for key, value in row.items():
-                    self.history[key].append(value)
-                self.epoch = epoch + 1
-                if self.epoch % chunk == 0 or self.epoch == nb_epochs:
-                    entry = {"phase": "training", **self.phase(method, "eval", self.epoch, beta)}
-                    self.stats.append(entry)
-                    self.log_stats(entry, "stats")
-                seconds = time.perf_counter() - start
-                self.epoch_times.append(seconds)
-                self.elapsed += seconds
-                self.wb.log({**row, "epoch_time_s": seconds}, step=self.epoch)
-                bar_epochs.update(1)
-                bar_epochs.set_postfix(
-                    loss=f"{row['train_loss']:.3f}",
-                    acc=f"{row['train_acc']:.3f}",
-                    valid_acc=f"{row['valid_acc']:.3f}",
-                )
+                row = self.train_epoch(bars[1])
+                bars[0].update(1)
+                bars[0].set_postfix({k: f"{row[k]:.3f}" for k in ("train_loss", "valid_acc")})
                 stop = cfg.stop_after_epochs is not None and self.epoch >= cfg.stop_after_epochs
                 if self.epoch % chunk == 0 or self.epoch == nb_epochs or stop:
                     self.save()
-                    self.write_results("running")
                 if stop and self.epoch < nb_epochs:
                     log.info("stopped after epoch %d (stop_after_epochs)", self.epoch)
                     return False
         finally:
-            bar_batches.close()
-            bar_epochs.close()
+            for bar in bars:
+                bar.close()
         return True
+
+    def train_epoch(self, bar: tqdm) -> dict[str, float]:
+        """One training epoch, validation, and every `epoch_chunk` the statistics."""
+        cfg, epoch, method = self.cfg, self.epoch, self.cfg.method.name
+        start = time.perf_counter()
+        beta = beta_at(cfg, epoch)
+        self.set_training_fns(beta)
+        bar.reset()
+        train = train_epoch(
+            self.net,
+            self.optimizer,
+            self.data.train,
+            cfg,
+            self.gens["shuffle"][0],
+            self.regs,
+            epoch,
+            bar,
+        )
+        self.set_method(method, "eval", epoch + 1, beta=beta)
+        valid = evaluate(self.net, self.data.valid, int(cfg.batch_size), cfg.loss_type, self.dt)
+        row = {
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "train_reg": train["reg"],
+            "valid_loss": valid["loss"],
+            "valid_acc": valid["acc"],
+            "beta": beta,
+        }
+        for key, value in row.items():
+            self.history[key].append(value)
+        self.epoch = epoch + 1
+        if self.epoch % int(cfg.epoch_chunk) == 0 or self.epoch == int(cfg.nb_epochs):
+            entry = {"phase": "training", **self.phase(method, "eval", self.epoch, beta)}
+            self.stats.append(entry)
+            self.log_stats(entry, "stats")
+        seconds = time.perf_counter() - start
+        self.epoch_times.append(seconds)
+        self.elapsed += seconds
+        self.wb.log({**row, "epoch_time_s": seconds}, step=self.epoch)
+        return row
 
     def final(self) -> None:
         """Test under the trained method and under `method.other`; figures; results."""
@@ -273,7 +263,8 @@ class Run:
             beta, {cfg.method.name: same_t, f"{cfg.method.other} (other)": same_o}
         )
         self.results.update(test=trained, other=other)
-        self.write_results("completed", figures=[str(p.relative_to(self.run_dir)) for p in figures])
+        paths = [str(p.relative_to(self.run_dir)) for p in figures]
+        self.folder.complete(self.record("completed", figures=paths))
         self.log_stats(trained, "test")
         self.log_stats(other, "other")
         if figures and getattr(self.wb, "id", None):  # a real wandb run (not disabled)
@@ -339,44 +330,36 @@ class Run:
 
     def start_wandb(self) -> None:
         cfg = self.cfg
-        self.wb = init_wandb(
+        self.wb = self.folder.start_wandb(
             mode=cfg.wandb.mode,
             project=cfg.wandb.project,
             entity=cfg.wandb.entity,
-            run_dir=self.run_dir,
             config=self.config,
             name=f"stork_{cfg.method.name}_{cfg.dataset.name}_seed{cfg.seed}",
-            resume_id=self.wandb_id,
         )
-        self.wandb_id = getattr(self.wb, "id", None)
 
 
 def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) the experiment of `cfg` in `run_dir`; return the results dict.
 
-    Raises ConfigError / FileNotFoundError before any work for bad settings or missing data,
-    and NonFiniteLoss (after recording status 'failed'; the last checkpoint is kept).
+    Bad settings (ConfigError), missing or bad data (FileNotFoundError, DataError), a folder
+    in use (RunFolderError) or a damaged checkpoint (CheckpointError) stop before training.
+    A failure during training (NonFiniteError, a full disk, ...) is recorded in results.json
+    (status failed; results and checkpoint of the last saved epoch) and then raised.
     """
-    run = Run(cfg, Path(run_dir))
-    run.start_wandb()
-    run.write_results("running")
-    try:
-        done = run.train()
-        if done:
-            run.final()
-    except NonFiniteLoss as err:
-        run.write_results("failed", error=str(err), last_checkpoint_epoch=_saved_epoch(run))
-        raise
-    except BaseException as err:
-        run.write_results("failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        run.wb.finish()
+    geo = validate(cfg)
+    shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
+    with RunFolder(run_dir) as folder:
+        run = Run(cfg, folder, geo, shd)
+        run.start_wandb()
+        folder.write_results(run.record())
+        try:
+            if run.train():
+                run.final()
+        except NonFiniteError as err:
+            kept = f"checkpoint of epoch {run.saved_epoch}" if run.saved_epoch else "no checkpoint"
+            raise NonFiniteError(
+                f"{err}; lower method.lr or change the optimizer, in another hydra.run.dir: "
+                f"this one keeps the run's last good state ({kept})"
+            ) from None
     return run.results
-
-
-def _saved_epoch(run: Run) -> int | None:
-    ckpt = run.run_dir / checkpoint.CHECKPOINT
-    if not ckpt.exists():
-        return None
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"])

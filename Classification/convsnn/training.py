@@ -8,16 +8,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from sgtheory.errors import NonFiniteError
 from sgtheory.layers import SpikingNetwork
 from sgtheory.losses import accuracy, loss_fn
 from sgtheory.regularizers import ActivityRegularizer, total_penalty
+from sgtheory.runfolder import RunFolder
 
 from .data import Split
 from .settings import REGULARIZER_TERMS
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; training stopped."""
 
 
 def regularizers(cfg: Any) -> list[ActivityRegularizer]:
@@ -45,7 +43,8 @@ def train_epoch(
 ) -> dict[str, float]:
     """Train one epoch; return mean loss (task loss), penalty and accuracy over samples.
 
-    Raises NonFiniteLoss (before the optimiser step) if a batch loss is not finite.
+    Raises NonFiniteError if a batch loss is not finite (before the optimiser step) or if
+    after a step any gradient, weight or optimiser state is not (see `check_step`).
     """
     lossf = loss_fn(cfg.loss_type)
     order = torch.randperm(len(split), generator=shuffle)
@@ -58,15 +57,13 @@ def train_epoch(
         loss = task + penalty
         del spikes  # the float spike trains are not needed for backward: ~1 GB less on SHD
         value = float(loss.detach())
+        where = f"in epoch {epoch + 1}, batch {start // int(cfg.batch_size) + 1}"
         if not math.isfinite(value):
-            raise NonFiniteLoss(
-                f"the training loss became {value} in epoch {epoch + 1}, batch "
-                f"{start // int(cfg.batch_size) + 1} (method.lr={cfg.method.lr}, "
-                f"optimizer={cfg.optimizer}); lower method.lr or change the optimizer"
-            )
+            raise NonFiniteError(f"{_hint(cfg)}: the training loss became {value} {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        check_step(net, optimizer, where, _hint(cfg))
         n = int(y.shape[0])
         total += n
         loss_sum += float(task.detach()) * n
@@ -76,3 +73,27 @@ def train_epoch(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
     return {"loss": loss_sum / total, "reg": reg_sum / total, "acc": correct / total}
+
+
+def _hint(cfg: Any) -> str:
+    return f"method.lr={cfg.method.lr} (optimizer={cfg.optimizer})"
+
+
+def check_step(
+    net: torch.nn.Module, optimizer: torch.optim.Optimizer, where: str, hint: str
+) -> None:
+    """NonFiniteError if a gradient, weight or optimiser state holds a NaN or an infinity.
+
+    One max-abs reduction per tensor and one synchronisation per step. Non-finite weights
+    can leave the loss finite (NaN membranes never cross the threshold: a silent network),
+    so the loss alone does not show them. Gradients are named first: they explain the rest.
+    """
+    params = list(net.named_parameters())
+    names = {id(p): n for n, p in params}
+    named = [(f"the gradient of {n}", p.grad) for n, p in params]
+    named += [(f"the weight {n}", p) for n, p in params]
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                named.append((f"the optimiser's {key} of {names.get(id(param), '?')}", value))
+    RunFolder.check_finite(named, where, hint)

@@ -13,7 +13,6 @@ from its checkpoint when the same command is run again. See ../README.md.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -22,8 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from convsnn.experiment import run_experiment
-from convsnn.training import NonFiniteLoss
-from sgtheory.errors import ConfigError
+from sgtheory.errors import RUN_ERRORS, RunFolderError, one_line
+from sgtheory.runfolder import exit_on_error
 from sgtheory.runs import write_json_atomic
 
 log = logging.getLogger("deep_convSNN")
@@ -33,23 +32,22 @@ log = logging.getLogger("deep_convSNN")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: run (or resume) one experiment in Hydra's output folder."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = run_experiment(cfg, run_dir)
-    except (ConfigError, FileNotFoundError, NonFiniteLoss, ConnectionError) as err:
-        log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            # Record the failure and let Hydra mark this job failed: the sweep goes on with
-            # the other runs (sys.exit would stop it). A run that failed after it started
-            # has already written its own results.json with status "failed".
+    except (*RUN_ERRORS, KeyboardInterrupt) as err:
+        log.error("%s", one_line(err))
+        if multirun and not isinstance(err, RunFolderError):
+            # A job that stopped before it wrote results.json gets one saying why, so that
+            # the sweep's collection lists it (a started run has recorded its own failure).
             if not (run_dir / "results.json").exists():
                 failed = {
                     "status": "failed",
-                    "error": f"{type(err).__name__}: {err}",
+                    "error": one_line(err),
                     "config": OmegaConf.to_container(cfg, resolve=True),
                 }
                 write_json_atomic(run_dir / "results.json", failed)
-            raise
-        sys.exit(f"error: {err}")
+        exit_on_error(err, multirun)  # one line on stderr, exit 1; a sweep goes on
     if results.get("status") == "completed":
         return float(results["test"]["test_acc"])
     return None

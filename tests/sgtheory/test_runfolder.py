@@ -305,3 +305,20 @@ def test_save_refuses_reserved_keys_and_wandb_offline_in_the_folder(tmp_path):
         run.log({"loss": 1.0})
         assert folder.wandb_id
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_the_failure_record_is_the_saved_state_even_if_the_caller_mutates_its_lists(tmp_path):
+    history = []
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            history.append(1.0)
+            folder.save({"epoch": 1}, {"epochs_done": 1, "history": history})
+            history.append(2.0)  # epoch 2 done in memory, never saved
+            raise RuntimeError("boom")
+    assert _results(tmp_path) == {
+        "epochs_done": 1,
+        "history": [1.0],
+        "status": "failed",
+        "error": "boom",
+    }

@@ -1,0 +1,328 @@
+"""Faults during a run: broken weights, two runs in one folder, damaged files, a full disk.
+
+Each case is a tiny Randman run (seconds), called in-process where possible; the README's
+table "Bad inputs and faults" lists these cases and their outcomes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import EXPERIMENTS, TINY, read_results, run_cli
+
+from sgtheory.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RunFolderError
+from sgtheory.runfolder import RunFolder, read_status
+
+QUIET = [*TINY, "wandb.mode=disabled", "plotting.enabled=false"]
+
+
+@pytest.fixture
+def run(compose):
+    """run(folder, *overrides): run_experiment in-process on the tiny config."""
+    from convsnn.experiment import run_experiment
+
+    return lambda folder, *overrides: run_experiment(compose(*QUIET, *overrides), folder)
+
+
+def _ckpt_epoch(folder) -> int:
+    return int(torch.load(folder / "checkpoint.pt", weights_only=False)["epoch"])
+
+
+def test_huge_learning_rate_fails_instead_of_completing_with_nan_weights(run, tmp_path):
+    with pytest.raises(NonFiniteError) as err:
+        run(tmp_path, "optimizer=sgd", "method.lr=1e30")
+    message = str(err.value)
+    assert message.startswith("method.lr=1e+30 (optimizer=sgd): the gradient of hidden.0.weight")
+    assert "became NaN or infinite in epoch 1" in message and "(no checkpoint)" in message
+    res = read_results(tmp_path)
+    assert res["status"] == "failed" and res["epochs_done"] == 0 and res["history"]["beta"] == []
+    assert res["error"] == message and not (tmp_path / "checkpoint.pt").exists()
+
+
+def _poison_step(monkeypatch, after_calls: int, what: str) -> None:
+    """The optimiser's step number `after_calls + 1` leaves a NaN in a weight or gradient."""
+    from convsnn import experiment
+
+    real = experiment.make_optimizer
+    calls = {"n": 0}
+
+    def make(*args, **kwargs):
+        opt = real(*args, **kwargs)
+        step = opt.step
+
+        def poisoned_step(*a, **k):
+            calls["n"] += 1
+            out = step(*a, **k)
+            if calls["n"] == after_calls + 1:
+                param = opt.param_groups[0]["params"][0]
+                with torch.no_grad():
+                    (param if what == "weight" else param.grad).view(-1)[0] = float("nan")
+            return out
+
+        opt.step = poisoned_step
+        return opt
+
+    monkeypatch.setattr(experiment, "make_optimizer", make)
+
+
+@pytest.mark.parametrize("what", ["weight", "gradient"])
+def test_a_nan_weight_with_a_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    run, tmp_path, monkeypatch, what
+):
+    # 144 training samples / batch 60 = 3 steps per epoch: step 4 is epoch 2, batch 1
+    _poison_step(monkeypatch, 3, what)
+    with pytest.raises(NonFiniteError) as err:
+        run(tmp_path, "nb_epochs=3")
+    assert f"the {what} hidden.0.weight" in str(err.value).replace("gradient of", "gradient")
+    assert "in epoch 2, batch 1" in str(err.value) and "checkpoint of epoch 1" in str(err.value)
+    res = read_results(tmp_path)
+    assert res["status"] == "failed" and res["epochs_done"] == _ckpt_epoch(tmp_path) == 1
+    assert len(res["history"]["train_loss"]) == 1
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
+
+
+def test_nan_loss_keeps_last_good_checkpoint(run, tmp_path, monkeypatch):
+    from convsnn import training
+
+    real = training.loss_fn
+    calls = {"n": 0}
+
+    def poisoned(loss_type):
+        f = real(loss_type)
+
+        def loss(out, y):
+            calls["n"] += 1
+            value = f(out, y)
+            return value * float("nan") if calls["n"] > 3 else value  # batch 1 of epoch 2
+
+        return loss
+
+    monkeypatch.setattr(training, "loss_fn", poisoned)
+    with pytest.raises(NonFiniteError, match="loss became nan in epoch 2, batch 1"):
+        run(tmp_path, "nb_epochs=3")
+    res = read_results(tmp_path)
+    assert res["status"] == "failed" and res["epochs_done"] == _ckpt_epoch(tmp_path) == 1
+
+
+def test_a_full_disk_leaves_results_and_checkpoint_in_agreement(run, tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save(obj, fh, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the checkpoint after epoch 2
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, fh, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(RunFolderError) as err:
+        run(tmp_path, "nb_epochs=3")
+    assert str(err.value).startswith(f"hydra.run.dir={tmp_path}: cannot write checkpoint.pt")
+    assert "No space left on device" in str(err.value)
+    res = read_results(tmp_path)
+    assert res["status"] == "failed" and res["epochs_done"] == _ckpt_epoch(tmp_path) == 1
+    assert len(res["history"]["valid_acc"]) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(torch, "save", real_save)
+    res = run(tmp_path, "nb_epochs=3")  # free space again: the same command resumes
+    assert res["status"] == "completed" and res["epochs_done"] == 3
+
+
+def test_a_held_folder_is_refused_at_once(run, tmp_path):
+    with RunFolder(tmp_path):
+        with pytest.raises(RunFolderError, match=f"process {os.getpid()}"):
+            run(tmp_path)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_other_settings_in_a_used_folder_are_refused_with_the_command_that_moves_it(run, tmp_path):
+    folder = tmp_path / "run"
+    run(folder, "nb_epochs=1")
+    before = (folder / "results.json").read_text(), _ckpt_epoch(folder)
+    with pytest.raises(ConfigError) as err:
+        run(folder, "nb_epochs=1", "seed=2")
+    message = str(err.value)
+    assert message.startswith("seed=2 differs from the run in this folder (seed=1)")
+    assert ((folder / "results.json").read_text(), _ckpt_epoch(folder)) == before
+    command = message[message.index("mv ") :]
+    subprocess.run(shlex.split(command), check=True)  # exactly what the message says
+    res = run(folder, "nb_epochs=1", "seed=2")
+    assert res["status"] == "completed" and res["config"]["seed"] == 2
+    (old,) = tmp_path.glob("run.old-*")
+    assert read_results(old)["config"]["seed"] == 1
+
+
+def test_an_earlier_failed_run_is_moved_aside_not_mixed(run, tmp_path):
+    folder = tmp_path / "run"
+    with pytest.raises(NonFiniteError):
+        run(folder, "optimizer=sgd", "method.lr=1e30")
+    res = run(folder, "nb_epochs=1")
+    assert res["status"] == "completed"
+    (old,) = tmp_path.glob("run.old-*")
+    assert read_results(old)["status"] == "failed"
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "foreign"])
+def test_a_damaged_checkpoint_names_the_file_and_how_to_start_afresh(run, tmp_path, damage):
+    run(tmp_path, "nb_epochs=1")
+    path = tmp_path / "checkpoint.pt"
+    data = path.read_bytes()
+    if damage == "foreign":
+        torch.save({"epoch": 1, "model": {"w": torch.ones(1)}, "config": {}}, path)
+    else:
+        path.write_bytes(b"" if damage == "empty" else data[: len(data) // 3])
+    settings = ["nb_epochs=1"] if damage != "foreign" else ["nb_epochs=1"]
+    with pytest.raises((CheckpointError, ConfigError)) as err:
+        run(tmp_path, *settings)
+    message = str(err.value)
+    if damage == "foreign":  # readable, but of other settings: refused, not loaded
+        assert "differs from the run in this folder" in message
+    else:
+        assert message.startswith(f"checkpoint={path} cannot be read")
+    assert f"mv {tmp_path} {tmp_path}.old" in message
+
+
+def test_unwritable_run_folder(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RunFolderError, match="is not writable"):
+        run(blocker / "run")
+
+
+# ------------------------------------------------------------------ SHD files
+
+
+def _shd_files(folder, label=None, unit=None, late=False, time=None):
+    from sgtheory.data import write_shd_like
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 6)):
+        times = [np.sort(rng.uniform(0, 0.6, 30)) for _ in range(n)]
+        units = [rng.integers(0, 700, 30) for _ in range(n)]
+        labels = list(np.arange(n) % 20)
+        if split == "train":
+            if label is not None:
+                labels[3] = label
+            if unit is not None:
+                units[4][0] = unit
+            if late:
+                times[5] = times[5] + 0.8  # every spike of sample 5 after the 0.698 s window
+            if time is not None:
+                times[6][0] = time
+        write_shd_like(folder / f"shd_{split}.h5", times, units, labels)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ({"label": 20}, "sample 3: label 20 is out of range for dataset.nb_classes=20"),
+        ({"unit": 700}, "sample 4: unit index 700 is out of range for dataset.nb_units=700"),
+        ({"late": True}, "1 sample(s) have no spike within the 349 x 0.002 s"),
+        ({"time": -0.1}, "sample 6: spike time -0.10000000149011612 is not valid"),
+        ({"time": float("nan")}, "sample 6: spike time nan is not valid"),
+    ],
+)
+def test_bad_shd_files_stop_before_training_naming_file_and_sample(
+    compose, tmp_path, kind, message
+):
+    from convsnn.data import load_data, shd_paths
+
+    datadir = _shd_files(tmp_path, **kind)
+    cfg = compose("dataset=shd", f"dataset.datadir={datadir}", "fano.repeats=4")
+    with pytest.raises(DataError) as err:
+        load_data(cfg, shd_paths(cfg))
+    text = str(err.value)
+    assert text.startswith(f"dataset.datadir={datadir}: {datadir / 'shd_train.h5'}: ")
+    assert message in text
+
+
+def test_spikes_beyond_the_duration_are_reported_and_silent_samples_allowed_on_request(
+    compose, tmp_path, caplog
+):
+    from convsnn.data import load_data, shd_paths
+
+    datadir = _shd_files(tmp_path, late=True)
+    cfg = compose(
+        "dataset=shd",
+        f"dataset.datadir={datadir}",
+        "fano.repeats=4",
+        "dataset.allow_silent_samples=true",
+    )
+    with caplog.at_level("WARNING"):
+        data = load_data(cfg, shd_paths(cfg))
+    report = data.files["train"]
+    assert report["silent_samples"] == 1 and report["spikes_beyond_duration"] == 30
+    assert "30 of 600 spikes (in 1 samples) lie at or after 0.698 s" in caplog.text
+    assert data.files["test"]["spikes_beyond_duration"] == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"not hdf5 at all"])
+def test_empty_or_foreign_shd_file(compose, tmp_path, content):
+    from convsnn.data import load_data, shd_paths
+
+    _shd_files(tmp_path)
+    (tmp_path / "shd_test.h5").write_bytes(content)
+    cfg = compose("dataset=shd", f"dataset.datadir={tmp_path}", "fano.repeats=4")
+    with pytest.raises(DataError, match="shd_test.h5 is not a readable SHD file"):
+        load_data(cfg, shd_paths(cfg))
+
+
+# ------------------------------------------------------------------ whole processes
+
+
+def test_cli_second_run_refused_and_killed_run_reads_interrupted(tmp_path):
+    folder = tmp_path / "run"
+    env = {**os.environ, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, str(EXPERIMENTS / "deep_convSNN.py"), *QUIET, "nb_epochs=500"]
+    first = subprocess.Popen(
+        [*cmd, f"hydra.run.dir={folder}"],
+        cwd=EXPERIMENTS,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if json.loads((folder / "results.json").read_text())["epochs_done"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.2)
+        assert read_status(folder) == "running"
+        second = run_cli(folder, *QUIET, "seed=5")
+        assert second.returncode == 1
+        assert second.stderr == (
+            f"error: hydra.run.dir={folder} is in use by another run (process {first.pid}); "
+            "wait for it to end, or use another hydra.run.dir\n"
+        )
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert read_results(folder)["status"] == "running"  # as the killed process left it
+    assert read_status(folder) == "interrupted"
+    with RunFolder(folder):  # the next run takes the folder over
+        assert read_results(folder)["status"] == "interrupted"
+    assert read_results(folder)["epochs_done"] == _ckpt_epoch(folder)
+
+
+def test_cli_wrong_type_and_device_are_one_line(tmp_path):
+    proc = run_cli(tmp_path / "run", *QUIET, "regularizer.upper_l2.strength=abc")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr == (
+        "error: regularizer.upper_l2.strength='abc' is not valid; it must be a finite number\n"
+    )
+    assert not (tmp_path / "run" / "results.json").exists()
