@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -64,24 +63,3 @@ def variability(
         flat = s.reshape(s.shape[0], s.shape[1], -1)
         fanos.append(fano_factor(flat, window, mode, trial_dim=0))
     return {"rates": rates, "fano": fanos}
-
-
-def phase_stats(
-    net: SpikingNetwork,
-    data: Any,
-    cfg: Any,
-    with_fns: Callable[[], None],
-) -> dict[str, Any]:
-    """Test-set rates and "same"-set rates and Fano factors, after `with_fns()` sets the method."""
-    with_fns()
-    dt = float(cfg.dataset.dt)
-    test = evaluate(net, data.test, int(cfg.batch_size), cfg.loss_type, dt)
-    _, same_spikes = run_same(net, data.same, int(cfg.batch_size))
-    var = variability(same_spikes, dt, int(cfg.fano.bin_dt), cfg.fano.mode)
-    return {
-        "test_loss": test["loss"],
-        "test_acc": test["acc"],
-        "test_rates": test["rates"],
-        "same_rates": var["rates"],
-        "fano": var["fano"],
-    }

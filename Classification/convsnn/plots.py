@@ -1,15 +1,16 @@
-"""Figures of a run (PNG, matplotlib Agg): rasters, two classes, trial variability, curves."""
+"""Figures of a run (PNG): rasters, two classes, trial variability, curves.
+
+Figures are `matplotlib.figure.Figure` objects saved straight to PNG, without pyplot: nothing
+here changes the matplotlib backend or pyplot's state of the process that imports it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
 
 def _raster(ax, spikes: torch.Tensor, dt: float, color: str = "k") -> None:
@@ -33,9 +34,8 @@ def snapshot(
 ) -> Path:
     """Input, every hidden layer and readout potentials (rows) for each sample (columns)."""
     nb_rows, nb_cols = len(spikes) + 2, x.shape[0]
-    fig, axes = plt.subplots(
-        nb_rows, nb_cols, figsize=(2.6 * nb_cols + 0.6, 1.5 * nb_rows), squeeze=False, sharex=True
-    )
+    fig = Figure(figsize=(2.6 * nb_cols + 0.6, 1.5 * nb_rows))
+    axes = fig.subplots(nb_rows, nb_cols, squeeze=False, sharex=True)
     pred = out.max(dim=1).values.argmax(dim=-1)
     time = np.arange(out.shape[1]) * dt
     for j in range(nb_cols):
@@ -52,7 +52,6 @@ def snapshot(
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -64,7 +63,8 @@ def trial_rasters(
     title: str,
 ) -> Path:
     """One neuron's spikes (trials x time) under each method, side by side."""
-    fig, axes = plt.subplots(1, len(trials), figsize=(3.6 * len(trials), 2.8), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(trials), 2.8))
+    axes = fig.subplots(1, len(trials), squeeze=False)
     for ax, (name, spikes) in zip(axes[0], trials.items()):
         arr = spikes.cpu().numpy()  # (trials, time)
         trial, t = np.nonzero(arr > 0)
@@ -77,14 +77,14 @@ def trial_rasters(
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
 def training_curves(path: Path, history: dict[str, list[float]], dpi: int) -> Path:
     """Loss and accuracy per epoch, train and validation."""
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    fig = Figure(figsize=(8, 3))
+    axes = fig.subplots(1, 2)
     for ax, key in zip(axes, ["loss", "acc"]):
         ax.plot(epochs, history[f"train_{key}"], label="train")
         ax.plot(epochs, history[f"valid_{key}"], label="valid")
@@ -93,5 +93,4 @@ def training_curves(path: Path, history: dict[str, list[float]], dpi: int) -> Pa
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
