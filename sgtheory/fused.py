@@ -79,12 +79,24 @@ def _cpu_id() -> str:
         return platform.processor()
 
 
+def _march() -> str:
+    """-march of the first flag set: SGTHEORY_MARCH if set; x86-64-v3 (AVX2, no AVX-512)
+    when ATEN_CPU_CAPABILITY=avx2 makes torch emulate an AVX2 CPU; else native."""
+    march = os.environ.get("SGTHEORY_MARCH", "").strip()
+    if march:
+        return march
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "avx2":
+        return "x86-64-v3"
+    return "native"
+
+
 def _build(compiler: str) -> Path:
     """Compile SOURCE into the cache (atomically) unless an identical build is there."""
     source = SOURCE.read_bytes()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     errors = []
     for flags in FLAG_SETS:
+        flags = [f"-march={_march()}" if f == "-march=native" else f for f in flags]
         key = hashlib.sha256(
             b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_id().encode()])
         ).hexdigest()[:16]
