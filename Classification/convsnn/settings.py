@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from sgtheory.optim import OPTIMIZERS
 from sgtheory.runs import WANDB_MODES, resolve_device
 from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
+from sgtheory.threads import default_threads
 
 DATASETS = ("randman", "shd")
 # `precision`: the autocast dtype of convolutions and weight products (None: float32 throughout)
@@ -287,10 +287,5 @@ def validate(cfg: Any) -> Geometry:
 
 
 def nb_threads(setting: int | None) -> int:
-    """The `threads` setting, or every core this process may use."""
-    if setting is not None:
-        return int(setting)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+    """The `threads` setting, or every core this process may use (its affinity mask)."""
+    return default_threads(setting)
