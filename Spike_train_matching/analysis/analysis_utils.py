@@ -1,7 +1,7 @@
 """Read spike-train-matching run folders and compute what the notebooks plot.
 
 A run folder holds data/<kind>_<e>.npy chunks (e = epochs completed at the end of the
-chunk), results.json and status.json; see ../README.md. Spike histories are opened
+chunk) and results.json (with the run's status); see ../README.md. Spike histories are opened
 memory-mapped and reduced chunk by chunk, so a full 1500-epoch run never sits in memory.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sgtheory.spikes import method_pair
 from sgtheory.stats import (
     cv_isi,
     fano_factor,
@@ -32,6 +33,18 @@ def results(run_dir: str | Path) -> dict:
 def config(run_dir: str | Path) -> dict:
     """The run's resolved configuration."""
     return results(run_dir)["config"]
+
+
+def stochastic(run_dir: str | Path) -> bool:
+    """Whether the run trained a stochastic network (its method's escape noise is not a step).
+
+    Runs of earlier versions stored `method.stochastic`; newer ones name the method and its
+    `sigm` variant of `sgtheory.spikes.METHODS`.
+    """
+    method = config(run_dir)["method"]
+    if "stochastic" in method:
+        return bool(method["stochastic"])
+    return method_pair(method["name"], bool(method["sigm"]))[0] != "step"
 
 
 def chunk_files(run_dir: str | Path, kind: str) -> list[tuple[int, Path]]:

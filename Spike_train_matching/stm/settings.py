@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sgtheory.errors import ConfigError, check_choice
-from sgtheory.runs import resolve_device
+from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.spikes import METHODS
 
-from . import core
+from .data import load_target
+from .methods import VALID_ESCAPES, Params
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "config_experiments"
-SURROGATES_H = ("superspike", "sigmoid", "scaled_sigmoid", "exponential", "multilayerspiker")
 
 
 def choices(config_dir: Path, group: str) -> tuple[str, ...]:
@@ -27,8 +27,14 @@ def choices(config_dir: Path, group: str) -> tuple[str, ...]:
 
 
 def precheck_argv(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject an unknown method/dataset on the command line before Hydra composes anything."""
+    """Reject an unknown method/dataset on the command line before Hydra composes anything.
+
+    Settings of earlier versions that a method now fixes are named with what replaced them.
+    """
     for arg in argv[1:]:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in REPLACED:
+            raise ConfigError(f"{key}={value} is not a setting any more: {REPLACED[key]}")
         match = re.fullmatch(r"\+{0,2}(method|dataset)=(.*)", arg)
         if not match:
             continue
@@ -62,23 +68,30 @@ def resolve_data_path(path: str, base: Path = CONFIG_DIR.parent) -> Path:
     return first if first.exists() else base / candidate
 
 
-def _check_numbers(cfg) -> None:
-    """Positive times, rates, sizes and counts; finite non-negative learning rates."""
-    names = (
-        "dt tau_mem tau_syn nb_epochs logging_freq threshold eps0 beta_h beta_o delta_u_h "
-        "delta_u_o p0 input_rate sigma_u out_prob fano_window method.nb_trials valid_nb_trials "
-        "dataset.nb_inputs dataset.nb_hidden dataset.nb_outputs dataset.nb_steps "
-        "dataset.batch_size num_threads"
-    ).split()
-    core.check_positive_all({name: _get(cfg, name) for name in names})
-    for name in ("lr_h", "lr_o"):
-        value = cfg.dataset_method[name]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"dataset_method.{name}={value!r} is not valid; it must be >= 0")
-    if cfg.input_rate * cfg.dt > 1:
-        raise ConfigError(f"input_rate * dt = {cfg.input_rate * cfg.dt} is not a probability")
-    if cfg.p0 > 1:
-        raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
+# Settings by kind; dotted names reach into the groups.
+POSITIVE_INTS = (
+    "nb_epochs logging_freq fano_window method.nb_trials valid_nb_trials dataset.nb_inputs "
+    "dataset.nb_hidden dataset.nb_outputs dataset.nb_steps dataset.batch_size num_threads"
+).split()
+POSITIVE_FLOATS = (
+    "dt tau_mem tau_syn threshold eps0 beta_h beta_o delta_u_h delta_u_o p0 input_rate sigma_u "
+    "out_prob"
+).split()
+BOOLS = (
+    "reset_mode validate_with_other_method save_spk save_mem save_dw save_w resume progress "
+    "method.sigm"
+).split()
+STRINGS = ("dataset.data_path", "device", "wandb.project")
+# settings of earlier versions, and what replaced them
+REPLACED = {
+    "stochastic_escape_h": "the escape noise comes from the method (sgtheory.spikes.METHODS, "
+    "method.sigm); a deterministic method is validated with valid_escape",
+    "method.surrogate_h": "the surrogate comes from the method (sgtheory.spikes.METHODS, "
+    "method.sigm)",
+    "method.stochastic": "the method (sgtheory.spikes.METHODS, method.sigm) says whether it is "
+    "stochastic",
+}
+REPLACED["stochastic_escape_o"] = REPLACED["stochastic_escape_h"]
 
 
 def _get(cfg, dotted: str) -> Any:
@@ -88,39 +101,70 @@ def _get(cfg, dotted: str) -> Any:
     return value
 
 
+def _check_types(cfg) -> None:
+    """Every setting of the right type and range: one ConfigError naming the first bad one."""
+    for name in POSITIVE_INTS:
+        check_positive(name, _get(cfg, name), integer=True)
+    for name in POSITIVE_FLOATS:
+        check_positive(name, _get(cfg, name))
+    for name in BOOLS:
+        value = _get(cfg, name)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r} is not valid; it must be true or false")
+    for name in STRINGS:
+        value = _get(cfg, name)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{name}={value!r} is not valid; it must be a non-empty string")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be an integer >= 0")
+    if cfg.max_chunks is not None:
+        check_positive("max_chunks", cfg.max_chunks, integer=True)
+    if cfg.wandb.entity is not None and not isinstance(cfg.wandb.entity, str):
+        raise ConfigError(f"wandb.entity={cfg.wandb.entity!r} is not valid; a name or null")
+
+
+def _check_ranges(cfg) -> None:
+    """Relations between settings, and finite non-negative learning rates."""
+    for name in ("lr_h", "lr_o"):
+        value = cfg.dataset_method[name]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
+            raise ConfigError(
+                f"dataset_method.{name}={value!r} is not valid; it must be a finite number >= 0"
+            )
+    if cfg.input_rate * cfg.dt > 1:
+        raise ConfigError(
+            f"input_rate={cfg.input_rate!r} is not valid with dt={cfg.dt!r}: input_rate * dt "
+            f"= {cfg.input_rate * cfg.dt} must be a probability (<= 1)"
+        )
+    if cfg.p0 > 1:
+        raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
+    if cfg.fano_window > cfg.dataset.nb_steps:
+        raise ConfigError(
+            f"fano_window={cfg.fano_window!r} is not valid; it must be at most "
+            f"dataset.nb_steps={cfg.dataset.nb_steps} (steps per spike-count window)"
+        )
+    if cfg.device != "cpu":
+        raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: cpu")
+
+
 def validate(cfg, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """Check every setting and load the target; raise ConfigError before any work.
 
-    Returns the escape noises of training (the method's own mode) and validation (the other
-    mode), the hidden surrogate, the target raster and the device.
+    Returns the method's parameters (`stm.methods.Params`) and the target raster.
     """
-    check_choice("method", cfg.method.name, choices(config_dir, "method"))
+    check_choice("method", cfg.method.name, (*choices(config_dir, "method"), *METHODS))
     check_choice("dataset", cfg.dataset.name, choices(config_dir, "dataset"))
-    check_choice("method.surrogate_h", cfg.method.surrogate_h, SURROGATES_H)
-    _check_numbers(cfg)
-    settings = (
-        cfg.stochastic_escape_h,
-        cfg.stochastic_escape_o,
-        cfg.beta_h,
-        cfg.beta_o,
-        cfg.p0,
-        cfg.delta_u_h,
-        cfg.delta_u_o,
-    )
-    escapes = {
-        "train": core.make_escapes(cfg.method.stochastic, *settings),
-        "valid": core.make_escapes(not cfg.method.stochastic, *settings),
-    }
-    surrogate = core.make_hidden_surrogate(
-        cfg.method.surrogate_h, cfg.beta_h, cfg.p0, cfg.delta_u_h
-    )
+    _check_types(cfg)
+    _check_ranges(cfg)
+    check_choice("valid_escape", cfg.valid_escape, VALID_ESCAPES)
     check_choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
-    device = resolve_device(cfg.device)
-    target = core.load_target(
+    params = Params(cfg.beta_h, cfg.beta_o, cfg.p0, cfg.delta_u_h, cfg.delta_u_o)
+    target = load_target(
         resolve_data_path(cfg.dataset.data_path, config_dir.parent),
         cfg.out_prob,
         cfg.dataset.nb_steps,
         cfg.dataset.nb_outputs,
         cfg.dataset.name,
     )
-    return {"escapes": escapes, "surrogate": surrogate, "target": target, "device": device}
+    return {"params": params, "target": target}

@@ -50,6 +50,15 @@ def run_cli(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.Co
     return proc
 
 
+def compose(*overrides: str):
+    """The run's config as Hydra composes it from the command line's overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(EXPERIMENTS / "config_experiments"), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
+
+
 @pytest.fixture(scope="session")
 def tiny_png(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("img") / "tiny.png"

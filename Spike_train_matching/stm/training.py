@@ -1,0 +1,341 @@
+"""Training loop of one spike-train-matching run: epochs, chunks of history files, results.
+
+The run folder (status, checkpoint, resume, refusal of changed settings, failure records,
+wandb) is the core library's `sgtheory.runfolder.RunFolder`; this module keeps only what
+is the experiment's own: the set-up, the epoch, the histories and the summary.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sgtheory.runfolder import RunFolder
+from sgtheory.runs import make_generator, read_json, save_npy_atomic, versions
+from sgtheory.stats import fano_factor, firing_rate
+
+from . import learning, model
+from .data import init_weights, poisson_input
+from .methods import Mode, Params, make_modes
+
+# settings that may change when a run is resumed (run control, not the result)
+RUN_CONTROL = ("max_chunks", "wandb", "resume", "num_threads", "progress", "nb_epochs")
+
+
+@dataclass
+class Setup:
+    """Everything fixed for the whole run: network, frozen input, target, spike operations."""
+
+    net: model.Net
+    x: torch.Tensor  # (T, batch, N_in) 0/1 floats
+    xbar_i: torch.Tensor  # input filtered by the membrane kernel
+    z: torch.Tensor  # (T, batch, N_out) target
+    train: Mode
+    valid: Mode
+    generator: torch.Generator
+
+
+@dataclass
+class State:
+    """What changes from epoch to epoch and goes into the checkpoint."""
+
+    epoch: int
+    w_ih: torch.Tensor
+    w_ho: torch.Tensor
+    hist: dict[str, list[float]] = field(default_factory=dict)
+    first: dict | None = None  # spike statistics of the first epoch
+    elapsed: float = 0.0  # seconds spent in earlier sessions
+
+
+def make_setup(cfg, params: Params, target: np.ndarray) -> tuple[Setup, State]:
+    """Draw the frozen input and the initial weights from the seed; build the network."""
+    dtype = torch.float32
+    gen = make_generator(cfg.seed)
+    ds = cfg.dataset
+    x = poisson_input(ds.nb_steps, ds.batch_size, ds.nb_inputs, cfg.input_rate, cfg.dt, gen)
+    weights = [
+        init_weights(n_pre, n_post, cfg.sigma_u, cfg.input_rate, cfg.tau_mem, cfg.tau_syn, gen)
+        for n_pre, n_post in ((ds.nb_inputs, ds.nb_hidden), (ds.nb_hidden, ds.nb_outputs))
+    ]
+    z = torch.from_numpy(target).unsqueeze(1).expand(-1, ds.batch_size, -1).to(dtype)
+    kernels = model.make_kernels(ds.nb_steps, cfg.dt, cfg.tau_mem, cfg.tau_syn, cfg.eps0, dtype)
+    net = model.Net(
+        cfg.dt, cfg.tau_mem, cfg.tau_syn, cfg.threshold, cfg.eps0, cfg.reset_mode, kernels
+    )
+    train, valid = make_modes(cfg.method.name, cfg.method.sigm, cfg.valid_escape, params, gen)
+    xf = x.to(dtype)
+    setup = Setup(net, xf, model.filt(kernels.membrane, xf), z, train, valid, gen)
+    return setup, State(0, weights[0].to(dtype), weights[1].to(dtype))
+
+
+class ChunkBuffer:
+    """The histories of the epochs since the last write, as preallocated compact arrays."""
+
+    def __init__(self, cfg, n_epochs: int):
+        self.arrays: dict[str, np.ndarray] = {}
+        r, rv = cfg.method.nb_trials, cfg.valid_nb_trials
+        b, t = cfg.dataset.batch_size, cfg.dataset.nb_steps
+        nh, no, ni = cfg.dataset.nb_hidden, cfg.dataset.nb_outputs, cfg.dataset.nb_inputs
+        valid = cfg.validate_with_other_method
+        shapes: dict[str, tuple[tuple, Any]] = {
+            k: ((), np.float32)
+            for k in ("loss_hist_vRd", "loss_hist_L2", "dw0_mean_hist", "dw1_mean_hist")
+        }
+        if valid:
+            shapes.update(
+                {k: ((), np.float32) for k in ("loss_hist_vRd_valid", "loss_hist_L2_valid")}
+            )
+        if cfg.save_spk:
+            shapes.update(
+                spk_hist_h=((r, b, t, nh), np.uint8), spk_hist_o=((r, b, t, no), np.uint8)
+            )
+            if valid:
+                shapes["spk_hist_h_valid"] = ((rv, b, t, nh), np.uint8)
+                shapes["spk_hist_o_valid"] = ((rv, b, t, no), np.uint8)
+        if cfg.save_mem:
+            shapes.update(
+                mem_hist_h=((r, b, t, nh), np.float32), mem_hist_o=((r, b, t, no), np.float32)
+            )
+        if cfg.save_w:
+            shapes.update(w_hist_h=((ni, nh), np.float32), w_hist_o=((nh, no), np.float32))
+        if cfg.save_dw:
+            shapes.update(dw_hist_h=((ni, nh), np.float32), dw_hist_o=((nh, no), np.float32))
+        for name, (shape, dtype) in shapes.items():
+            self.arrays[name] = np.zeros((n_epochs,) + shape, dtype=dtype)
+
+    def put(self, name: str, i: int, value) -> None:
+        """Store epoch `i` of the chunk's history `name` (ignored if not kept)."""
+        if name in self.arrays:
+            if isinstance(value, torch.Tensor):
+                value = value.numpy()
+            self.arrays[name][i] = value
+
+    def write(self, data_dir: Path, epoch_end: int, n: int) -> None:
+        """Write the first `n` epochs of every history as `<name>_<epoch_end>.npy`."""
+        for name, arr in self.arrays.items():
+            save_npy_atomic(data_dir / f"{name}_{epoch_end}.npy", arr[:n])
+
+
+def trials_first(x: torch.Tensor) -> torch.Tensor:
+    """(T, trials, batch, N) -> (trials, batch, T, N) as stored on disk."""
+    return x.permute(1, 2, 0, 3)
+
+
+def spike_stats(cfg, spk_h: torch.Tensor, spk_o: torch.Tensor) -> dict[str, Any]:
+    """Firing rates (Hz) and Fano factors (across trials) of one epoch's spikes."""
+    out: dict[str, Any] = {}
+    for layer, spk in (("hidden", spk_h), ("output", spk_o)):
+        s = trials_first(spk).float()  # (trials, batch, T, N)
+        out[f"rate_{layer}_hz"] = firing_rate(s.flatten(0, 1), cfg.dt)
+        out[f"fano_{layer}"] = fano_factor(s, int(cfg.fano_window)) if s.shape[0] > 1 else None
+    return out
+
+
+def store_trial(buf: ChunkBuffer, i: int, trial: model.Trial, suffix: str = "") -> None:
+    """Put one pass's spikes (and membranes) into the chunk buffer."""
+    buf.put(f"spk_hist_h{suffix}", i, trials_first(trial.spk_h))
+    buf.put(f"spk_hist_o{suffix}", i, trials_first(trial.spk_o))
+    if not suffix:
+        buf.put("mem_hist_h", i, trials_first(trial.mem_h))
+        buf.put("mem_hist_o", i, trials_first(trial.mem_o))
+
+
+def run_epoch(cfg, s: Setup, state: State, buf: ChunkBuffer, i: int) -> tuple:
+    """One epoch: forward, update, validation in the other mode; returns (trial, vtrial)."""
+    buf.put("w_hist_h", i, state.w_ih)
+    buf.put("w_hist_o", i, state.w_ho)
+    m = s.train
+    trial = model.forward(
+        s.net, s.x, state.w_ih, state.w_ho, m.spike_h, m.spike_o, int(cfg.method.nb_trials)
+    )
+    vrd, l2 = model.losses(s.net, s.z, trial.spk_o)
+    lr_h, lr_o = float(cfg.dataset_method.lr_h), float(cfg.dataset_method.lr_o)
+    dw_ih, dw_ho = learning.weight_updates(
+        s.net, s.xbar_i, s.z, state.w_ho, trial, m.spike_h.surrogate, cfg.delta_u_o, lr_h, lr_o
+    )
+    state.w_ih, state.w_ho = state.w_ih + dw_ih, state.w_ho + dw_ho
+    RunFolder.check_finite(
+        [("W_ih", state.w_ih), ("W_ho", state.w_ho)],
+        f"in epoch {state.epoch + 1}",
+        f"dataset_method.lr_h={cfg.dataset_method.lr_h} dataset_method.lr_o="
+        f"{cfg.dataset_method.lr_o}: lower the learning rates",
+    )
+    rec = {"loss_hist_vRd": vrd, "loss_hist_L2": l2}
+    rec["dw0_mean_hist"], rec["dw1_mean_hist"] = (
+        float(dw_ih.abs().mean()),
+        float(dw_ho.abs().mean()),
+    )
+    buf.put("dw_hist_h", i, dw_ih)
+    buf.put("dw_hist_o", i, dw_ho)
+    store_trial(buf, i, trial)
+    vtrial = None
+    if cfg.validate_with_other_method:
+        v = s.valid
+        vtrial = model.forward(
+            s.net, s.x, state.w_ih, state.w_ho, v.spike_h, v.spike_o, int(cfg.valid_nb_trials)
+        )
+        rec["loss_hist_vRd_valid"], rec["loss_hist_L2_valid"] = model.losses(
+            s.net, s.z, vtrial.spk_o
+        )
+        store_trial(buf, i, vtrial, "_valid")
+    for key, value in rec.items():
+        buf.put(key, i, value)
+        state.hist.setdefault(key, []).append(value)
+    return trial, vtrial
+
+
+def pass_stats(cfg, trial: model.Trial, vtrial: model.Trial | None) -> dict[str, Any]:
+    """Spike statistics of one epoch's training pass and validation pass."""
+    out = {"train": spike_stats(cfg, trial.spk_h, trial.spk_o)}
+    if vtrial is not None:
+        out["valid"] = spike_stats(cfg, vtrial.spk_h, vtrial.spk_o)
+    return out
+
+
+def summary(state: State, last: dict | None) -> dict[str, Any]:
+    """Losses (first, final, means of the first and last 10 epochs) and spike statistics."""
+    losses = {k: v for k, v in state.hist.items() if k.startswith("loss")}
+    out: dict[str, Any] = {"epochs": state.epoch}
+    out["losses"] = {
+        "first": {k: v[0] for k, v in losses.items()},
+        "final": {k: v[-1] for k, v in losses.items()},
+        "mean_last_10": {k: float(np.mean(v[-10:])) for k, v in losses.items()},
+        "mean_first_10": {k: float(np.mean(v[:10])) for k, v in losses.items()},
+    }
+    out["spike_stats"] = {"first_epoch": state.first}
+    if last is not None:
+        out["spike_stats"]["final_epoch"] = last
+    return out
+
+
+@dataclass
+class Clock:
+    """Wall times of this session: process start, loop start, per epoch."""
+
+    process_start: float
+    start: float = field(default_factory=time.perf_counter)
+    startup: float = 0.0
+    epochs: list[float] = field(default_factory=list)
+
+    def timing(self, state: State) -> dict[str, Any]:
+        """The timing record of results.json."""
+        session = time.perf_counter() - self.start
+        n = len(self.epochs)
+        return {
+            "run_time_s": state.elapsed + session,
+            "startup_s": self.startup,
+            "seconds_per_epoch_this_session": sum(self.epochs) / max(n, 1),
+            "median_s_per_epoch": float(np.median(self.epochs[10:] or self.epochs or [0.0])),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "epochs_this_session": n,
+            "resumed_from_epoch": state.epoch - n,
+        }
+
+
+def restore(state: State, ckpt: dict, generator: torch.Generator) -> None:
+    """Continue from a checkpoint: weights, generator, histories, first-epoch statistics."""
+    state.epoch, state.elapsed = ckpt["epoch"], ckpt["elapsed"]
+    state.w_ih, state.w_ho = ckpt["w_ih"].float(), ckpt["w_ho"].float()
+    state.hist, state.first = ckpt["hist"], ckpt.get("first")
+    generator.set_state(ckpt["generator"])
+
+
+def checkpoint_state(state: State, generator: torch.Generator, clock: Clock) -> dict:
+    """What the checkpoint holds (the folder adds the settings and the wandb id)."""
+    return {
+        "epoch": state.epoch,
+        "w_ih": state.w_ih,
+        "w_ho": state.w_ho,
+        "generator": generator.get_state(),
+        "hist": state.hist,
+        "elapsed": state.elapsed + time.perf_counter() - clock.start,
+        "first": state.first,
+    }
+
+
+def log_chunk(wb, state: State, n: int) -> None:
+    """Send the chunk's epochs to wandb (one step per epoch)."""
+    for k in range(state.epoch - n, state.epoch):
+        wb.log({key: values[k] for key, values in state.hist.items()}, step=k)
+
+
+def run_chunks(cfg, s: Setup, state: State, folder: RunFolder, wb, clock: Clock, base: dict):
+    """Train chunk by chunk until nb_epochs (or max_chunks); return the last epoch's stats."""
+    from tqdm import tqdm
+
+    total, freq, chunks, last = int(cfg.nb_epochs), int(cfg.logging_freq), 0, None
+    bar = tqdm(
+        total=total, initial=state.epoch, desc=cfg.method.name, unit="ep", disable=not cfg.progress
+    )
+    with bar:
+        while state.epoch < total:
+            n = min(freq, total - state.epoch)
+            buf = ChunkBuffer(cfg, n)
+            for i in range(n):
+                t0 = time.perf_counter()
+                trial, vtrial = run_epoch(cfg, s, state, buf, i)
+                state.epoch += 1
+                if state.first is None:
+                    state.first = pass_stats(cfg, trial, vtrial)
+                clock.epochs.append(time.perf_counter() - t0)
+                bar.update(1)
+            last = pass_stats(cfg, trial, vtrial)
+            buf.write(folder.path / "data", state.epoch, n)
+            log_chunk(wb, state, n)
+            results = {**base, **summary(state, last), "timing": clock.timing(state)}
+            folder.save(checkpoint_state(state, s.generator, clock), results)
+            chunks += 1
+            if cfg.max_chunks is not None and chunks >= cfg.max_chunks and state.epoch < total:
+                folder.write_results(results, "interrupted")
+                return None
+    return last
+
+
+def run(cfg, run_dir: Path, checked: dict, process_start: float) -> dict[str, Any]:
+    """Train (or resume) one run in `run_dir`; return its results (status included)."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    torch.set_num_threads(int(cfg.num_threads))
+    with RunFolder(run_dir) as folder:
+        ckpt = folder.resume(settings, ignore=RUN_CONTROL, fresh=not cfg.resume)
+        if (
+            ckpt is not None
+            and ckpt["epoch"] >= cfg.nb_epochs
+            and (run_dir / "results.json").exists()
+        ):
+            print(f"{run_dir}: already completed ({ckpt['epoch']} epochs); nothing to do")
+            return read_json(run_dir / "results.json")
+        s, state = make_setup(cfg, checked["params"], checked["target"])
+        write_inputs(run_dir / "data", s)
+        if ckpt is not None:
+            restore(state, ckpt, s.generator)
+        name = f"{cfg.method.name}-{cfg.dataset.name}-seed{cfg.seed}"
+        wb = folder.start_wandb(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, settings, name)
+        clock = Clock(process_start)
+        clock.startup = time.perf_counter() - process_start
+        base = {"config": settings, "versions": versions()}
+        folder.write_results({**base, **summary(state, None)})
+        last = run_chunks(cfg, s, state, folder, wb, clock, base)
+        if last is None and state.epoch < cfg.nb_epochs:
+            print(f"stopped at epoch {state.epoch} (max_chunks={cfg.max_chunks})")
+            return {"status": "interrupted", "epochs": state.epoch}
+        results = {**base, **summary(state, last), "timing": clock.timing(state)}
+        folder.complete(results)
+        wb.log({"final_vRd": state.hist["loss_hist_vRd"][-1]}, step=state.epoch - 1)
+    vrd = state.hist["loss_hist_vRd"]
+    print(f"{cfg.method.name}: vRd {vrd[0]:.3f} -> {vrd[-1]:.3f}; results in {run_dir}")
+    return {**results, "status": "completed"}
+
+
+def write_inputs(data_dir: Path, s: Setup) -> None:
+    """The frozen input and the target, uint8 (batch, steps, neurons)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    save_npy_atomic(data_dir / "x_data.npy", s.x.permute(1, 0, 2).numpy().astype(np.uint8))
+    save_npy_atomic(data_dir / "z_data.npy", s.z.permute(1, 0, 2).numpy().astype(np.uint8))
