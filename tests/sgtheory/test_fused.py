@@ -14,6 +14,12 @@ from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, mak
 needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
 
 
+@pytest.fixture(autouse=True)
+def no_triton_interpreter(monkeypatch):
+    """Under TRITON_INTERPRET=1 the Triton kernels would take CPU scans from the C kernels."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
 def scan_with(monkeypatch, use_fused, escape, surrogate, reset, diff_reset, scan=lif_scan):
     """Spikes, potentials and input gradients of one float32 scan, fused or not."""
     monkeypatch.setenv("SGTHEORY_FUSED", "1" if use_fused else "0")
