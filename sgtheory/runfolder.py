@@ -81,10 +81,38 @@ def exit_on_error(err: BaseException, multirun: bool = False) -> NoReturn:
 
     In a Hydra multirun, re-raise instead: Hydra marks the job failed and the sweep goes on.
     """
-    print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+    text = one_line(err)
+    if isinstance(err, KeyboardInterrupt):
+        text += "; rerun the same command to resume from the last checkpoint"
+    print(f"error: {text}", file=sys.stderr, flush=True)
     if multirun:
         raise err
     sys.exit(EXIT_ERROR)
+
+
+def check_output_dirs(argv: Sequence[str]) -> None:
+    """Before Hydra starts: RunFolderError if a `hydra.run.dir=` / `hydra.sweep.dir=` given on
+    the command line (or, without one, the working directory) cannot hold a run folder.
+
+    Hydra creates the folder before any code of the run is called, and reports a failure
+    there as a traceback; this turns the common cases into one line.
+    """
+    dirs = [
+        a.split("=", 1)
+        for a in argv
+        if a.split("=", 1)[0] in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in a
+    ]
+    for key, value in dirs or [("working directory", ".")]:
+        path = Path(value).expanduser().absolute()
+        ancestor = next(p for p in (path, *path.parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            what = (
+                f"{key}={value}" if key != "working directory" else f"the working directory {path}"
+            )
+            raise RunFolderError(
+                f"{what} is not writable ({ancestor} is not a folder you can write to); "
+                "choose a folder you can write to"
+            )
 
 
 def read_status(path: str | Path) -> str | None:

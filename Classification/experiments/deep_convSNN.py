@@ -13,6 +13,7 @@ from its checkpoint when the same command is run again. See ../README.md.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from convsnn.experiment import run_experiment
 from sgtheory.errors import RUN_ERRORS, RunFolderError, one_line
-from sgtheory.runfolder import exit_on_error
+from sgtheory.runfolder import check_output_dirs, exit_on_error
 from sgtheory.runs import write_json_atomic
 
 log = logging.getLogger("deep_convSNN")
@@ -54,4 +55,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    try:
+        check_output_dirs(sys.argv[1:])  # Hydra would create them with a traceback
+    except RunFolderError as err:
+        exit_on_error(err)
     main()

@@ -449,10 +449,10 @@ def resolve_shd(
         missing = [p.name for p in found.values() if not p.is_file()]
         where = f"dataset.datadir={str(folder)!r} lacks {', '.join(missing)}"
     else:
-        where = "dataset.datadir is not set"
+        where = "dataset.datadir=null (not set)"
     if download:
         return fetch_shd(cache_dir, base_url=base_url)
     raise FileNotFoundError(
-        f"SHD not found: {where}; expected {' and '.join(SHD_FILES.values())} in that folder. "
+        f"{where}: SHD not found; expected {' and '.join(SHD_FILES.values())} in that folder. "
         f"{HOW_TO_GET}"
     )

@@ -157,7 +157,8 @@ def test_cli_bad_values_stop_before_any_work(tmp_path):
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "results.json").exists()
     proc = run_cli(run_dir, "dataset=shd", f"dataset.datadir={tmp_path}", "wandb.mode=disabled")
-    assert proc.returncode != 0 and "SHD not found" in proc.stderr
+    assert proc.returncode == 1 and "SHD not found" in proc.stderr
+    assert proc.stderr.startswith(f"error: dataset.datadir='{tmp_path}' lacks shd_train.h5")
     assert "Traceback" not in proc.stderr
     assert not (run_dir / "results.json").exists()
 

@@ -326,3 +326,10 @@ def test_cli_wrong_type_and_device_are_one_line(tmp_path):
         "error: regularizer.upper_l2.strength='abc' is not valid; it must be a finite number\n"
     )
     assert not (tmp_path / "run" / "results.json").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = run_cli(blocker / "run", *QUIET)
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        f"error: hydra.run.dir={blocker / 'run'} is not writable"
+    )
+    assert len(proc.stderr.splitlines()) == 1

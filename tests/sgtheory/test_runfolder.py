@@ -322,3 +322,14 @@ def test_the_failure_record_is_the_saved_state_even_if_the_caller_mutates_its_li
         "status": "failed",
         "error": "boom",
     }
+
+
+def test_output_dirs_on_the_command_line_are_checked_before_hydra(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    runfolder.check_output_dirs([f"hydra.run.dir={tmp_path / 'new' / 'run'}", "seed=1"])
+    runfolder.check_output_dirs(["hydra.run.dir=Runs/${now:%H}"])  # interpolations: Hydra's
+    with pytest.raises(RunFolderError, match=f"^hydra.run.dir={blocker / 'run'} is not writable"):
+        runfolder.check_output_dirs([f"hydra.run.dir={blocker / 'run'}"])
+    with pytest.raises(RunFolderError, match="^hydra.sweep.dir="):
+        runfolder.check_output_dirs([f"hydra.sweep.dir={blocker}"])
