@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import run_cli
+from conftest import TINY, run_cli
 
 from sgtheory.errors import ConfigError
 
@@ -37,6 +37,9 @@ CASES = [
     ("device=cuda:x", "device='cuda:x' is not valid"),
     ("tau_mem=0.01", "tau_mem=0.01 is not valid: it must differ from tau_syn"),
     ("fano.sample_index=-1", "fano.sample_index=-1 is not valid; it must be >= 0"),
+    ("p0=1.5", "p0=1.5 is not valid; it must lie in (0, 1]"),
+    ("alpha=2", "alpha=2 is not valid; it must lie in [0, 1]"),
+    ("fano.repeats=1", "fano.repeats=1 is not valid; it must be >= 2"),
     # wrong types: one line naming setting and value, never a comparison's TypeError
     ("regularizer.upper_l2.strength=abc", "regularizer.upper_l2.strength='abc' is not valid; it"),
     ("fano.sample_index=abc", "fano.sample_index='abc' is not valid; it must be an integer"),
@@ -125,6 +128,13 @@ def test_defaults_and_every_method_and_dataset_validate(compose):
         validate(compose(f"method={method}"))
     assert validate(compose("dataset=shd")).lengths == (700, 68, 21, 5)
     assert compose(config_name="config_sigm").sigm is True
+
+
+def test_fano_sample_beyond_the_test_set(compose):
+    from convsnn.data import load_data
+
+    with pytest.raises(ConfigError, match="^fano.sample_index=500 is not valid; the test set has"):
+        load_data(compose(*TINY, "fano.sample_index=500"))
 
 
 def test_missing_shd_files(compose, tmp_path):

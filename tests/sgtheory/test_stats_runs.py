@@ -62,6 +62,12 @@ def test_device_and_wandb_settings(tmp_path):
         with pytest.raises(ConfigError, match="is not valid; choose one of: cpu, cuda"):
             resolve_device(bad)
     assert resolve_device("cpu:0").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device is available; use cpu"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(ConfigError, match="this machine has"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
     with pytest.raises(ConfigError, match="offline"):
         init_wandb("sometimes", run_dir=tmp_path)
     run = init_wandb("offline", run_dir=tmp_path, config={"x": 1})
