@@ -192,9 +192,9 @@ class RunFolder:
         where = f"hydra.run.dir={self.path}"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            os.close(tempfile.mkstemp(dir=self.path, prefix=".probe.")[0])
-            for probe in self.path.glob(".probe.*"):
-                probe.unlink()
+            probe_fd, probe = tempfile.mkstemp(dir=self.path, prefix=".probe.")
+            os.close(probe_fd)
+            os.unlink(probe)
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as err:
             raise RunFolderError(
@@ -212,8 +212,12 @@ class RunFolder:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
-        self._hydra = self._read_hydra()
-        self._mark_interrupted()
+        try:
+            self._hydra = self._read_hydra()
+            self._mark_interrupted()
+        except BaseException:
+            self.release()
+            raise
         if threading.current_thread() is threading.main_thread():
             self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupted)
         return self
