@@ -117,3 +117,26 @@ def test_connection_delay_must_be_a_bool(compose):
 
     with pytest.raises(ConfigError, match="connection_delay=1"):
         validate(compose("connection_delay=1"))
+
+
+def test_randman_delayed_network_is_the_undelayed_one_shifted_in_time(compose):
+    # deterministic and feedforward: with the same weights, delaying every connection by one
+    # step shifts layer k by k steps and the readout input by 4; the readout is reported one
+    # step later (after its update) and carries the decaying start value -1e-3 a^(t+1)
+    x = (torch.rand(6, 100, 1, 20, generator=torch.Generator().manual_seed(0)) < 0.05).float()
+    runs = {}
+    for delay in ("true", "false"):
+        net, geo = _build(compose(f"connection_delay={delay}"))
+        with torch.no_grad():
+            runs[delay] = net(x)
+    (out_d, s_d), (out_u, s_u) = runs["true"], runs["false"]
+    for k in range(1, 4):
+        assert s_u[k - 1].sum() > 0
+        assert s_d[k - 1][:, :k].sum() == 0
+        assert torch.equal(s_d[k - 1][:, k:], s_u[k - 1][:, :-k])
+    a_ro = math.exp(-0.002 / 0.2)
+    steps = torch.arange(97, dtype=torch.float64)
+    start = (-1e-3 * a_ro ** (steps + 4))[None, :, None]
+    torch.testing.assert_close(
+        out_d[:, 3:].double(), out_u[:, :-3].double() + start, rtol=0, atol=2e-6
+    )
