@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,17 @@ def sweep(launcher: str, out: Path, epochs: int, threads: int) -> float:
     return wall
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), for the printout."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     """Parse arguments, run both sweeps, print wall times."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; min kept")
     args = parser.parse_args()
     cores = usable_cores()
+    print(f"CPU: {cpu_model()}")
     print(
         f"4 runs x {args.epochs} epochs, {args.threads} thread(s) per run, {cores} usable "
         f"cores -> joblib_local n_jobs={n_jobs_for(args.threads)}"
