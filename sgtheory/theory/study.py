@@ -27,9 +27,9 @@ from .estimators import (
     smoothed_samples,
     stochad_samples,
 )
-from .exact import exact_moments
+from .exact import exact_moments, patterns
 from .networks import BinaryNet, LIFNet
-from .ops import PAIRS, library_pair, matched_pair
+from .ops import PAIRS, Replay, library_pair, matched_pair
 
 GAIN, BIAS = 0.5, 0.2  # weight std gain / sqrt(fan_in), bias std, of the binary networks
 LIF_CURRENT = [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
@@ -46,7 +46,7 @@ class StudySettings:
     delta_u: float = 0.133
     depths: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     width: int = 3
-    nb_networks: int = 50  # random networks per depth / beta
+    nb_networks: int = 200  # random networks per depth / beta
     betas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0])
     beta_depth: int = 3
     nb_samples: int = 20000  # trials per estimator in the variance table
@@ -235,6 +235,55 @@ def single_neuron_study(s: StudySettings) -> dict:
     return {f"{e}+{g}": single_neuron(s, e, g, gen) for e, g in tqdm(cases, desc="single")}
 
 
+def below_saturation(net, params: dict, scale: float = 0.2, shift: float = -0.3) -> dict:
+    """Weights times `scale`, biases plus `shift`: keeps the exponential escape unsaturated."""
+    return {k: scale * v + (shift if k.startswith("b") else 0.0) for k, v in params.items()}
+
+
+def max_unit_input(net, params: dict) -> float:
+    """The largest input x of any unit over every spike pattern (by enumeration)."""
+    sizes = net.stage_sizes()
+    op = Replay(patterns(sizes, 0, 1 << sum(sizes)))
+    with torch.no_grad():
+        net.forward(params, op, 1 << sum(sizes))
+    return max(float(x.max()) for x in op.inputs)
+
+
+def claim_c_row(net, params, escape, surrogate, n: int, gen) -> dict:
+    """max over n trials and all parameters of |SG - smoothed stochastic derivative|."""
+    sg = sg_samples(net, params, escape, surrogate, n, gen)
+    smooth = smoothed_samples(net, params, escape, sg.spikes)
+    row = {
+        "max_abs_difference": float((sg.values - smooth.values).abs().max()),
+        "max_abs_sg": float(sg.values.abs().max()),
+        "nb_trials": n,
+    }
+    if escape.name == "exponential":  # matched only below saturation: show that it holds
+        row["max_unit_input"] = max_unit_input(net, params)
+        row["saturation_input"] = escape.delta_u * math.log(1.0 / escape.p0)
+    return row
+
+
+def claim_c_study(s: StudySettings) -> dict:
+    """SG vs smoothed stochastic derivative per trial: each matched pair, one mismatch."""
+    gen = torch.Generator().manual_seed(s.seed + 400)
+    n = min(s.nb_samples, 2000)
+    cases = [(name, "matched") for name in PAIRS] + [("sigmoid", "superspike")]
+    out = {}
+    for escape_name, surrogate_name in tqdm(cases, desc="claim (c)", leave=False):
+        escape, surrogate = matched_pair(escape_name, s.beta, s.p0, s.delta_u)
+        if surrogate_name != "matched":
+            surrogate = library_pair(surrogate_name, s.beta, s.p0, s.delta_u)[1]
+        rows = {}
+        for name, build in (("deep3", deep3), ("lif", lif)):
+            net, params = build()
+            if escape_name == "exponential":
+                params = below_saturation(net, params)
+            rows[name] = claim_c_row(net, params, escape, surrogate, n, gen)
+        out[f"{escape_name}+{surrogate_name}"] = rows
+    return out
+
+
 def run_study(s: StudySettings) -> dict:
     """All parts of the study; returns the JSON-ready record (settings, numbers, timings)."""
     s.validate()
@@ -244,6 +293,7 @@ def run_study(s: StudySettings) -> dict:
         ("depth", depth_study),
         ("beta", beta_study),
         ("variance", variance_study),
+        ("claim_c", claim_c_study),
     ):
         start = time.perf_counter()
         record[key] = part(s)
