@@ -77,6 +77,7 @@ class Run:
 
     @property
     def seed(self) -> Any:
+        """The run's seed: from its overrides, else from its saved config."""
         for o in self.overrides:
             key, _, value = o.partition("=")
             if key.lstrip("+~") == "seed":
@@ -85,6 +86,8 @@ class Run:
 
     @property
     def method(self) -> str:
+        """The method's name: from the saved config, else the `method=` override, else the one
+        borrowed from the run's other seeds (a job that never started has no config)."""
         name = ((self.config or {}).get("method") or {}).get("name")
         if name is None:
             for o in self.overrides:
@@ -96,10 +99,12 @@ class Run:
 
     @property
     def group_key(self) -> tuple:
+        """What runs of one group share: method, config name and overrides minus seed."""
         return (self.method, self.config_name or "config", tuple(sorted(group_overrides(self))))
 
 
 def _parse_scalar(text: str) -> Any:
+    """An override's value as JSON (`1` -> 1), else the text itself."""
     try:
         return json.loads(text)
     except (ValueError, TypeError):

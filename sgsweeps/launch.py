@@ -74,9 +74,11 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
 
     @staticmethod
     def _path(config: Any) -> Path:
+        """job_status.json in the job's run folder."""
         return Path(str(config.hydra.runtime.output_dir)) / JOB_STATUS
 
     def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        """Record the job as running (start time, host, pid)."""
         self._start = time.time()
         _write_json(
             self._path(config),
@@ -89,6 +91,7 @@ class SweepCallback(_HydraCallback):  # type: ignore[misc,valid-type]
         )
 
     def on_job_end(self, config: Any, job_return: JobReturn, **kwargs: Any) -> None:
+        """Record the job as completed or failed (with its exception), with its wall time."""
         end = time.time()
         failed = job_return.status == JobStatus.FAILED
         record = {

@@ -57,6 +57,7 @@ class Group:
 
     @property
     def completed(self) -> list[Run]:
+        """The group's completed runs (the ones that enter means and figures)."""
         return [r for r in self.runs if r.status == COMPLETED]
 
 
@@ -107,6 +108,7 @@ def finite(v: Any) -> bool:
 
 
 def _fmt(x: Any) -> str:
+    """A table cell: floats to 6 significant digits, nan/inf as n/a, None as empty."""
     if isinstance(x, float):
         return "n/a" if not math.isfinite(x) else f"{x:.6g}"
     return "" if x is None else str(x)
@@ -152,6 +154,7 @@ def write_csv(groups: list[Group], path: Path) -> None:
 
 
 def _csv_value(v: Any) -> Any:
+    """A CSV cell: None, nan and inf as empty."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return ""
     return v
