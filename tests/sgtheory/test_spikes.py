@@ -96,30 +96,6 @@ def test_empirical_spike_probability_within_binomial_bound(name):
         assert abs(p_hat[i].item() - p) <= bound, (name, xi, p_hat[i].item(), p)
 
 
-def test_single_neuron_sg_equals_derivative_of_expected_output():
-    """SG of one sigmoid-escape neuron w.r.t. its input weights = d E[S] / dw (Monte Carlo)."""
-    beta, n = 5.0, 400_000
-    inputs = torch.tensor([0.8, -0.3, 1.2], dtype=torch.float64)
-    w = torch.tensor([0.4, 0.5, 0.3], dtype=torch.float64)
-    gen = torch.Generator().manual_seed(11)
-    spike = spike_fn_for_method("stochasticsuperspike", beta=beta, sigm=True, generator=gen)
-    weights = w.repeat(n, 1).requires_grad_()
-    s = spike(weights @ inputs - 1.0)
-    s.sum().backward()
-    sg = weights.grad.mean(dim=0)
-    # Monte Carlo derivative of E[S] by central differences with common random numbers.
-    h = 1e-2
-    uniforms = torch.rand(n, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
-    for i in range(3):
-        dw = torch.zeros(3, dtype=torch.float64)
-        dw[i] = h
-        p_plus = torch.sigmoid(beta * ((w + dw) @ inputs - 1.0))
-        p_minus = torch.sigmoid(beta * ((w - dw) @ inputs - 1.0))
-        diffs = ((uniforms < p_plus).double() - (uniforms < p_minus).double()) / (2 * h)
-        se = diffs.std() / math.sqrt(n)
-        assert abs(diffs.mean() - sg[i]) < 4 * se + 1e-3, (i, diffs.mean(), sg[i], se)
-
-
 def test_single_neuron_sg_is_not_matched_with_a_mismatched_surrogate():
     beta = 5.0
     x = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
