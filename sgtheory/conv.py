@@ -9,8 +9,8 @@ product), chosen once and cached on disk; ``SGTHEORY_CONV_ALGO`` forces one. Res
 booleans, a quarter of the memory of float32.
 
 Under `torch.autocast` with a lower-precision dtype (bfloat16), the convolution and its
-input gradient run in that dtype; the weight gradient is summed over samples in float32
-(see `conv_algos.weight_grad`) and returned in float32.
+input gradient run in that dtype; the weight gradient is computed in float32 from the
+rounded operands (see `conv_algos.weight_grad`) and returned in float32.
 """
 
 from __future__ import annotations

@@ -114,19 +114,6 @@ def forced(op: str) -> str | None:
     return _parse(os.environ.get(ENV, "auto"), ENV).get(op)
 
 
-def low_precision_native(dtype: torch.dtype) -> bool:
-    """Whether oneDNN runs `dtype` products natively (float32 accumulators) on this CPU.
-
-    Without it (e.g. bfloat16 on an AVX2 CPU) torch's fallback convolution sums the weight
-    gradient over samples in bfloat16, so the weight gradient is computed in float32.
-    """
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if dtype == torch.float16:
-        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    return True
-
-
 # --- oneDNN: torch's convolution over chunks of samples ----------------------------------
 
 
@@ -165,7 +152,7 @@ def _onednn_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch
 
 def _onednn_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
     w = torch.empty((geo.cout, geo.cin, geo.k), dtype=g.dtype, device=g.device)  # shape only
-    acc = torch.zeros(w.shape, dtype=_acc(g.dtype), device=g.device)
+    acc = torch.zeros(w.shape, dtype=g.dtype, device=g.device)
     step = _chunk(g)
     for i in range(0, x.shape[0], step):
         part = x[i : i + step].to(g.dtype)
@@ -228,7 +215,7 @@ def _unfold_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch
 
 def _unfold_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
     step = _unfold_chunk(geo, g.element_size())
-    acc = torch.zeros((geo.cout, geo.cin * geo.k), dtype=_acc(g.dtype), device=g.device)
+    acc = torch.zeros((geo.cout, geo.cin * geo.k), dtype=g.dtype, device=g.device)
     for i in range(0, x.shape[0], step):
         rows = g[i : i + step].transpose(1, 2).reshape(-1, geo.cout)
         acc += torch.mm(rows.t(), _patches(x[i : i + step], geo, g.dtype))
@@ -271,9 +258,7 @@ def _banded_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch
 
 def _banded_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
     step = max(CHUNK, UNFOLD_BYTES // (geo.cin * geo.lin * g.element_size()))
-    acc = torch.zeros(
-        (geo.cin * geo.lin, geo.cout * geo.lout), dtype=_acc(g.dtype), device=g.device
-    )
+    acc = torch.zeros((geo.cin * geo.lin, geo.cout * geo.lout), dtype=g.dtype, device=g.device)
     for i in range(0, x.shape[0], step):
         xs = x[i : i + step].reshape(-1, geo.cin * geo.lin).to(g.dtype)
         acc += torch.mm(xs.t(), g[i : i + step].reshape(-1, geo.cout * geo.lout))
@@ -285,11 +270,6 @@ def _banded_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torc
 
 def _low(dtype: torch.dtype) -> bool:
     return dtype in (torch.bfloat16, torch.float16)
-
-
-def _acc(dtype: torch.dtype) -> torch.dtype:
-    """dtype in which chunks' weight gradients are summed: float32 for the low ones."""
-    return torch.float32 if _low(dtype) else dtype
 
 
 FUNCTIONS = {
@@ -328,12 +308,14 @@ def input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
 def weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """dL/dw (cout, cin, k) from inputs x and dL/doutput g, summed over samples.
 
-    In a lower precision (bfloat16 under autocast) the sum over samples is float32 and so is
-    the result: oneDNN's kernels accumulate in float32; where they do not run this dtype,
-    the gradient is computed in float32 from the (exactly representable) rounded operands.
+    In a lower precision (bfloat16 under autocast), the gradient is computed in float32
+    from the rounded operands (exactly representable): every product is exact and the sum
+    over samples float32 on every CPU. (torch's own bfloat16 convolution rounds partial
+    sums to bfloat16, per chunk of samples with oneDNN, per sample on CPUs without native
+    bfloat16 such as AVX2 ones: there the weight gradient was off by several percent.)
     """
     g = g.contiguous()
-    if _low(g.dtype) and not low_precision_native(g.dtype):
+    if _low(g.dtype):
         g = g.float()
     algo = choose("weight_grad", geo, g.shape[0], g.dtype, g.device)
     return FUNCTIONS["weight_grad", algo](x, g, geo)
