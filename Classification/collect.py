@@ -26,6 +26,8 @@ from sgsweeps import (
 
 
 def _class_metrics(res: dict) -> dict[str, Any]:
+    """Scalars of a results.json: test and `other` accuracy and loss, final and best validation
+    accuracy, firing rate and Fano factor per hidden layer under both methods, run time."""
     test, other, hist = res["test"], res.get("other") or {}, res.get("history") or {}
     out: dict[str, Any] = {
         "test_acc": test["test_acc"],
@@ -46,10 +48,12 @@ def _class_metrics(res: dict) -> dict[str, Any]:
 
 
 def _class_hyper(cfg: dict) -> dict[str, Any]:
+    """The learning rate, a column of summary.csv."""
     return {"lr": nested_get(cfg, "method", "lr")}
 
 
 def _class_curves(path: Path, res: dict) -> dict[str, np.ndarray]:
+    """Per-epoch accuracy and loss, training and validation (null entries as nan)."""
     hist = res.get("history") or {}
     return {
         k: np.asarray([np.nan if v is None else v for v in hist[k]], dtype=float)
@@ -59,6 +63,7 @@ def _class_curves(path: Path, res: dict) -> dict[str, np.ndarray]:
 
 
 def _class_figures(groups: list[Group], out: Path) -> list[Path]:
+    """accuracy.png (curves over epochs) and fano.png (per hidden layer, both methods)."""
     figs = [
         curve_figure(
             groups,
