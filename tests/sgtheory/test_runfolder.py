@@ -287,6 +287,10 @@ def test_changed_settings_by_dotted_keys_with_ignore_and_defaults():
 def test_first_nonfinite_and_check_finite():
     good = [("w", torch.ones(3)), ("idx", torch.ones(2, dtype=torch.long)), ("g", None)]
     assert first_nonfinite(good) is None
+    huge = torch.full((1000,), 3e38)  # finite, but a float32 sum would overflow to inf
+    assert first_nonfinite([("huge", huge), ("neg", -huge)]) is None
+    opposite = torch.tensor([float("inf"), -float("inf")])  # sums to NaN: still caught
+    assert first_nonfinite([("w", torch.ones(2)), ("o", opposite)]) == "o"
     bad = [*good, ("w2", torch.tensor([1.0, float("nan")])), ("w3", torch.tensor([float("inf")]))]
     assert first_nonfinite(bad) == "w2"
     assert (
