@@ -4,7 +4,8 @@ Runs the real command line once per method with the default configuration (into 
 temporary folder, wandb offline, `save_spk` on) and prints, for each method, the median
 seconds per epoch after 10 warm-up epochs, the start-up time (process start to the first
 epoch, imports, Hydra, wandb and set-up included), the total wall time and the peak
-resident memory (getrusage maxrss). Not a test. Usage (from anywhere):
+resident memory (getrusage maxrss), after a line naming the CPU, its vector ISA and the
+load average (other jobs on the machine slow every figure). Not a test. Usage (from anywhere):
 
     python3 Spike_train_matching/benchmarks/bench_stm.py [--epochs 1500] [--methods ...]
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -48,6 +51,20 @@ def bench(method: str, epochs: int, workdir: Path, extra: list[str]) -> dict:
     }
 
 
+def cpu_line() -> str:
+    """CPU model, widest vector ISA, cores and load average, for the record."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln)
+        flags = set(next(ln for ln in info.splitlines() if ln.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    isa = next((i for i in ("avx512f", "avx2", "avx", "sse4_2") if i in flags), "?")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"CPU: {model}, {isa}, {os.cpu_count()} logical cores, load average {load}"
+
+
 def main() -> None:
     """Parse arguments, run every method, print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,6 +72,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args()
+    print(cpu_line())
     print(
         f"{'method':22s} {'ms/epoch':>9s} {'start-up s':>10s} {'wall s':>8s} "
         f"{'peak MB':>8s} {'vRd first->final':>18s}"

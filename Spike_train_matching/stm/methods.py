@@ -62,11 +62,6 @@ def layer_pair(escape: str, surrogate: str, p: Params, generator: torch.Generato
     return Mode(hidden, output)
 
 
-def is_stochastic(method: str, sigm: bool) -> bool:
-    """Whether `method` (with its `sigm` variant) draws spikes from a stochastic escape noise."""
-    return method_pair(method, sigm)[0] != "step"
-
-
 def make_modes(
     method: str, sigm: bool, valid_escape: str, p: Params, generator: torch.Generator
 ) -> tuple[Mode, Mode]:

@@ -216,11 +216,10 @@ def summary(state: State, last: dict | None) -> dict[str, Any]:
 
 @dataclass
 class Clock:
-    """Wall times of this session: process start, loop start, per epoch."""
+    """Wall times of this session: start-up (process start to training), per epoch."""
 
-    process_start: float
+    startup: float
     start: float = field(default_factory=time.perf_counter)
-    startup: float = 0.0
     epochs: list[float] = field(default_factory=list)
 
     def timing(self, state: State) -> dict[str, Any]:
@@ -318,8 +317,7 @@ def run(cfg, run_dir: Path, checked: dict, process_start: float) -> dict[str, An
             restore(state, ckpt, s.generator)
         name = f"{cfg.method.name}-{cfg.dataset.name}-seed{cfg.seed}"
         wb = folder.start_wandb(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, settings, name)
-        clock = Clock(process_start)
-        clock.startup = time.perf_counter() - process_start
+        clock = Clock(startup=time.perf_counter() - process_start)
         base = {"config": settings, "versions": versions()}
         folder.write_results({**base, **summary(state, None)})
         last = run_chunks(cfg, s, state, folder, wb, clock, base)
