@@ -153,6 +153,9 @@ def estimator_row(samples, expected: torch.Tensor, gradient: torch.Tensor) -> di
         "cosine_of_mean_with_gradient": bias_metrics(gradient, samples.mean)["cosine"],
         "mse_of_mean_of_n": float(var.sum() / n + bias.pow(2).sum()),
         "max_abs_z_of_mean_vs_its_expectation": float(z.abs().max()),
+        "max_exact_bias_in_standard_errors_of_mean": float(
+            (bias.abs() / samples.standard_error.clamp(min=1e-300)).max()
+        ),
     }
 
 
