@@ -93,6 +93,18 @@ def available(device_type: str) -> bool:
     return False
 
 
+def describe(device_type: str = "cuda") -> str:
+    """Which scan runs on `device_type` in float32, in words (for benchmarks and logs)."""
+    if not enabled():
+        return f"torch loop ({ENV}=0)"
+    if device_type != "cuda" and not interpreting():
+        return f"not used on {device_type}"
+    module = triton_module()
+    if module is None:
+        return "torch loop (triton not installed)"
+    return f"Triton {module.__version__} kernels" + (" (interpreter)" if interpreting() else "")
+
+
 def usable(cur: torch.Tensor, rec_weight: torch.Tensor | None = None, rec_delay: int = 1) -> bool:
     """Whether the kernels run the scan of time-major `cur` (T, B, ...) with `rec_weight`."""
     if cur.dtype != torch.float32 or cur.dim() < 2:

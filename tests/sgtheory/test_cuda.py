@@ -1,25 +1,38 @@
 """The library on a CUDA device, against independent facts: the plain autograd scan, the same
 computation on the CPU, torch's conv1d, and the binomial law of the escape-noise draws.
 
-Skipped where no CUDA device is available. float32 comparisons run with cuDNN's TF32
-convolutions switched off (they read only 10 mantissa bits), so that they test the math and
-not TF32 rounding. The helpers take the device as an argument, so they can be tried on CPU.
+Skipped where no CUDA device is available. In float32 the scans run in the Triton kernels
+of `sgtheory.triton_scan` where triton is installed (the last section tests them directly).
+float32 comparisons run with cuDNN's TF32 convolutions switched off (they read only 10
+mantissa bits), so that they test the math and not TF32 rounding. The helpers take the
+device as an argument, so they can be tried on CPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from sgtheory import triton_scan
 from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
 from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
 from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
 from sgtheory.losses import loss_fn
 from sgtheory.neurons import lif_scan, lif_scan_reference
-from sgtheory.spikes import SigmoidEscape, SpikeFn, SuperSpikeSurrogate, spike_fn_for_method
+from sgtheory.spikes import (
+    ESCAPE_NOISES,
+    SURROGATES,
+    SigmoidEscape,
+    SpikeFn,
+    SuperSpikeSurrogate,
+    make_escape,
+    make_surrogate,
+    spike_fn_for_method,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -223,3 +236,136 @@ def test_deterministic_network_on_cuda_equals_cpu():
     torch.testing.assert_close(l1.cpu(), l2, rtol=1e-10, atol=1e-12)
     for a, b in zip(g1, g2, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-8, atol=1e-11)
+
+
+# ------------------------------------------------------------- Triton kernels of the scan
+
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="triton is not installed"
+)
+
+
+@pytest.fixture
+def triton_calls(monkeypatch):
+    """Compiled kernels (no interpreter), and counts of the scans that ran through them."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(triton_scan, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(triton_scan, name, counted)
+    return calls
+
+
+def scan_kernels_loop_plain(monkeypatch, escape, surrogate, reset, diff_reset, shape, rec, delay):
+    """(spikes, mem, grads) on CUDA in float32 of the Triton kernels, the torch loop
+    (SGTHEORY_TRITON=0) and lif_scan_reference, same inputs and generator seed."""
+    gen = torch.Generator().manual_seed(0)
+    current = (torch.randn(shape, generator=gen) * 0.6 + 0.45).to(CUDA)
+    weights = torch.randn(shape, generator=gen).to(CUDA)
+    w_rec = None
+    if rec:
+        w_rec = (torch.randn(shape[2], shape[2], rec, generator=gen) * 0.4).to(CUDA)
+    results = []
+    for scan, kernels in ((lif_scan, "1"), (lif_scan, "0"), (lif_scan_reference, "0")):
+        monkeypatch.setenv("SGTHEORY_TRITON", kernels)
+        inputs = [current.clone().requires_grad_()]
+        if w_rec is not None:
+            inputs.append(w_rec.clone().requires_grad_())
+        spike = SpikeFn(make_escape(escape), make_surrogate(surrogate), make_generator(CUDA, 3))
+        rec_weight = inputs[1] if rec else None
+        spikes, mem = scan(
+            inputs[0], spike, 0.8, 0.9, 1.0, reset, diff_reset, rec_weight, rec_delay=delay
+        )
+        grads = torch.autograd.grad((spikes * weights).sum(), inputs)
+        results.append((spikes, mem, grads))
+    return results
+
+
+def assert_kernels_match(results, tol=1e-5):
+    (s1, m1, g1), *others = results
+    assert s1.device.type == CUDA and 0.02 < s1.mean() < 0.5
+    for s2, m2, g2 in others:
+        assert torch.equal(s1, s2)
+        torch.testing.assert_close(m1, m2, rtol=0, atol=1e-6)
+        for a, b in zip(g1, g2, strict=True):
+            assert b.abs().max() > 0
+            assert (a - b).abs().max() <= tol * b.abs().max()
+
+
+FLAT_CASES = [(e, s) for e in ESCAPE_NOISES for s in SURROGATES]
+REC_CASES = [
+    (e, r, d, delay)
+    for e in ESCAPE_NOISES
+    for r in ("full", "leak")
+    for d in (False, True)
+    for delay in (1, 2)
+]
+
+
+@needs_triton
+@pytest.mark.parametrize("case", range(len(FLAT_CASES)))
+def test_triton_kernels_on_cuda_equal_loop_and_plain_autograd(monkeypatch, triton_calls, case):
+    """Every escape noise x surrogate; reset and diff_reset taken in turn."""
+    escape, surrogate = FLAT_CASES[case]
+    reset, diff_reset = ("full", "leak")[case % 2], bool(case // 2 % 2)
+    shape = (3, 40, 5, 13)
+    results = scan_kernels_loop_plain(
+        monkeypatch, escape, surrogate, reset, diff_reset, shape, None, 1
+    )
+    assert triton_calls == {"forward": 1, "backward": 1}
+    assert_kernels_match(results)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", range(len(REC_CASES)))
+def test_recurrent_triton_kernels_on_cuda_equal_loop(monkeypatch, triton_calls, case):
+    """Every escape noise x reset x diff_reset x delay; the surrogate taken in turn."""
+    escape, reset, diff_reset, delay = REC_CASES[case]
+    surrogate = list(SURROGATES)[case % len(SURROGATES)]
+    results = scan_kernels_loop_plain(
+        monkeypatch, escape, surrogate, reset, diff_reset, (3, 40, 4, 7), 5, delay
+    )
+    assert triton_calls == {"forward": 1, "backward": 1}
+    assert_kernels_match(results)
+
+
+@needs_triton
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_triton_kernels_at_shd_shapes(monkeypatch, triton_calls, method):
+    """The first SHD layer's shape (16 channels x 68 positions, recurrent kernel 5): many
+    warps per sample. The recurrent sums run in another order than cuDNN's, so a spike may
+    flip where a potential lies within rounding of its threshold: nearly all must agree."""
+    gen = torch.Generator().manual_seed(0)
+    current = (torch.randn(16, 80, 16, 68, generator=gen) * 0.6 + 0.4).to(CUDA)
+    w_rec = (torch.randn(16, 16, 5, generator=gen) * 0.1).to(CUDA)
+    out = []
+    for kernels in ("1", "0"):
+        monkeypatch.setenv("SGTHEORY_TRITON", kernels)
+        cur, w = current.clone().requires_grad_(), w_rec.clone().requires_grad_()
+        spike = spike_fn_for_method(method, generator=make_generator(CUDA, 3))
+        spikes, _ = lif_scan(cur, spike, 0.8, 0.9, rec_weight=w)
+        grads = torch.autograd.grad(spikes.sum(), [cur, w])
+        out.append((spikes, grads))
+    assert triton_calls == {"forward": 1, "backward": 1}
+    (s1, g1), (s2, g2) = out
+    assert 0.02 < s2.mean() < 0.5
+    assert (s1 != s2).float().mean() < 1e-4
+    if torch.equal(s1, s2):  # gradients are comparable only along the same spikes
+        for a, b in zip(g1, g2, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+
+
+@needs_triton
+def test_triton_kernels_leave_float64_and_disabled_scans_to_the_loop(monkeypatch, triton_calls):
+    cur = torch.randn(2, 10, 3, device=CUDA)
+    spike = spike_fn_for_method("superspike")
+    assert triton_scan.usable(cur.transpose(0, 1).contiguous())
+    lif_scan(cur.double(), spike, 0.8, 0.9)
+    monkeypatch.setenv("SGTHEORY_TRITON", "0")
+    lif_scan(cur, spike, 0.8, 0.9)
+    assert triton_calls["forward"] == 0

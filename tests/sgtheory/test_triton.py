@@ -181,6 +181,10 @@ def test_kernels_apply_only_where_they_run(monkeypatch):
     assert not triton_scan.usable(big, torch.zeros(64, 64, 3))
     monkeypatch.setenv("SGTHEORY_TRITON", "0")
     assert not triton_scan.usable(cur)
+    assert triton_scan.describe("cuda") == "torch loop (SGTHEORY_TRITON=0)"
+    monkeypatch.setenv("SGTHEORY_TRITON", "1")
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert triton_scan.describe("cpu") == "not used on cpu"
 
 
 def test_cuda_without_triton_warns_once_and_cpu_never_imports_it(monkeypatch):
@@ -204,6 +208,7 @@ def test_cuda_without_triton_warns_once_and_cpu_never_imports_it(monkeypatch):
         warnings.simplefilter("error")
         assert not triton_scan.available("cuda")  # one warning per process
     assert imports == [1]
+    assert triton_scan.describe("cuda") == "torch loop (triton not installed)"
     monkeypatch.setenv("SGTHEORY_TRITON", "0")
     monkeypatch.setattr(triton_scan, "_state", {"triton": None, "tried": False, "modules": {}})
     with warnings.catch_warnings():
