@@ -45,7 +45,7 @@ def _band(ax, xs, rows, key, label):
     ax.fill_between(xs, lo, hi, alpha=0.25)
 
 
-def plot_bias(record: dict):
+def plot_bias(record: dict) -> plt.Figure:
     """E[SG] against the exact gradient: cosine and relative error vs depth and vs beta."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
     for loss, rows in record["depth"].items():
@@ -74,7 +74,7 @@ def plot_bias(record: dict):
     return fig
 
 
-def plot_variance(record: dict):
+def plot_variance(record: dict) -> plt.Figure:
     """Per-trial variance (summed over parameters) and MSE of the N-sample mean."""
     tables = record["variance"]
     fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), squeeze=False)
@@ -96,7 +96,7 @@ def plot_variance(record: dict):
     return fig
 
 
-def plot_single_neuron(record: dict):
+def plot_single_neuron(record: dict) -> plt.Figure:
     """One neuron: E[S] and d E[S]/dw, exact against Monte Carlo, SG and REINFORCE."""
     cases = record["single_neuron"]
     fig, axes = plt.subplots(2, len(cases), figsize=(3.6 * len(cases), 6), squeeze=False)

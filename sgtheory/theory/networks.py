@@ -23,7 +23,9 @@ from ..neurons import lif_scan_reference
 LOSSES = ("output", "mse")
 
 
-def readout_loss(counts: torch.Tensor, readout: torch.Tensor, loss: str, target: float):
+def readout_loss(
+    counts: torch.Tensor, readout: torch.Tensor, loss: str, target: float
+) -> torch.Tensor:
     """Loss per trial of the readout y = counts @ readout: y ("output") or (y - target)^2."""
     y = counts @ readout.to(counts.dtype)
     return y if loss == "output" else (y - target) ** 2
@@ -58,7 +60,9 @@ class BinaryNet:
     def stage_sizes(self) -> list[int]:
         return list(self.widths[1:])
 
-    def init_params(self, gen: torch.Generator, gain: float = 1.0, bias: float = 0.5):
+    def init_params(
+        self, gen: torch.Generator, gain: float = 1.0, bias: float = 0.5
+    ) -> dict[str, torch.Tensor]:
         """Gaussian weights (std gain / sqrt(fan_in)) and biases (std `bias`), float64."""
         params = {}
         for layer, (n_in, n_out) in enumerate(zip(self.widths[:-1], self.widths[1:]), 1):
@@ -109,7 +113,7 @@ class LIFNet:
     def stage_sizes(self) -> list[int]:
         return [n for n in self.widths[1:] for _ in range(self.nb_steps)]
 
-    def init_params(self, gen: torch.Generator, gain: float = 1.0):
+    def init_params(self, gen: torch.Generator, gain: float = 1.0) -> dict[str, torch.Tensor]:
         """Gaussian weights with std gain / sqrt(fan_in), float64."""
         pairs = zip(self.widths[:-1], self.widths[1:])
         return {f"W{i}": _weights((o, n), gen, gain) for i, (n, o) in enumerate(pairs, 1)}

@@ -13,6 +13,7 @@ of `escape.prob`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as fwad
@@ -40,7 +41,7 @@ class ScaledSurrogate:
         return self.factor * self.inner.derivative(x, spikes)
 
 
-def library_pair(name: str, beta: float, p0: float, delta_u: float):
+def library_pair(name: str, beta: float, p0: float, delta_u: float) -> tuple[Any, Any, float]:
     """(escape, surrogate, factor) of a matched pair as the library defines them.
 
     `factor` is the constant with factor * surrogate' = d escape.prob / dx: 1 for sigmoid
@@ -55,7 +56,7 @@ def library_pair(name: str, beta: float, p0: float, delta_u: float):
     return escape, surrogate, factor
 
 
-def matched_pair(name: str, beta: float, p0: float, delta_u: float):
+def matched_pair(name: str, beta: float, p0: float, delta_u: float) -> tuple[Any, Any]:
     """(escape, surrogate) with surrogate' exactly the escape noise's derivative."""
     escape, surrogate, factor = library_pair(name, beta, p0, delta_u)
     if factor != 1.0:

@@ -82,7 +82,9 @@ def lif() -> tuple[LIFNet, dict]:
     return net, net.init_params(torch.Generator().manual_seed(1), gain=1.0)
 
 
-def random_binary(depth: int, width: int, loss: str, gen: torch.Generator):
+def random_binary(
+    depth: int, width: int, loss: str, gen: torch.Generator
+) -> tuple[BinaryNet, dict]:
     """A random BinaryNet of `depth` spiking layers (width `width`, 2 outputs)."""
     inputs = torch.randn(width, generator=gen, dtype=torch.float64)
     net = BinaryNet(

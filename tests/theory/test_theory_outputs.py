@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 THEORY = Path(__file__).resolve().parents[2] / "Theory"
@@ -39,6 +40,7 @@ def check_record(record: dict, nb_samples: int) -> None:
         assert rows["stochastic_ad"]["exact_bias_relative"] == 0.0
 
 
+@pytest.mark.slow
 def test_notebook_runs_and_writes_numbers(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
@@ -63,6 +65,7 @@ def run_cli(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=THEORY, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_a_run_folder(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(
