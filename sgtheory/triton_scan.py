@@ -33,14 +33,19 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch import Tensor
 
 from .conv import conv1d_weight_grad
+from .spikes import SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE, SpikeFn
 
 ENV = "SGTHEORY_TRITON"
 KERNELS = Path(__file__).with_name("triton_kernels.py")
 BLOCK = 512  # neurons per program of the kernels without recurrence
 MAX_BLOCK = 8192  # padded channels x positions of one sample in the recurrent kernels
 _FALSE = ("0", "false", "off", "no")
+# formulas of spikes.KERNEL_FORMULAS that the kernels evaluate (triton_kernels._surrogate);
+# for any other, the derivative is computed beforehand by torch (spikes.SG_GIVEN)
+INLINE_FORMULAS = (SG_SUPERSPIKE, SG_SPIKE, SG_SIGMOID, SG_EXPONENTIAL)
 
 _lock = threading.Lock()
 _state: dict = {"triton": None, "tried": False, "modules": {}}
@@ -157,7 +162,7 @@ def _launch(kernel, grid: tuple, device: torch.device, *args, **meta) -> None:
         getattr(kernels(False), kernel)[grid](*args, **meta, enable_fp_fusion=False)
 
 
-def firing_points(escape, generator, shape: torch.Size, device, dtype) -> torch.Tensor | None:
+def firing_points(escape, generator, shape: torch.Size, device, dtype) -> Tensor | None:
     """escape.prob_inverse of uniforms drawn step by step as the torch loop draws them, or
     None for a deterministic escape noise: a spike wherever mem - threshold exceeds it."""
     if escape.deterministic:
@@ -178,7 +183,10 @@ def _warps(elements: int) -> int:
     return 2 if elements <= 512 else 4 if elements <= 2048 else 8
 
 
-def forward(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay=1):
+def forward(
+    cur: Tensor, rec_weight: Tensor | None, spike_fn: SpikeFn, a_syn: float, a_mem: float,
+    threshold: float, reset: str, diff_reset: bool, rec_delay: int = 1,
+) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
     """(fired bool, mem, syn or None) of the scan of time-major `cur`, as `_LIFScan.run_loop`."""
     cur = cur.contiguous()
     nb_steps, row = cur.shape[0], cur[0].numel()
@@ -211,9 +219,10 @@ def forward(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_rese
 
 
 def backward(
-    fired, mem, syn, rec_weight, grad_spikes, surrogate, a_syn, a_mem, threshold, reset,
-    diff_reset, rec_delay=1, need_rec_grad=True,
-):  # fmt: skip
+    fired: Tensor, mem: Tensor, syn: Tensor | None, rec_weight: Tensor | None,
+    grad_spikes: Tensor, surrogate, a_syn: float, a_mem: float, threshold: float, reset: str,
+    diff_reset: bool, rec_delay: int = 1, need_rec_grad: bool = True,
+) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """(dL/dI of every step, dL/drec_weight or None) by the adjoint recursion in the kernels.
 
     The surrogate derivative comes from its `kernel_form()`: evaluated in the kernel, or
@@ -223,7 +232,8 @@ def backward(
     grad_spikes, mem = grad_spikes.contiguous(), mem.contiguous()
     form, p, q = surrogate.kernel_form()
     sg = None
-    if form not in _inline_forms():
+    if form not in INLINE_FORMULAS:
+        form = SG_GIVEN
         sg = surrogate.derivative(mem - threshold, fired.to(mem.dtype)).contiguous()
     grad_syn = torch.empty((nb_steps + 1, *mem.shape[1:]), dtype=mem.dtype, device=mem.device)
     b_mem = 1.0 - a_mem
@@ -242,13 +252,6 @@ def backward(
     grad_cur = grad_syn[1:]  # dL/dI[t] = dL/dsyn[t + 1]
     grad_rec = _rec_weight_grad(fired, grad_cur, rec_weight, rec_delay) if need_rec_grad else None
     return grad_cur, grad_rec
-
-
-def _inline_forms() -> tuple[int, ...]:
-    """The formulas of spikes.KERNEL_FORMULAS that the Triton kernels evaluate: all."""
-    from .spikes import KERNEL_FORMULAS, SG_GIVEN
-
-    return tuple(form for form in KERNEL_FORMULAS if form != SG_GIVEN)
 
 
 def _rec_weight_grad(fired, grad_cur, rec_weight, rec_delay: int) -> torch.Tensor:
