@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from sgtheory.spikes import make_escape, make_surrogate
+from sgtheory.neurons import lif_scan
+from sgtheory.spikes import SpikeFn, make_escape, make_surrogate
 from sgtheory.theory import (
     coupled_sample,
     library_pair,
@@ -90,3 +91,24 @@ def test_coupled_sampling_reproduces_escape_sample(name):
     uniform = torch.rand(x.shape, generator=torch.Generator().manual_seed(9), dtype=x.dtype)
     torch.testing.assert_close(coupled_sample(escape, x, uniform), library, rtol=0, atol=0)
     assert 0 < library.mean() < 1
+
+
+def test_fast_lif_scan_backward_is_the_smoothed_stochastic_derivative():
+    """The library's fast scan (hand-written adjoint, as used in training) on its own
+    sampled trials gives the smoothed stochastic derivative too (diff_reset, float64)."""
+    net, params = lif()
+    escape, surrogate = matched_pair("sigmoid", BETA, P0, DU)
+    spike_fn = SpikeFn(escape, surrogate, torch.Generator().manual_seed(8))
+    leaves = {k: v.expand(N, -1, -1).clone().requires_grad_() for k, v in params.items()}
+    s, stages = net.current, []
+    for layer in (1, 2):
+        cur = (s @ leaves[f"W{layer}"].transpose(-1, -2)).contiguous()
+        s, _ = lif_scan(cur, spike_fn, net.a_syn, net.a_mem, net.threshold, diff_reset=True)
+        stages += list(s.detach().unbind(1))
+    loss = s.sum(1) @ net.readout.double()
+    grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+    sg = torch.cat([g.reshape(N, -1) for g in grads], dim=1)
+    smooth = smoothed_samples(net, params, escape, stages)
+    torch.testing.assert_close(smooth.losses, loss.detach(), rtol=0, atol=0)
+    assert sg.abs().max() > 1e-2
+    assert (sg - smooth.values).abs().max() < 1e-10
