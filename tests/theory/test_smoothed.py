@@ -112,3 +112,15 @@ def test_fast_lif_scan_backward_is_the_smoothed_stochastic_derivative():
     torch.testing.assert_close(smooth.losses, loss.detach(), rtol=0, atol=0)
     assert sg.abs().max() > 1e-2
     assert (sg - smooth.values).abs().max() < 1e-10
+
+
+def test_detached_reset_drops_the_same_path_on_both_sides():
+    """With the reset detached (the training default) the SG is the smoothed derivative of
+    the program whose reset carries no derivative; it differs from the full one."""
+    net, params = lif()
+    escape, surrogate = matched_pair("sigmoid", BETA, P0, DU)
+    net.diff_reset = False
+    sg = sg_samples(net, params, escape, surrogate, N, torch.Generator().manual_seed(7))
+    assert (sg.values - smoothed_samples(net, params, escape, sg.spikes).values).abs().max() < 1e-10
+    net.diff_reset = True
+    assert (sg.values - smoothed_samples(net, params, escape, sg.spikes).values).abs().max() > 1e-3
