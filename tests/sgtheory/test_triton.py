@@ -11,10 +11,13 @@ process). Sizes are tiny: the interpreter costs about a millisecond per operatio
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,3 +279,54 @@ def test_interpreter_works_after_a_compiled_import():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def _compile(fn, types: dict, constexprs: dict, num_warps: int):
+    """Compile `fn` for an H100/H200 (sm_90) without a GPU: Triton's code generator, LLVM and
+    the ptxas that ships with triton, as a CUDA launch would, with the launch's options."""
+    from triton import compile as triton_compile
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, constants = {}, {}
+    for name in fn.arg_names:
+        if name in constexprs or types.get(name) is None:
+            signature[name] = "constexpr"
+            constants[name] = constexprs.get(name)
+        else:
+            signature[name] = types[name]
+    source = ASTSource(fn=fn, signature=signature, constexprs=constants)
+    options = {"num_warps": num_warps, "enable_fp_fusion": False}
+    return triton_compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+@needs_triton
+@pytest.mark.slow
+def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
+    """The interpreter does not type-check as the compiler does: compile each kernel with
+    its richest flags (None for the absent optional pointers) down to GPU code."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    kernels = triton_scan.kernels(False)
+    f32, ptr, u8, i32 = "fp32", "*fp32", "*u8", "i32"
+    coeffs = dict(a_syn=f32, a_mem=f32, b_mem=f32, lerp_w=f32, threshold=f32, ratio=f32)
+    coeffs.update(p=f32, q=f32, nb_steps=i32, row=i32, C=i32, L=i32)
+    forward = dict(coeffs, cur=ptr, spike_at=ptr, mem_out=ptr, fired=u8, syn_out=ptr, weight=ptr)
+    backward = dict(coeffs, fired=u8, mem_in=ptr, syn_in=ptr, sg=None, grad_spikes=ptr)
+    backward.update(grad_syn=ptr, weight=ptr)
+    flags = dict(STOCHASTIC=True, RESET_FULL=True, LERP_SMALL=False, KEEP_SYN=True)
+    rec = dict(K=5, DELAY=2, BC=16, BL=32)
+    cases = [
+        (kernels.lif_forward_flat, forward, dict(flags, BLOCK=triton_scan.BLOCK)),
+        (kernels.lif_forward_rec, forward, dict(flags, **rec)),
+        (kernels.lif_backward_flat, backward, dict(FORM=2, RESET_FULL=True, DIFF=True, BLOCK=512)),
+        (kernels.lif_backward_rec, backward, dict(FORM=0, RESET_FULL=True, DIFF=True, **rec)),
+    ]
+    import triton
+
+    bundled = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not (bundled.exists() or shutil.which("ptxas") or os.environ.get("TRITON_PTXAS_PATH")):
+        pytest.skip("this triton ships no CUDA assembler (ptxas)")
+    for fn, types, constexprs in cases:
+        compiled = _compile(fn, types, constexprs, num_warps=4)
+        assert compiled.asm["cubin"]  # GPU machine code
+        assert "fma.rn.f32" in compiled.asm["ptx"]  # the lerp's fused multiply-add stays
