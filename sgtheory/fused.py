@@ -43,8 +43,8 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 5 + [_i64] * 4 + [_f32] * 3 + [_int],
-    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 3 + [_int] * 2 + [_f32] * 2,
+    "lif_forward": [_ptr] * 5 + [_i64] * 4 + [_f32] * 4 + [_int],
+    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2,
 }
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
 # others (they involve exp) torch's vectorised kernels compute the derivative beforehand
@@ -202,7 +202,7 @@ def lif_forward(
     if spike_at is not None:
         spike_at = spike_at.contiguous()
     pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr(), _ptr_of(syn))
-    tail = (a_syn, a_mem, threshold, int(reset_full))
+    tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return mem, fired, syn
 
@@ -242,6 +242,7 @@ def lif_backward(
         _ptr_of(pre),
         grad_syn.data_ptr(),
     )
-    tail = (a_syn, a_mem, threshold, int(reset_full), kind, float(p), float(q))
+    b_mem = 1.0 - a_mem
+    tail = (a_syn / b_mem, a_mem, b_mem, threshold, int(reset_full), kind, float(p), float(q))
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return grad_syn[1:]

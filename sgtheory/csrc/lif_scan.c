@@ -19,13 +19,13 @@
  *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
  *   uniform draw): spike iff mem - threshold > spike_at.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
+ * b_mem: 1 - a_mem, computed in double and rounded, as the torch loop's add-with-alpha has it.
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
                  float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
-                 float a_syn, float a_mem, float threshold, int reset_full) {
+                 float a_syn, float a_mem, float b_mem, float threshold, int reset_full) {
     float syn[BLOCK], mem[BLOCK];
-    const float b_mem = 1.0f - a_mem;
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
     const int lerp_small = fabsf(a_mem) < 0.5f;
     for (int64_t lo = begin; lo < end; lo += BLOCK) {
@@ -77,11 +77,10 @@ static inline __attribute__((always_inline)) void
 backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict sg, const float *restrict grad_spikes,
                const float *restrict pre, float *restrict grad_syn, int64_t nb_steps,
-               int64_t row, int64_t lo, int64_t n, float a_syn, float a_mem, float threshold,
-               float p, const int kind, const int has_pre, const int reset_full) {
+               int64_t row, int64_t lo, int64_t n, float syn_ratio, float a_mem, float b_mem,
+               float threshold, float p, const int kind, const int has_pre,
+               const int reset_full) {
     float lam_mem[BLOCK], lam_syn[BLOCK];
-    const float b_mem = 1.0f - a_mem;
-    const float syn_ratio = a_syn / b_mem;
     for (int64_t j = 0; j < n; j++) {
         lam_mem[j] = 0.0f;
         lam_syn[j] = 0.0f;
@@ -116,8 +115,8 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
     if (kind == (KIND) && has_pre == (PRE) && reset_full == (FULL)) {                     \
         for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
             backward_block(fired, mem, sg, grad_spikes, pre, grad_syn, nb_steps, row, lo,  \
-                           (end - lo < BLOCK) ? end - lo : BLOCK, a_syn, a_mem, threshold, \
-                           p, KIND, PRE, FULL);                                            \
+                           (end - lo < BLOCK) ? end - lo : BLOCK, syn_ratio, a_mem, b_mem, \
+                           threshold, p, KIND, PRE, FULL);                                 \
         return;                                                                            \
     }
 #define BACKWARD_CASES(KIND)                                                               \
@@ -132,11 +131,14 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
  *   = 0), so dL/dI[t] = slot t + 1.
  * pre: NULL unless diff_reset; then the pre-reset potential of each step, whose product
  *   with dL/dmem[t+1] flows back through the differentiable reset.
+ * b_mem = 1 - a_mem and syn_ratio = a_syn / b_mem come rounded from double, as the torch
+ *   loop's scalar arguments are.
  */
 void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
                   const float *grad_spikes, const float *pre, float *grad_syn,
-                  int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float a_syn,
-                  float a_mem, float threshold, int reset_full, int kind, float p, float q) {
+                  int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float syn_ratio,
+                  float a_mem, float b_mem, float threshold, int reset_full, int kind, float p,
+                  float q) {
     (void)q;
     const int has_pre = pre != 0;
     reset_full = reset_full != 0;
