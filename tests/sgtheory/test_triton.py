@@ -6,6 +6,8 @@ call), not at import: `triton_scan` loads its kernels once per mode into a modul
 own and they use only Triton's builtins, so it does not matter whether torch or another test
 imported triton first (`test_interpreter_works_after_a_compiled_import` checks it in a fresh
 process). Sizes are tiny: the interpreter costs about a millisecond per operation.
+Triton 3.7's interpreter rounds tl.fma twice (the GPU once), so potentials may differ from
+the loop's in the last bit: they are compared to 1e-6, spikes exactly.
 """
 
 from __future__ import annotations
