@@ -112,7 +112,7 @@ def describe(device_type: str = "cuda") -> str:
 
 def usable(cur: torch.Tensor, rec_weight: torch.Tensor | None = None, rec_delay: int = 1) -> bool:
     """Whether the kernels run the scan of time-major `cur` (T, B, ...) with `rec_weight`."""
-    if cur.dtype != torch.float32 or cur.dim() < 2:
+    if cur.dtype != torch.float32 or cur.dim() < 2 or cur.numel() == 0:
         return False
     if rec_weight is not None:
         if rec_weight.dtype != torch.float32 or cur.dim() != 4 or rec_delay > cur.shape[0]:

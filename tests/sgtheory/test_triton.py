@@ -180,6 +180,7 @@ def test_kernels_apply_only_where_they_run(monkeypatch):
     assert triton_scan.usable(cur) == HAS_TRITON
     assert triton_scan.usable(cur, weight, 2) == HAS_TRITON
     assert not triton_scan.usable(cur.double())  # float32 only
+    assert not triton_scan.usable(cur[:, :0])  # nothing to launch
     assert not triton_scan.usable(cur, weight.double())
     assert not triton_scan.usable(cur, weight, rec_delay=5)  # delay beyond the steps: loop
     big = torch.zeros(2, 1, 64, 200)  # 64 x 256 padded > MAX_BLOCK: loop
