@@ -17,9 +17,11 @@ is timed once per machine with each candidate, and the fastest is kept on disk:
 All three equal ``F.conv1d`` and its gradients up to float rounding (tested). The cache
 lies in ``SGTHEORY_CACHE`` (as the fused kernels, default ``~/.cache/sgtheory``), one file
 per key: CPU model and flags, torch version and CPU capability, ``ONEDNN_MAX_CPU_ISA``,
-threads, dtype, operation, shape. ``SGTHEORY_CONV_ALGO`` forces a choice: ``auto``
-(default), one algorithm for every operation (``onednn``), or per operation
-(``forward=banded,weight_grad=unfold``); `force` does the same from Python.
+threads, dtype, operation, shape; a choice measured while other processes kept the CPU
+busy is used but not cached. Delete the folder ``conv_algos`` there to measure again.
+``SGTHEORY_CONV_ALGO`` forces a choice: ``auto`` (default), one algorithm for every
+operation (``onednn``), or per operation (``forward=banded,weight_grad=unfold``); `force`
+does the same from Python.
 """
 
 from __future__ import annotations
@@ -43,7 +45,11 @@ UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reu
 BANDED_MAX_WASTE = 3.0  # dense-matrix FLOPs / convolution FLOPs up to which banded is tried
 BANDED_MAX_BYTES = 32 << 20  # largest dense matrix tried
 MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has fewer)
-MEASURE_REPS = 3  # interleaved rounds; the minimum of each candidate counts
+MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
+# Load average minus this process's threads above which a measurement is not cached: with
+# other processes busy, oneDNN's many thread barriers per call made it look 5-10x slower
+# than on the idle machine, and such a choice would stay.
+BUSY_LOAD = 0.75
 
 _forced: dict[str, str] = {}
 _memo: dict[str, str] = {}
@@ -402,7 +408,10 @@ def _load_or_measure(key: dict, text: str) -> str:
     geo = Geometry(*(key[f] for f in ("cin", "lin", "cout", "k", "stride", "padding")))
     times = measure(key["op"], geo, key["samples"], dtype)
     choice = min(times, key=times.get)
-    entry = {"key": key, "seconds": times, "choice": choice, "measured": time.time()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load - torch.get_num_threads() > BUSY_LOAD:
+        return choice  # others were busy: a choice for this process only, not cached
+    entry = {"key": key, "seconds": times, "choice": choice, "loadavg": load}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")

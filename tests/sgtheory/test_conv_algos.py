@@ -105,6 +105,7 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
         return dict(fake)
 
     monkeypatch.setattr(conv_algos, "measure", fake_measure)
+    monkeypatch.setattr(conv_algos.os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle
     cpu = torch.device("cpu")
     assert conv_algos.choose("weight_grad", geo, 40000, torch.float32, cpu) == "unfold"
     assert calls == [("weight_grad", geo, conv_algos.MEASURE_SAMPLES, torch.float32)]
@@ -120,6 +121,15 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
     # another dtype or operation is another entry
     assert conv_algos.choose("forward", geo, 40000, torch.float32, cpu) == "banded"
     assert len(calls) == 2
+
+
+def test_choice_measured_on_a_busy_machine_is_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setattr(conv_algos, "measure", lambda *a: {"onednn": 2.0, "unfold": 1.0})
+    busy = torch.get_num_threads() + 2 * conv_algos.BUSY_LOAD
+    monkeypatch.setattr(conv_algos.os, "getloadavg", lambda: (busy, busy, busy))
+    geo = Geometry(8, 6, 16, 5, 1, 0)
+    assert conv_algos.choose("forward", geo, 100, torch.float32, torch.device("cpu")) == "unfold"
+    assert not list(tmp_path.glob("conv_algos/*.json"))
 
 
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
