@@ -323,8 +323,9 @@ class RunFolder:
     def move_aside(self) -> Path | None:
         """Move an earlier run's files into a sibling folder `<name>.old-<time>`; return it.
 
-        Hydra's files of the current job, the lock and log files stay; the earlier run's
-        `.hydra/` (from its checkpoint, if readable) is written into the new folder.
+        Hydra's files of the current job and the lock stay; the earlier run's `.hydra/` (from
+        its checkpoint, if readable) is written into the new folder. Log files, held open by
+        the current job's logger, are copied there and emptied here.
         """
         files = self._earlier_run_files()
         if not files:
@@ -337,6 +338,9 @@ class RunFolder:
         target.mkdir()
         for path in files:
             shutil.move(str(path), str(target / path.name))
+        for path in self.path.glob("*.log"):
+            shutil.copy2(path, target / path.name)
+            os.truncate(path, 0)  # the logger appends (O_APPEND): it goes on at the start
         for name, text in ((ckpt or {}).get("hydra") or {}).items():
             (target / HYDRA).mkdir(exist_ok=True)
             (target / HYDRA / name).write_text(text)

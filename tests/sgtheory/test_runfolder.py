@@ -129,6 +129,7 @@ def test_an_earlier_run_without_checkpoint_is_moved_aside(tmp_path):
     assert aside.parent == tmp_path and aside.name.startswith("run.old-")
     assert sorted(p.name for p in run.iterdir()) == [".lock", "main.log"]
     assert (aside / "data" / "x_1.npy").read_bytes() == b"old"
+    assert (aside / "main.log").read_text() == "log" and (run / "main.log").read_text() == ""
     assert json.loads((aside / "results.json").read_text()) == {"status": "failed"}
 
 
