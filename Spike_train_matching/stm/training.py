@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgtheory.runfolder import RunFolder
+from sgtheory.runfolder import RunFolder, read_status
 from sgtheory.runs import make_generator, read_json, save_npy_atomic, versions
 from sgtheory.stats import fano_factor, firing_rate
 
@@ -77,7 +77,7 @@ def make_setup(cfg, params: Params, target: np.ndarray) -> tuple[Setup, State]:
 class ChunkBuffer:
     """The histories of the epochs since the last write, as preallocated compact arrays."""
 
-    def __init__(self, cfg, n_epochs: int):
+    def __init__(self, cfg, n_epochs: int) -> None:
         self.arrays: dict[str, np.ndarray] = {}
         r, rv = cfg.method.nb_trials, cfg.valid_nb_trials
         b, t = cfg.dataset.batch_size, cfg.dataset.nb_steps
@@ -146,7 +146,9 @@ def store_trial(buf: ChunkBuffer, i: int, trial: model.Trial, suffix: str = "") 
         buf.put("mem_hist_o", i, trials_first(trial.mem_o))
 
 
-def run_epoch(cfg, s: Setup, state: State, buf: ChunkBuffer, i: int) -> tuple:
+def run_epoch(
+    cfg, s: Setup, state: State, buf: ChunkBuffer, i: int
+) -> tuple[model.Trial, model.Trial | None]:
     """One epoch: forward, update, validation in the other mode; returns (trial, vtrial)."""
     buf.put("w_hist_h", i, state.w_ih)
     buf.put("w_hist_o", i, state.w_ho)
@@ -264,8 +266,13 @@ def log_chunk(wb, state: State, n: int) -> None:
         wb.log({key: values[k] for key, values in state.hist.items()}, step=k)
 
 
-def run_chunks(cfg, s: Setup, state: State, folder: RunFolder, wb, clock: Clock, base: dict):
-    """Train chunk by chunk until nb_epochs (or max_chunks); return the last epoch's stats."""
+def run_chunks(
+    cfg, s: Setup, state: State, folder: RunFolder, wb, clock: Clock, base: dict
+) -> dict | None:
+    """Train chunk by chunk until nb_epochs (or max_chunks); return the last epoch's stats.
+
+    None when max_chunks stopped the run early (results.json then reads "interrupted").
+    """
     from tqdm import tqdm
 
     total, freq, chunks, last = int(cfg.nb_epochs), int(cfg.logging_freq), 0, None
@@ -307,7 +314,7 @@ def run(cfg, run_dir: Path, checked: dict, process_start: float) -> dict[str, An
         if (
             ckpt is not None
             and ckpt["epoch"] >= cfg.nb_epochs
-            and (run_dir / "results.json").exists()
+            and read_status(run_dir) == "completed"
         ):
             print(f"{run_dir}: already completed ({ckpt['epoch']} epochs); nothing to do")
             return read_json(run_dir / "results.json")

@@ -96,3 +96,17 @@ def test_equal_time_constants_train_on_the_limit_kernel(tmp_path, tiny_png):
     first = res["losses"]["first"]
     assert first["loss_hist_vRd"] > 0.01 and first["loss_hist_L2"] > 0
     assert np.isfinite(np.load(tmp_path / "run" / "data" / "dw0_mean_hist_2.npy")).all()
+
+
+def test_rerun_of_a_finished_run_does_nothing_and_a_longer_one_extends_it(tmp_path, tiny_png):
+    run_dir = tmp_path / "run"
+    run_cli(run_dir, *tiny_overrides(tiny_png, nb_epochs=2, logging_freq=2))
+    before = (run_dir / "results.json").read_text()
+    proc = run_cli(run_dir, *tiny_overrides(tiny_png, nb_epochs=2, logging_freq=2))
+    assert "already completed" in proc.stdout
+    assert (run_dir / "results.json").read_text() == before
+    run_cli(run_dir, *tiny_overrides(tiny_png, nb_epochs=4, logging_freq=2))
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "completed" and res["epochs"] == 4
+    assert res["timing"]["resumed_from_epoch"] == 2
+    assert (run_dir / "data" / "loss_hist_vRd_4.npy").exists()
