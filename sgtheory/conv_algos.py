@@ -45,6 +45,7 @@ UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reu
 BANDED_MAX_WASTE = 3.0  # dense-matrix FLOPs / convolution FLOPs up to which banded is tried
 BANDED_MAX_BYTES = 32 << 20  # largest dense matrix tried
 MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has fewer)
+MEASURE_BYTES = 16 << 20  # inputs + outputs of the timed calls, at most (512 samples at least)
 MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
 # Load average minus this process's threads above which a measurement is not cached: with
 # other processes busy, oneDNN's many thread barriers per call made it look 5-10x slower
@@ -370,10 +371,14 @@ def cache_dir() -> Path:
     return Path(root) / "conv_algos"
 
 
-def _samples(n: int) -> int:
-    """Samples of the timed calls: MEASURE_SAMPLES, or the batch's own count if smaller
-    (rounded up to a power of two, so that batches of similar size share one entry)."""
-    return min(MEASURE_SAMPLES, 1 << max(0, int(n - 1).bit_length()))
+def _samples(n: int, geo: Geometry) -> int:
+    """Samples of the timed calls: MEASURE_SAMPLES, fewer if the batch has fewer (rounded up
+    to a power of two, so that batches of similar size share one entry) or if the timed
+    inputs and outputs would exceed MEASURE_BYTES (they are made while the training step
+    holds its activations, so they add to its peak memory)."""
+    per_sample = 4 * (geo.cin * geo.lin + geo.cout * geo.lout)
+    cap = 1 << max(9, (MEASURE_BYTES // per_sample).bit_length() - 1)
+    return min(MEASURE_SAMPLES, cap, 1 << max(0, int(n - 1).bit_length()))
 
 
 def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.device) -> str:
@@ -387,7 +392,7 @@ def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.dev
         **machine_key(),
         "op": op,
         "dtype": str(dtype),
-        "samples": _samples(n),
+        "samples": _samples(n, geo),
         **asdict(geo),
     }
     text = json.dumps(key, sort_keys=True)
