@@ -45,6 +45,7 @@ UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reu
 BANDED_MAX_WASTE = 3.0  # dense-matrix FLOPs / convolution FLOPs up to which banded is tried
 BANDED_MAX_BYTES = 32 << 20  # largest dense matrix tried
 MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has fewer)
+MIN_MEASURED = 4096  # below this many samples a call runs oneDNN, unmeasured
 MEASURE_BYTES = 16 << 20  # inputs + outputs of the timed calls, at most (512 samples at least)
 MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
 # Load average minus this process's threads above which a measurement is not cached: with
@@ -388,6 +389,8 @@ def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.dev
     algo = forced(op)
     if algo is not None:
         return algo
+    if n < MIN_MEASURED:
+        return "onednn"  # too small to pay for measuring (e.g. the tests' tiny runs)
     key = {
         **machine_key(),
         "op": op,

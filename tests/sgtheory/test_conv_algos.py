@@ -128,8 +128,11 @@ def test_choice_measured_on_a_busy_machine_is_not_cached(monkeypatch, tmp_path):
     busy = torch.get_num_threads() + 2 * conv_algos.BUSY_LOAD
     monkeypatch.setattr(conv_algos.os, "getloadavg", lambda: (busy, busy, busy))
     geo = Geometry(8, 6, 16, 5, 1, 0)
-    assert conv_algos.choose("forward", geo, 100, torch.float32, torch.device("cpu")) == "unfold"
+    cpu = torch.device("cpu")
+    assert conv_algos.choose("forward", geo, 5000, torch.float32, cpu) == "unfold"
     assert not list(tmp_path.glob("conv_algos/*.json"))
+    # small batches run oneDNN without measuring
+    assert conv_algos.choose("forward", geo, 100, torch.float32, cpu) == "onednn"
 
 
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
