@@ -17,8 +17,9 @@ is timed once per machine with each candidate, and the fastest is kept on disk:
 All three equal ``F.conv1d`` and its gradients up to float rounding (tested). The cache
 lies in ``SGTHEORY_CACHE`` (as the fused kernels, default ``~/.cache/sgtheory``), one file
 per key: CPU model and flags, torch version and CPU capability, ``ONEDNN_MAX_CPU_ISA``,
-threads, dtype, operation, shape; a choice measured while other processes kept the CPU
-busy is used but not cached. Delete the folder ``conv_algos`` there to measure again.
+threads, dtype, operation, shape. The choice is kept even if it was measured while other
+processes kept the CPU busy (the entry records the load average): a run resumed later must
+round as the run it continues. Delete the folder ``conv_algos`` there to measure again.
 ``SGTHEORY_CONV_ALGO`` forces a choice: ``auto`` (default), one algorithm for every
 operation (``onednn``), or per operation (``forward=banded,weight_grad=unfold``); `force`
 does the same from Python.
@@ -48,10 +49,6 @@ MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has few
 MIN_MEASURED = 4096  # below this many samples a call runs oneDNN, unmeasured
 MEASURE_BYTES = 16 << 20  # inputs + outputs of the timed calls, at most (512 samples at least)
 MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
-# Load average minus this process's threads above which a measurement is not cached: with
-# other processes busy, oneDNN's many thread barriers per call made it look 5-10x slower
-# than on the idle machine, and such a choice would stay.
-BUSY_LOAD = 0.75
 
 _forced: dict[str, str] = {}
 _memo: dict[str, str] = {}
@@ -404,27 +401,37 @@ def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.dev
     return _memo[text]
 
 
-def _load_or_measure(key: dict, text: str) -> str:
-    path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+def _cached(path: Path, key: dict) -> str | None:
+    """The choice stored in `path` for `key`, or None."""
     try:
         entry = json.loads(path.read_text())
-        if entry.get("key") == key and entry.get("choice") in ALGOS:
-            return entry["choice"]
     except (OSError, ValueError):
-        pass
+        return None
+    ok = isinstance(entry, dict) and entry.get("key") == key and entry.get("choice") in ALGOS
+    return entry["choice"] if ok else None
+
+
+def _load_or_measure(key: dict, text: str) -> str:
+    path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+    cached = _cached(path, key)
+    if cached is not None:
+        return cached
     dtype = getattr(torch, key["dtype"].removeprefix("torch."))
     geo = Geometry(*(key[f] for f in ("cin", "lin", "cout", "k", "stride", "padding")))
     times = measure(key["op"], geo, key["samples"], dtype)
     choice = min(times, key=times.get)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if load - torch.get_num_threads() > BUSY_LOAD:
-        return choice  # others were busy: a choice for this process only, not cached
     entry = {"key": key, "seconds": times, "choice": choice, "loadavg": load}
-    try:
+    try:  # the first process to finish measuring wins; the others adopt its choice
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(entry, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the file is there
+        finally:
+            tmp.unlink()
+    except FileExistsError:
+        return _cached(path, key) or choice
     except OSError:  # a read-only cache: measure again next time
         pass
     return choice
