@@ -9,7 +9,8 @@ with ctypes, and called on disjoint ranges of neurons from a small thread pool (
 releases the GIL). Where no compiler works, the torch loop runs instead, after one warning.
 
 Environment: ``SGTHEORY_FUSED=0`` turns the kernels off; ``SGTHEORY_CACHE`` moves the cache
-(default ``~/.cache/sgtheory``); ``CC`` picks the compiler.
+(default ``~/.cache/sgtheory``); ``CC`` picks the compiler; ``SGTHEORY_MARCH`` its
+``-march`` (default native; x86-64-v3 under ``ATEN_CPU_CAPABILITY=avx2``).
 """
 
 from __future__ import annotations
