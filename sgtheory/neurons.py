@@ -137,15 +137,18 @@ class _LIFScan(torch.autograd.Function):
     def run_fused(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
         """The same scan by the C kernels of `fused` (CPU, float32, no recurrence).
 
-        Stochastic escape noise: all steps' uniforms are drawn at once, in the order the
-        torch loop draws them step by step (the CPU generator fills serially), and turned
-        into firing points, so both paths give the same spikes from the same generator.
+        Stochastic escape noise: every step's uniforms are drawn and turned into firing
+        points before the loop, step by step by the torch loop's own operations on the same
+        shapes (so the same numbers, bitwise, at any thread count), while each step's draw
+        is still in cache.
         """
-        escape = spike_fn.escape
+        escape, gen = spike_fn.escape, spike_fn.generator
         spike_at = None
         if not escape.deterministic:
-            uniform = torch.rand(cur.shape, generator=spike_fn.generator, dtype=cur.dtype)
-            spike_at = escape.prob_inverse(uniform)
+            spike_at = torch.empty_like(cur)
+            for step in spike_at:
+                uniform = torch.rand(step.shape, generator=gen, dtype=cur.dtype)
+                escape.prob_inverse(uniform, out=step)
         mem_all, fired, syn_all = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
         )

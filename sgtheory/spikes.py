@@ -62,9 +62,9 @@ class SigmoidEscape(_Stochastic):
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.beta * x)
 
-    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
-        """logit(u) / beta (-inf at u = 0)."""
-        return torch.logit(u) / self.beta
+    def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers)."""
+        return torch.div(torch.logit(u, out=out), self.beta, out=out)
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,11 @@ class ExponentialEscape(_Stochastic):
         cap = math.log(1.0 / self.p0)  # exponent at which p0 exp(.) reaches 1
         return self.p0 * torch.exp(torch.clamp(x / self.delta_u, max=cap))
 
-    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
-        """delta_u log(u / p0): the saturation at 1 plays no part since u < 1."""
-        return self.delta_u * torch.log(u / self.p0)
+    def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """delta_u log(u / p0): the saturation at 1 plays no part since u < 1; into `out`
+        if given (same numbers)."""
+        quotient = torch.div(u, self.p0, out=out)
+        return torch.mul(torch.log(quotient, out=out), self.delta_u, out=out)
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,11 @@ class SuperSpikeEscape(_Stochastic):
         # beta x / (1 + beta |x|) written so that beta x cannot overflow
         return 0.5 * (1.0 + x / (1.0 / self.beta + x.abs()))
 
-    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
-        """v / (beta (1 - |v|)) with v = 2u - 1, the inverse of v = beta x / (1 + beta |x|)."""
+    def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """v / (beta (1 - |v|)) with v = 2u - 1, the inverse of v = beta x / (1 + beta |x|);
+        into `out` if given."""
         v = 2.0 * u - 1.0
-        return v / (self.beta * (1.0 - v.abs()))
+        return torch.div(v, self.beta * (1.0 - v.abs()), out=out)
 
 
 # -------------------------------------------------------------------- surrogate derivatives

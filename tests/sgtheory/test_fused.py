@@ -118,6 +118,19 @@ def test_prob_inverse_inverts_prob(name):
 
 
 @pytest.mark.parametrize("name", [n for n, cls in ESCAPE_NOISES.items() if n != "step"])
+def test_prob_inverse_into_out_gives_the_same_numbers(name):
+    """The fused scan writes firing points with `out=`: bitwise those of the torch loop."""
+    escape = make_escape(name)
+    u = torch.rand(3 * 4099, generator=torch.Generator().manual_seed(5))
+    u[:3] = torch.tensor([0.0, 0.5, 1.0 - 2**-24])
+    before = u.clone()
+    out = torch.full_like(u, 7.0)
+    assert escape.prob_inverse(u, out=out) is out
+    assert torch.equal(u, before)  # the uniforms are left as drawn
+    assert torch.equal(out, escape.prob_inverse(u))
+
+
+@pytest.mark.parametrize("name", [n for n, cls in ESCAPE_NOISES.items() if n != "step"])
 def test_firing_point_rule_equals_uniform_below_probability(name):
     escape = make_escape(name)
     gen = torch.Generator().manual_seed(11)
