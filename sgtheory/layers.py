@@ -35,11 +35,33 @@ def delay_in_time(x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
         return x
     if steps < 0:
         raise ConfigError(f"input_delay={steps!r} is not valid; it must be >= 0")
-    length = x.shape[time_dim]
-    head = x.narrow(time_dim, 0, max(length - steps, 0))
-    zero_shape = list(x.shape)
-    zero_shape[time_dim] = min(steps, length)
-    return torch.cat([x.new_zeros(zero_shape), head], dim=time_dim)
+    return _Delay.apply(x, steps, time_dim)
+
+
+class _Delay(torch.autograd.Function):
+    """The shift of `delay_in_time` with a backward that writes the input's gradient once
+    (shifted back, zero where the steps fell off the end), instead of zero-filling a whole
+    tensor and copying into it as the backward of a slice does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
+        ctx.steps, ctx.time_dim = steps, time_dim
+        length = x.shape[time_dim]
+        kept = max(length - steps, 0)
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        out.narrow(time_dim, 0, length - kept).zero_()
+        out.narrow(time_dim, length - kept, kept).copy_(x.narrow(time_dim, 0, kept))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        steps, time_dim = ctx.steps, ctx.time_dim
+        length = grad.shape[time_dim]
+        kept = max(length - steps, 0)
+        out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+        out.narrow(time_dim, 0, kept).copy_(grad.narrow(time_dim, length - kept, kept))
+        out.narrow(time_dim, kept, length - kept).zero_()
+        return out, None, None
 
 
 def _check_input_delay(steps: int) -> int:

@@ -79,6 +79,7 @@ class _LIFScan(torch.autograd.Function):
         ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
     ):
         cur = cur.contiguous()  # (T, B, ...)
+        ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
         ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
         ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
         if ctx.triton:
@@ -197,6 +198,8 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
+        if grad_spikes is None:  # the spikes did not reach the loss
+            grad_spikes = torch.zeros_like(ctx.saved_tensors[1])
         if ctx.triton:
             return _LIFScan.backward_triton(ctx, grad_spikes)
         if ctx.fused:

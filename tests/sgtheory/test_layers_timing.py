@@ -111,6 +111,19 @@ def test_readout_reported_after_its_update_starts_at_its_initial_value():
     assert after[5, 0].item() == pytest.approx(-1e-3 * a_m**6, rel=1e-12)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 9])
+@pytest.mark.parametrize("time_dim", [0, 1])
+def test_delay_in_time_gradient_shifts_back(steps, time_dim):
+    """Its hand-written backward: dL/dx[t] = dL/dout[t + steps], 0 where that falls off."""
+    x = torch.randn(5, 6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: delay_in_time(x, steps, time_dim), (x,))
+    grad = torch.randn(5, 6, 3, dtype=torch.float64)
+    (got,) = torch.autograd.grad(delay_in_time(x, steps, time_dim), x, grad)
+    length, kept = x.shape[time_dim], max(x.shape[time_dim] - steps, 0)
+    assert torch.equal(got.narrow(time_dim, 0, kept), grad.narrow(time_dim, length - kept, kept))
+    assert got.narrow(time_dim, kept, length - kept).abs().sum() == 0
+
+
 def test_delay_in_time_shifts_and_fills_with_zeros():
     x = torch.arange(1.0, 7.0).reshape(1, 6, 1)
     assert delay_in_time(x, 1, 1).flatten().tolist() == [0, 1, 2, 3, 4, 5]
