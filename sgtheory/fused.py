@@ -44,7 +44,7 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 5 + [_i64] * 4 + [_f32] * 4 + [_int],
+    "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2,
 }
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
@@ -189,8 +189,9 @@ def lif_forward(
     threshold: float,
     reset_full: bool,
     keep_syn: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(mem, fired, syn or None) of LIF neurons driven by time-major `cur` (see the C file).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(mem, fired, syn or None, spikes) of LIF neurons driven by time-major `cur` (see the
+    C file); `fired` is boolean, `spikes` the same as float32 0 / 1.
 
     `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
     None for the deterministic threshold.
@@ -200,12 +201,14 @@ def lif_forward(
     mem = torch.empty_like(cur)
     fired = torch.empty(cur.shape, dtype=torch.bool)
     syn = torch.empty_like(cur) if keep_syn else None
+    spikes = torch.empty_like(cur)
     if spike_at is not None:
         spike_at = spike_at.contiguous()
-    pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr(), _ptr_of(syn))
+    pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr())
+    pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
-    return mem, fired, syn
+    return mem, fired, syn, spikes
 
 
 def lif_backward(

@@ -82,12 +82,13 @@ class _LIFScan(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
         ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
         ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
+        spikes = None  # float spikes, where the kernel writes them itself
         if ctx.triton:
             fired, mem_all, syn_all = triton_scan.forward(
                 cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
             )
         elif ctx.fused:
-            fired, mem_all, syn_all = _LIFScan.run_fused(
+            fired, mem_all, syn_all, spikes = _LIFScan.run_fused(
                 cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
             )
         else:
@@ -99,7 +100,7 @@ class _LIFScan(torch.autograd.Function):
         ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
         ctx.rec_delay = rec_delay
         ctx.mark_non_differentiable(mem_all)
-        return fired.to(cur.dtype), mem_all
+        return fired.to(cur.dtype) if spikes is None else spikes, mem_all
 
     @staticmethod
     def run_loop(
@@ -136,7 +137,8 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def run_fused(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
-        """The same scan by the C kernels of `fused` (CPU, float32, no recurrence).
+        """(fired, mem, syn or None, float spikes): the same scan by the C kernels of `fused`
+        (CPU, float32, no recurrence).
 
         Stochastic escape noise: every step's uniforms are drawn and turned into firing
         points before the loop, step by step by the torch loop's own operations on the same
@@ -150,10 +152,10 @@ class _LIFScan(torch.autograd.Function):
             for step in spike_at:
                 uniform = torch.rand(step.shape, generator=gen, dtype=cur.dtype)
                 escape.prob_inverse(uniform, out=step)
-        mem_all, fired, syn_all = fused.lif_forward(
+        mem_all, fired, syn_all, spikes = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
         )
-        return fired, mem_all, syn_all
+        return fired, mem_all, syn_all, spikes
 
     @staticmethod
     def backward_fused(ctx, grad_spikes):

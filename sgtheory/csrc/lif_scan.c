@@ -19,11 +19,13 @@
  *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
  *   uniform draw): spike iff mem - threshold > spike_at.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
+ * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
  * b_mem: 1 - a_mem, computed in double and rounded, as the torch loop's add-with-alpha has it.
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
+                 float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
+                 float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full) {
     float syn[BLOCK], mem[BLOCK];
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
@@ -39,6 +41,8 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
             const float *c = cur + off;
             float *m_out = mem_all + off;
             uint8_t *f_out = fired + off;
+            if (spikes && t > 0) /* the previous step's, while in cache */
+                for (int64_t j = 0; j < n; j++) spikes[off - row + j] = (float)f_out[j - row];
             if (syn_all)
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
             for (int64_t j = 0; j < n; j++) {
@@ -61,6 +65,9 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 syn[j] = syn[j] * a_syn + c[j];
             }
         }
+        if (spikes && nb_steps > 0)
+            for (int64_t j = 0; j < n; j++)
+                spikes[(nb_steps - 1) * row + lo + j] = (float)fired[(nb_steps - 1) * row + lo + j];
     }
 }
 
