@@ -46,6 +46,7 @@ _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_
 _SIGNATURES = {
     "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2,
+    "mt_uniform": [_ptr] * 4 + [_i64],
 }
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
 # others (they involve exp) torch's vectorised kernels compute the derivative beforehand
@@ -250,3 +251,32 @@ def lif_backward(
     tail = (a_syn / b_mem, a_mem, b_mem, threshold, int(reset_full), kind, float(p), float(q))
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return grad_syn[1:]
+
+
+# torch's CPU generator state (Generator.get_state, CPUGeneratorImplState): the legacy
+# layout's int32 `left` at byte 8, uint64 `next` at 16, the 624 state words as uint64 from 24
+_STATE_BYTES, _LEFT, _NEXT, _WORDS, _MT_N = 5056, 8, 16, 24, 624
+
+
+def uniform(shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor | None:
+    """torch.rand(shape, generator=generator) (float32, CPU) by the C kernel: the same numbers
+    in the same order, and the generator left where torch.rand would leave it. None where
+    the generator's state is not laid out as expected (then call torch.rand)."""
+    gen = torch.default_generator if generator is None else generator
+    raw = gen.get_state()
+    if raw.numel() != _STATE_BYTES or gen.device.type != "cpu":
+        return None
+    words = raw[_WORDS : _WORDS + 8 * _MT_N].view(torch.int64)
+    if bool((words >> 32).any()):
+        return None
+    state = words.to(torch.int32)  # the 32-bit words, as the engine holds them
+    left = raw[_LEFT : _LEFT + 4].view(torch.int32).clone()
+    nxt = raw[_NEXT : _NEXT + 8].view(torch.int64)[:1].to(torch.int32)
+    out = torch.empty(shape, dtype=torch.float32)
+    ptrs = (state.data_ptr(), left.data_ptr(), nxt.data_ptr(), out.data_ptr())
+    library().mt_uniform(*ptrs, out.numel())
+    words.copy_(state.to(torch.int64) & 0xFFFFFFFF)
+    raw[_LEFT : _LEFT + 4].view(torch.int32).copy_(left)
+    raw[_NEXT : _NEXT + 8].view(torch.int64).copy_(nxt.to(torch.int64))
+    gen.set_state(raw)
+    return out

@@ -140,18 +140,22 @@ class _LIFScan(torch.autograd.Function):
         """(fired, mem, syn or None, float spikes): the same scan by the C kernels of `fused`
         (CPU, float32, no recurrence).
 
-        Stochastic escape noise: every step's uniforms are drawn and turned into firing
-        points before the loop, step by step by the torch loop's own operations on the same
-        shapes (so the same numbers, bitwise, at any thread count), while each step's draw
-        is still in cache.
+        Stochastic escape noise: every step's uniforms are drawn before the loop, in the
+        torch loop's order and from the same generator (by `fused.uniform`, the same
+        numbers as torch.rand), and turned into firing points step by step by the torch
+        loop's own operations on the same shapes (so the same numbers, bitwise, at any
+        thread count), while each step is still in cache.
         """
         escape, gen = spike_fn.escape, spike_fn.generator
         spike_at = None
         if not escape.deterministic:
-            spike_at = torch.empty_like(cur)
+            spike_at = fused.uniform(cur.shape, gen)
+            if spike_at is None:  # a generator state fused.uniform does not know
+                spike_at = torch.empty_like(cur)
+                for step in spike_at:
+                    step.uniform_(generator=gen)  # torch.rand = empty + uniform_
             for step in spike_at:
-                uniform = torch.rand(step.shape, generator=gen, dtype=cur.dtype)
-                escape.prob_inverse(uniform, out=step)
+                escape.prob_inverse(step, out=step)
         mem_all, fired, syn_all, spikes = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
         )

@@ -153,3 +153,53 @@ void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
     BACKWARD_CASES(SG_SUPERSPIKE)
     BACKWARD_CASES(SG_SPIKE)
 }
+
+/* Uniform float32 draws of torch's CPU generator, in its order, for the stochastic scans.
+ *
+ * torch.rand(float32) on the CPU takes one 32-bit output y of its MT19937 engine per number
+ * and returns (y & (2^24 - 1)) * 2^-24 (at::uniform_real_distribution<float>), serially.
+ * This is the same engine, vectorisable: a whole state block is twisted, tempered and
+ * converted in loops without dependencies. `state` (624 words), `left` and `next` are the
+ * engine's (as torch's Generator.get_state lays them out); they are updated in place so
+ * that Generator.set_state continues the stream after the last number drawn here.
+ */
+#define MT_N 624
+#define MT_M 397
+
+static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
+    return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
+}
+
+static void mt_next_state(uint32_t *restrict s) {
+    int j = 0;
+    for (; j < MT_N - MT_M; j++) s[j] = s[j + MT_M] ^ mt_twist(s[j], s[j + 1]);
+    for (; j < MT_N - 1; j++) s[j] = s[j + MT_M - MT_N] ^ mt_twist(s[j], s[j + 1]);
+    s[MT_N - 1] = s[MT_M - 1] ^ mt_twist(s[MT_N - 1], s[0]);
+}
+
+static inline float mt_float(uint32_t y) {
+    y ^= (y >> 11);
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    y ^= (y >> 18);
+    return (float)(y & 0xffffffu) * (1.0f / 16777216.0f);
+}
+
+void mt_uniform(uint32_t *restrict state, int32_t *restrict left, uint32_t *restrict next,
+                float *restrict out, int64_t n) {
+    int64_t i = 0;
+    while (i < n) {
+        if (*left == 1) { /* torch: --left == 0 -> next_state(), left = N, next = 0 */
+            mt_next_state(state);
+            *left = MT_N + 1;
+            *next = 0;
+        }
+        int64_t take = *left - 1;
+        if (take > n - i) take = n - i;
+        const uint32_t *restrict src = state + *next;
+        for (int64_t k = 0; k < take; k++) out[i + k] = mt_float(src[k]);
+        i += take;
+        *next += (uint32_t)take;
+        *left -= (int32_t)take;
+    }
+}
