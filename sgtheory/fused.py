@@ -238,19 +238,19 @@ def lif_backward(
     if kind not in INLINE_FORMULAS:
         kind = SG_GIVEN
         sg = surrogate.derivative(mem - threshold, fired.to(mem.dtype)).contiguous()
-    grad_syn = torch.empty((nb_steps + 1, *fired.shape[1:]), dtype=mem.dtype)
+    grad_cur = torch.empty(fired.shape, dtype=mem.dtype)
     pointers = (
         fired.data_ptr(),
         mem.data_ptr(),
         _ptr_of(sg),
         grad_spikes.data_ptr(),
         _ptr_of(pre),
-        grad_syn.data_ptr(),
+        grad_cur.data_ptr(),
     )
     b_mem = 1.0 - a_mem
     tail = (a_syn / b_mem, a_mem, b_mem, threshold, int(reset_full), kind, float(p), float(q))
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
-    return grad_syn[1:]
+    return grad_cur
 
 
 # torch's CPU generator state (Generator.get_state, CPUGeneratorImplState): the legacy

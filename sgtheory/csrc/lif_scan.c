@@ -106,7 +106,7 @@ enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };
 static inline __attribute__((always_inline)) void
 backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict sg, const float *restrict grad_spikes,
-               const float *restrict pre, float *restrict grad_syn, int64_t nb_steps,
+               const float *restrict pre, float *restrict grad_cur, int64_t nb_steps,
                int64_t row, int64_t lo, int64_t n, float syn_ratio, float a_mem, float b_mem,
                float threshold, float p, const int kind, const int has_pre,
                const int reset_full) {
@@ -114,7 +114,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
     for (int64_t j = 0; j < n; j++) {
         lam_mem[j] = 0.0f;
         lam_syn[j] = 0.0f;
-        grad_syn[nb_steps * row + lo + j] = 0.0f;
+        if (nb_steps > 0) grad_cur[(nb_steps - 1) * row + lo + j] = 0.0f; /* dL/dsyn[T] */
     }
     for (int64_t t = nb_steps - 1; t >= 0; t--) {
         const int64_t off = t * row + lo;
@@ -134,7 +134,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
             const float through = lam_mem[j] - lam_mem[j] * spike; /* lam_mem (1 - S) */
             const float carried = reset_full ? through : lam_mem[j];
             const float g_syn = fmaf(lam_syn[j], syn_ratio, carried) * b_mem; /* add, alpha */
-            grad_syn[off + j] = g_syn;
+            if (t > 0) grad_cur[off - row + j] = g_syn; /* dL/dI[t-1] = dL/dsyn[t] */
             lam_syn[j] = g_syn;
             lam_mem[j] = through * a_mem + g_total * d;
         }
@@ -144,7 +144,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
 #define BACKWARD_CASE(KIND, PRE, FULL)                                                     \
     if (kind == (KIND) && has_pre == (PRE) && reset_full == (FULL)) {                     \
         for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
-            backward_block(fired, mem, sg, grad_spikes, pre, grad_syn, nb_steps, row, lo,  \
+            backward_block(fired, mem, sg, grad_spikes, pre, grad_cur, nb_steps, row, lo,  \
                            (end - lo < BLOCK) ? end - lo : BLOCK, syn_ratio, a_mem, b_mem, \
                            threshold, p, KIND, PRE, FULL);                                 \
         return;                                                                            \
@@ -157,15 +157,15 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
  * mem: the potential of each step (as returned by the forward pass); kind: SG_SUPERSPIKE
  *   (parameter p) or SG_SPIKE to evaluate the surrogate derivative at mem - threshold here,
  *   SG_GIVEN to read it from `sg`; q is the formulas' second parameter (unused here).
- * grad_spikes: dL/dS; grad_syn: (nb_steps + 1, row), slot t gets dL/dsyn[t] (slot nb_steps
- *   = 0), so dL/dI[t] = slot t + 1.
+ * grad_spikes: dL/dS; grad_cur: (nb_steps, row) gets dL/dI[t] = dL/dsyn[t + 1] (0 at the
+ *   last step); the same size as the other arrays, so the allocator can reuse their blocks.
  * pre: NULL unless diff_reset; then the pre-reset potential of each step, whose product
  *   with dL/dmem[t+1] flows back through the differentiable reset.
  * b_mem = 1 - a_mem and syn_ratio = a_syn / b_mem come rounded from double, as the torch
  *   loop's scalar arguments are.
  */
 void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
-                  const float *grad_spikes, const float *pre, float *grad_syn,
+                  const float *grad_spikes, const float *pre, float *grad_cur,
                   int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float syn_ratio,
                   float a_mem, float b_mem, float threshold, int reset_full, int kind, float p,
                   float q) {
