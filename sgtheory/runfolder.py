@@ -56,8 +56,24 @@ from typing import Any, NoReturn
 
 import torch
 
-from .errors import ConfigError, NonFiniteError, RunFolderError, first_nonfinite, one_line
-from .runs import atomic_write_many, init_wandb, json_writer, load_checkpoint, write_json_atomic
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    RunFolderError,
+    first_nonfinite,
+    one_line,
+)
+from .runs import (
+    _damaged,
+    atomic_write_many,
+    init_wandb,
+    json_writer,
+    load_checkpoint,
+    torch_writer,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
@@ -282,6 +298,10 @@ class RunFolder:
         """
         self.settings = settings
         ckpt = None if fresh else load_checkpoint(self.checkpoint_path)
+        if ckpt is not None and not isinstance(ckpt.get("config"), dict):
+            raise CheckpointError(
+                _damaged(self.checkpoint_path, "it holds no settings: not a checkpoint of a run")
+            )
         if ckpt is None:
             if self._earlier_run_files():
                 self.moved_to = self.move_aside()
@@ -351,6 +371,21 @@ class RunFolder:
         for name, text in texts.items():
             (self.path / HYDRA / name).write_text(text)
 
+    def _keep_hydra(self) -> None:
+        """Put back this run's `.hydra/` texts where another process's Hydra overwrote them.
+
+        A second start in a held folder is refused by the lock only after its Hydra has
+        written its own `.hydra/` there; the holder repairs it at every write.
+        """
+        for name, text in self._hydra.items():
+            path = self.path / HYDRA / name
+            try:
+                if path.read_text() == text:
+                    continue
+            except OSError:
+                pass
+            self._write(lambda p=path, t=text: write_text_atomic(p, t), f"{HYDRA}/{name}")
+
     # ------------------------------------------------------------------ writing
     def _write(self, action, name: str) -> None:
         """Run a write; an OSError (full disk, lost permission) becomes one RunFolderError."""
@@ -366,6 +401,7 @@ class RunFolder:
     def write_results(self, results: dict, status: str = "running") -> None:
         """Write results.json with `status`; it must describe the checkpoint on disk."""
         out = {**results, "status": status}
+        self._keep_hydra()
         self._write(lambda: write_json_atomic(self.results_path, out), RESULTS)
         self._committed = copy.deepcopy(out)  # the caller goes on appending to its lists
 
@@ -380,10 +416,11 @@ class RunFolder:
             raise ValueError(f"checkpoint state may not use the keys {bad} (the folder's own)")
         ckpt = {**state, "config": self.settings, "wandb_id": self.wandb_id, "hydra": self._hydra}
         out = {**results, "status": "running"}
+        self._keep_hydra()
         self._write(
             lambda: atomic_write_many(
                 [
-                    (self.checkpoint_path, lambda fh: torch.save(ckpt, fh)),
+                    (self.checkpoint_path, torch_writer(ckpt)),
                     (self.results_path, json_writer(out)),
                 ]
             ),

@@ -5,11 +5,13 @@ The run-folder life cycle (lock, status, resume, failure) built on these is in `
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -91,8 +93,15 @@ def atomic_write_many(files: Sequence[tuple[str | Path, Callable[[Any], None]]])
         for tmp, _ in temps:
             os.unlink(tmp)
         raise
-    for tmp, path in temps:
-        os.replace(tmp, path)
+    # The renames go together: a SIGTERM or Ctrl-C arriving between two of them would
+    # leave a new checkpoint beside an old results.json; it is delivered after the last.
+    signals = {signal.SIGINT, signal.SIGTERM}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
@@ -126,6 +135,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     _atomic_write(Path(path), json_writer(obj))
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) via a temporary file and rename."""
+    data = text.encode()
+    _atomic_write(Path(path), lambda fh: fh.write(data))
+
+
 def json_writer(obj: Any) -> Callable[[Any], None]:
     """A writer for `atomic_write_many` that writes `obj` as JSON (see `write_json_atomic`)."""
     text = json.dumps(_to_jsonable(obj), indent=2, sort_keys=False)
@@ -138,9 +153,20 @@ def read_json(path: str | Path) -> Any:
         return json.load(fh)
 
 
+def torch_writer(state: Any) -> Callable[[Any], None]:
+    """A writer for `atomic_write_many` that writes `state` as torch.save would.
+
+    Serialised in memory first: torch.save writing into a file on a full disk fails with a
+    RuntimeError ("unexpected pos") instead of the OSError (ENOSPC) a plain write gives.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return lambda fh: fh.write(buffer.getbuffer())
+
+
 def save_atomic(path: str | Path, state: dict) -> None:
     """torch.save `state` atomically (used for checkpoints)."""
-    _atomic_write(Path(path), lambda fh: torch.save(state, fh))
+    _atomic_write(Path(path), torch_writer(state))
 
 
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:

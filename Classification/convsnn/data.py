@@ -131,8 +131,20 @@ def load_randman(cfg: Any) -> Data:
     )
     parts = split_dataset(x, y, tuple(ds.split), seed=ds.seed)
     splits = {k: DenseSplit(*v) for k, v in parts.items()}
+    _check_sizes(splits, cfg, "dataset.nb_samples", cfg.dataset.nb_samples)
     same, label = _same(splits["test"], cfg)
     return Data(splits["train"], splits["valid"], splits["test"], same, label)
+
+
+def _check_sizes(splits: dict[str, Split], cfg: Any, setting: str, value: Any) -> None:
+    """ConfigError if a split is empty (the epoch's averages would divide by zero)."""
+    empty = [name for name, split in splits.items() if len(split) == 0]
+    if empty:
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+        raise ConfigError(
+            f"{setting}={value!r} is not valid: it leaves the {' and '.join(empty)} set(s) "
+            f"empty ({sizes} samples); use more samples or other split fractions"
+        )
 
 
 def _read(path: Path, cfg: Any) -> tuple[list, list, torch.Tensor, dict[str, int]]:
@@ -194,9 +206,14 @@ def load_shd_splits(cfg: Any, paths: dict[str, Path]) -> Data:
         )
 
     test = EventSplit(t_times, t_units, t_labels, **make)
+    splits = {"train": subset(train_idx), "valid": subset(valid_idx), "test": test}
+    setting, value = "dataset.valid_fraction", ds.valid_fraction
+    if ds.max_samples is not None:
+        setting, value = "dataset.max_samples", ds.max_samples
+    _check_sizes(splits, cfg, setting, value)
     same, label = _same(test, cfg)
     files = {"train": report, "test": t_report}
-    return Data(subset(train_idx), subset(valid_idx), test, same, label, files)
+    return Data(splits["train"], splits["valid"], test, same, label, files)
 
 
 def load_data(cfg: Any, shd: dict[str, Path] | None = None) -> Data:
