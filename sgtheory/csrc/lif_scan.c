@@ -14,60 +14,6 @@
 
 #define BLOCK 64
 
-/* One block of neurons through all steps. Inlined with constant flags, so that each
- * combination gets its own branch-free loop (as backward_block below). */
-static inline __attribute__((always_inline)) void
-forward_block(const float *restrict cur, const float *restrict spike_at,
-              float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
-              float *restrict spikes, int64_t nb_steps, int64_t row, int64_t lo, int64_t n,
-              float a_syn, float a_mem, float b_mem, float threshold, const int stochastic,
-              const int reset_full, const int lerp_small, const int keep_syn,
-              const int write_spikes) {
-    float syn[BLOCK], mem[BLOCK];
-    const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
-    for (int64_t j = 0; j < n; j++) {
-        syn[j] = 0.0f;
-        mem[j] = 0.0f;
-    }
-    for (int64_t t = 0; t < nb_steps; t++) {
-        const int64_t off = t * row + lo;
-        const float *c = cur + off;
-        float *m_out = mem_all + off;
-        uint8_t *f_out = fired + off;
-        if (keep_syn)
-            for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
-        for (int64_t j = 0; j < n; j++) {
-            const float m = mem[j];
-            m_out[j] = m;
-            const uint8_t s = stochastic ? (m - threshold > spike_at[off + j]) : (m > threshold);
-            f_out[j] = s;
-            if (write_spikes) spikes[off + j] = s ? 1.0f : 0.0f;
-            float next;
-            if (reset_full) {
-                if (lerp_small)
-                    next = fmaf(a_mem, m - syn[j], syn[j]);
-                else
-                    next = fmaf(lerp_coeff, m - syn[j], m);
-                next = s ? 0.0f : next;
-            } else {
-                const float leak = s ? 0.0f : m * a_mem;
-                next = fmaf(b_mem, syn[j], leak); /* torch.add(leak, syn, alpha=b_mem) */
-            }
-            mem[j] = next;
-            syn[j] = syn[j] * a_syn + c[j];
-        }
-    }
-}
-
-#define FORWARD_CASE(STOCH, FULL, SMALL)                                                   \
-    if (stochastic == (STOCH) && reset_full == (FULL) && lerp_small == (SMALL)) {         \
-        for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
-            forward_block(cur, spike_at, mem_all, fired, syn_all, spikes, nb_steps, row,  \
-                          lo, (end - lo < BLOCK) ? end - lo : BLOCK, a_syn, a_mem, b_mem, \
-                          threshold, STOCH, FULL, SMALL, 0, 1);                           \
-        return;                                                                           \
-    }
-
 /* Forward.
  * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,
  *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
@@ -81,17 +27,48 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                  float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full) {
-    const int stochastic = spike_at != 0, lerp_small = fabsf(a_mem) < 0.5f;
-    reset_full = reset_full != 0;
-    if (syn_all == 0 && spikes != 0) { /* the common case: specialised loops */
-        FORWARD_CASE(0, 1, 0) FORWARD_CASE(0, 1, 1) FORWARD_CASE(0, 0, 0)
-        FORWARD_CASE(0, 0, 1) FORWARD_CASE(1, 1, 0) FORWARD_CASE(1, 1, 1)
-        FORWARD_CASE(1, 0, 0) FORWARD_CASE(1, 0, 1)
+    float syn[BLOCK], mem[BLOCK];
+    const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
+    const int lerp_small = fabsf(a_mem) < 0.5f;
+    for (int64_t lo = begin; lo < end; lo += BLOCK) {
+        const int64_t n = (end - lo < BLOCK) ? end - lo : BLOCK;
+        for (int64_t j = 0; j < n; j++) {
+            syn[j] = 0.0f;
+            mem[j] = 0.0f;
+        }
+        for (int64_t t = 0; t < nb_steps; t++) {
+            const int64_t off = t * row + lo;
+            const float *c = cur + off;
+            float *m_out = mem_all + off;
+            uint8_t *f_out = fired + off;
+            if (spikes && t > 0) /* the previous step's, while in cache */
+                for (int64_t j = 0; j < n; j++) spikes[off - row + j] = (float)f_out[j - row];
+            if (syn_all)
+                for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
+            for (int64_t j = 0; j < n; j++) {
+                const float m = mem[j];
+                m_out[j] = m;
+                const uint8_t s = spike_at ? (m - threshold > spike_at[off + j]) : (m > threshold);
+                f_out[j] = s;
+                float next;
+                if (reset_full) {
+                    if (lerp_small)
+                        next = fmaf(a_mem, m - syn[j], syn[j]);
+                    else
+                        next = fmaf(lerp_coeff, m - syn[j], m);
+                    next = s ? 0.0f : next;
+                } else {
+                    const float leak = s ? 0.0f : m * a_mem;
+                    next = fmaf(b_mem, syn[j], leak); /* torch.add(leak, syn, alpha=b_mem) */
+                }
+                mem[j] = next;
+                syn[j] = syn[j] * a_syn + c[j];
+            }
+        }
+        if (spikes && nb_steps > 0)
+            for (int64_t j = 0; j < n; j++)
+                spikes[(nb_steps - 1) * row + lo + j] = (float)fired[(nb_steps - 1) * row + lo + j];
     }
-    for (int64_t lo = begin; lo < end; lo += BLOCK) /* diff_reset or no float spikes */
-        forward_block(cur, spike_at, mem_all, fired, syn_all, spikes, nb_steps, row, lo,
-                      (end - lo < BLOCK) ? end - lo : BLOCK, a_syn, a_mem, b_mem, threshold,
-                      stochastic, reset_full, lerp_small, syn_all != 0, spikes != 0);
 }
 
 /* Surrogate derivatives that the backward loop evaluates itself: the formulas of
