@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -81,3 +82,20 @@ def check_positive(setting: str, value: Any, integer: bool = False) -> Any:
     if not ok or not math.isfinite(float(value)) or value <= 0:
         raise ConfigError(f"{setting}={value!r} is not valid; it must be {kind}")
     return value
+
+
+def check_known(settings: Iterable[tuple[str, Any]], known: Iterable[str], where: str) -> None:
+    """ConfigError for the first (dotted name, value) pair whose name is not in `known`.
+
+    A setting added on the command line (`+foo=1`, or a misspelt `++dataset.nb_sample=5`)
+    would otherwise be carried along and ignored; `where` names the file listing them all.
+    """
+    known = set(known)
+    for key, value in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"{key}={value!r} is not a setting of this experiment; {hint}the settings and "
+                f"their defaults are in {where}"
+            )

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.errors import ConfigError, check_choice, check_known, check_positive
 from sgtheory.layers import conv_output_length
 from sgtheory.losses import LOSS_TYPES
 from sgtheory.neurons import RESETS
@@ -172,7 +172,12 @@ def check_types(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     tree = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-    for key, value in _leaves(tree):
+    leaves = _leaves(tree)
+    known = [key for key in TYPES if not key.startswith("regularizer.*.")]
+    for term in REGULARIZER_TERMS:
+        known += [k.replace("*", term) for k in TYPES if k.startswith("regularizer.*.")]
+    check_known(leaves, known, "Classification/experiments/config_stork/")
+    for key, value in leaves:
         kind = _type_of(key)
         if kind is None or (kind.endswith("?") and value is None):
             continue

@@ -41,7 +41,7 @@ def main() -> None:
         try:
             checked = validate(cfg, CONFIG_DIR)
             run(cfg, Path(hydra_cfg.runtime.output_dir), checked, _T0)
-        except RUN_ERRORS as err:
+        except (*RUN_ERRORS, KeyboardInterrupt) as err:  # SIGTERM too (runfolder.Interrupted)
             exit_on_error(err, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
 
     _app()

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.errors import ConfigError, check_choice, check_known, check_positive
 from sgtheory.spikes import METHODS
 
 from .data import load_target
@@ -82,6 +82,12 @@ BOOLS = (
     "method.sigm"
 ).split()
 STRINGS = ("dataset.data_path", "device", "wandb.project")
+OTHERS = (
+    "seed max_chunks wandb.entity wandb.mode dataset_method.lr_h dataset_method.lr_o "
+    "dataset.name method.name valid_escape"
+).split()
+KNOWN = (*POSITIVE_INTS, *POSITIVE_FLOATS, *BOOLS, *STRINGS, *OTHERS)  # every setting
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
 # settings of earlier versions, and what replaced them
 REPLACED = {
     "stochastic_escape_h": "the escape noise comes from the method (sgtheory.spikes.METHODS, "
@@ -115,12 +121,27 @@ def _check_types(cfg) -> None:
         value = _get(cfg, name)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name}={value!r} is not valid; it must be a non-empty string")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be an integer >= 0")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r} is not valid; it must be an integer in [0, 2**63 - 1]")
     if cfg.max_chunks is not None:
         check_positive("max_chunks", cfg.max_chunks, integer=True)
     if cfg.wandb.entity is not None and not isinstance(cfg.wandb.entity, str):
         raise ConfigError(f"wandb.entity={cfg.wandb.entity!r} is not valid; a name or null")
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, dict):
+        return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    return [(prefix[:-1], tree)]
+
+
+def _check_known(cfg) -> None:
+    """No setting outside KNOWN (`+foo=1` or a misspelt `++` override would be ignored)."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
+    check_known(_leaves(tree), KNOWN, "experiments/config_experiments/config.yaml")
 
 
 def _check_ranges(cfg) -> None:
@@ -153,6 +174,7 @@ def validate(cfg, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
 
     Returns the method's parameters (`stm.methods.Params`) and the target raster.
     """
+    _check_known(cfg)
     check_choice("method", cfg.method.name, (*choices(config_dir, "method"), *METHODS))
     check_choice("dataset", cfg.dataset.name, choices(config_dir, "dataset"))
     _check_types(cfg)

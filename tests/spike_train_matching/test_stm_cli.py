@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -106,7 +107,7 @@ def test_wandb_offline_run(tmp_path, tiny_png):
         ("method=foo", "method='foo' is not valid; choose one of: multilayerspiker"),
         ("dataset=bar", "dataset='bar' is not valid; choose one of: oxford, scene"),
         ("tau_mem=-1", "tau_mem=-1"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer >= 0"),
+        ("seed=abc", "seed='abc' is not valid; it must be an integer in [0, 2**63 - 1]"),
         ("fano_window=1000", "fano_window=1000 is not valid; it must be at most"),
         ("stochastic_escape_h=exponential", "stochastic_escape_h=exponential is not a setting"),
     ],
@@ -130,8 +131,14 @@ def test_bad_input_cli(tmp_path, tiny_png, override, message):
         ("valid_escape=foo", "valid_escape='foo' is not valid; choose one of"),
         ("method.name=foo", "method='foo' is not valid; choose one of"),
         ("method.sigm=maybe", "method.sigm='maybe' is not valid; it must be true or false"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer >= 0"),
+        ("seed=abc", "seed='abc' is not valid; it must be an integer in [0, 2**63 - 1]"),
         ("seed=1.5", "seed=1.5 is not valid"),
+        ("seed=99999999999999999999", "seed=99999999999999999999 is not valid"),
+        ("+foo=1", "foo=1 is not a setting of this experiment"),
+        (
+            "++dataset.nb_hiden=3",
+            "nb_hiden=3 is not a setting of this experiment; did you mean dataset.nb_hidden",
+        ),
         ("fano_window=1000", "fano_window=1000 is not valid; it must be at most"),
         ("fano_window=abc", "fano_window='abc' is not valid"),
         ("max_chunks=abc", "max_chunks='abc' is not valid"),
@@ -150,7 +157,7 @@ def test_bad_input_cli(tmp_path, tiny_png, override, message):
 )
 def test_bad_settings(override, message):
     cfg = compose(override)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         settings.validate(cfg)
 
 
