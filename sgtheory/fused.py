@@ -44,8 +44,8 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int],
-    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2,
+    "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
+    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
 }
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
@@ -190,12 +190,14 @@ def lif_forward(
     threshold: float,
     reset_full: bool,
     keep_syn: bool,
+    delay: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(mem, fired, syn or None, spikes) of LIF neurons driven by time-major `cur` (see the
     C file); `fired` is boolean, `spikes` the same as float32 0 / 1.
 
     `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
-    None for the deterministic threshold.
+    None for the deterministic threshold. With `delay`, step t receives cur[t - delay] (0
+    before), as `layers.delay_in_time` would shift it, without the copy.
     """
     cur = cur.contiguous()
     nb_steps, row = cur.shape[0], cur[0].numel()
@@ -207,7 +209,7 @@ def lif_forward(
         spike_at = spike_at.contiguous()
     pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr())
     pointers += (_ptr_of(syn), spikes.data_ptr())
-    tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full))
+    tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return mem, fired, syn, spikes
 
@@ -222,8 +224,10 @@ def lif_backward(
     a_mem: float,
     threshold: float,
     reset_full: bool,
+    delay: int = 0,
 ) -> torch.Tensor:
-    """dL/dI of every step from dL/dS, by the adjoint recursion (see the C file).
+    """dL/dcur of every step from dL/dS, by the adjoint recursion (see the C file); `delay`
+    as in `lif_forward`.
 
     The surrogate derivative at mem - threshold is evaluated inside the loop where the
     surrogate's `kernel_form()` is one of INLINE_FORMULAS, else by `surrogate.derivative`
@@ -249,6 +253,7 @@ def lif_backward(
     )
     b_mem = 1.0 - a_mem
     tail = (a_syn / b_mem, a_mem, b_mem, threshold, int(reset_full), kind, float(p), float(q))
+    tail += (int(delay),)
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return grad_cur
 

@@ -23,45 +23,10 @@ from torch import nn
 
 from .conv import conv1d_chunked
 from .errors import ConfigError, check_positive
-from .neurons import decay, lif_scan, lif_scan_reference, readout_scan
+from .neurons import decay, delay_in_time, lif_scan, lif_scan_reference, readout_scan
 from .spikes import SpikeFn
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast dtypes; dynamics run in float32
-
-
-def delay_in_time(x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
-    """`x` shifted later by `steps` along `time_dim`: out[t] = x[t - steps], 0 for t < steps."""
-    if steps == 0:
-        return x
-    if steps < 0:
-        raise ConfigError(f"input_delay={steps!r} is not valid; it must be >= 0")
-    return _Delay.apply(x, steps, time_dim)
-
-
-class _Delay(torch.autograd.Function):
-    """The shift of `delay_in_time` with a backward that writes the input's gradient once
-    (shifted back, zero where the steps fell off the end), instead of zero-filling a whole
-    tensor and copying into it as the backward of a slice does."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
-        ctx.steps, ctx.time_dim = steps, time_dim
-        length = x.shape[time_dim]
-        kept = max(length - steps, 0)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        out.narrow(time_dim, 0, length - kept).zero_()
-        out.narrow(time_dim, length - kept, kept).copy_(x.narrow(time_dim, 0, kept))
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        steps, time_dim = ctx.steps, ctx.time_dim
-        length = grad.shape[time_dim]
-        kept = max(length - steps, 0)
-        out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
-        out.narrow(time_dim, 0, kept).copy_(grad.narrow(time_dim, length - kept, kept))
-        out.narrow(time_dim, kept, length - kept).zero_()
-        return out, None, None
 
 
 def _check_input_delay(steps: int) -> int:
@@ -116,8 +81,12 @@ class LIFLayer(nn.Module):
         rec_weight: torch.Tensor | None,
         reference: bool,
         time_major: bool,
+        input_delay: int = 0,
     ) -> torch.Tensor:
+        """Spikes of the neurons driven by `current`; `input_delay` (fast path only) shifts
+        the current later in time inside the scan (`sgtheory.neurons.lif_scan`)."""
         scan = lif_scan_reference if reference else lif_scan
+        extra = {"input_delay": input_delay} if input_delay else {}
         spikes, mem = scan(
             current.float() if current.dtype in LOW_PRECISION else current,  # see autocast
             self.spike_fn,
@@ -129,6 +98,7 @@ class LIFLayer(nn.Module):
             rec_weight,
             time_major,
             rec_delay=self.rec_delay,
+            **extra,
         )
         if self.record_mem:
             self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
@@ -206,9 +176,11 @@ class ConvLIFLayer(LIFLayer):
     ) -> torch.Tensor:
         length = self.output_length(x.shape[-1])  # clear error if the kernel does not fit
         time_dim = 0 if time_major else 1
+        # fast path without recurrence: the scan reads the current late (no copy); otherwise
         # the delay is applied to whichever of input and current is smaller (same result:
         # the convolution acts on each step alone and maps zero to zero)
-        delay_input = x[0, 0].numel() <= self.weight.shape[0] * length
+        scan_delay = 0 if reference or self.rec_weight is not None else self.input_delay
+        delay_input = not scan_delay and x[0, 0].numel() <= self.weight.shape[0] * length
         if delay_input:
             x = delay_in_time(x, self.input_delay, time_dim)
         if reference:  # baseline: one convolution per time step
@@ -219,9 +191,9 @@ class ConvLIFLayer(LIFLayer):
         else:  # all time steps in one convolution over (batch x time)
             current = self._conv_all_steps(x.reshape(-1, *x.shape[2:]))
             current = current.reshape(*x.shape[:2], *current.shape[1:])
-        if not delay_input:
+        if not delay_input and not scan_delay:
             current = delay_in_time(current, self.input_delay, time_dim)
-        return self.run_neurons(current, self.rec_weight, reference, time_major)
+        return self.run_neurons(current, self.rec_weight, reference, time_major, scan_delay)
 
 
 class Readout(nn.Module):

@@ -65,6 +65,41 @@ def _check_rec(weight: torch.Tensor | None, shape: torch.Size, rec_delay: int = 
         )
 
 
+def delay_in_time(x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
+    """`x` shifted later by `steps` along `time_dim`: out[t] = x[t - steps], 0 for t < steps."""
+    if steps == 0:
+        return x
+    if steps < 0:
+        raise ConfigError(f"input_delay={steps!r} is not valid; it must be >= 0")
+    return _Delay.apply(x, steps, time_dim)
+
+
+class _Delay(torch.autograd.Function):
+    """The shift of `delay_in_time` with a backward that writes the input's gradient once
+    (shifted back, zero where the steps fell off the end), instead of zero-filling a whole
+    tensor and copying into it as the backward of a slice does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, steps: int, time_dim: int) -> torch.Tensor:
+        ctx.steps, ctx.time_dim = steps, time_dim
+        length = x.shape[time_dim]
+        kept = max(length - steps, 0)
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        out.narrow(time_dim, 0, length - kept).zero_()
+        out.narrow(time_dim, length - kept, kept).copy_(x.narrow(time_dim, 0, kept))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        steps, time_dim = ctx.steps, ctx.time_dim
+        length = grad.shape[time_dim]
+        kept = max(length - steps, 0)
+        out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+        out.narrow(time_dim, 0, kept).copy_(grad.narrow(time_dim, length - kept, kept))
+        out.narrow(time_dim, kept, length - kept).zero_()
+        return out, None, None
+
+
 class _LIFScan(torch.autograd.Function):
     """Forward without a graph, backward by the adjoint recursion (time-reversed).
 
@@ -76,12 +111,24 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
+        ctx,
+        cur,
+        rec_weight,
+        spike_fn,
+        a_syn,
+        a_mem,
+        threshold,
+        reset,
+        diff_reset,
+        rec_delay,
+        input_delay=0,
     ):
         cur = cur.contiguous()  # (T, B, ...)
         ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
         ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
         ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
+        ctx.input_delay = input_delay  # only the fused kernels take one (see lif_scan)
+        assert input_delay == 0 or ctx.fused
         spikes = None  # float spikes, where the kernel writes them itself
         if ctx.triton:
             fired, mem_all, syn_all = triton_scan.forward(
@@ -89,7 +136,7 @@ class _LIFScan(torch.autograd.Function):
             )
         elif ctx.fused:
             fired, mem_all, syn_all, spikes = _LIFScan.run_fused(
-                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset
+                cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, input_delay
             )
         else:
             fired, mem_all, syn_all = _LIFScan.run_loop(
@@ -136,9 +183,9 @@ class _LIFScan(torch.autograd.Function):
         return fired, mem_all[:nb_steps], syn_all
 
     @staticmethod
-    def run_fused(cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset):
+    def run_fused(cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, input_delay=0):
         """(fired, mem, syn or None, float spikes): the same scan by the C kernels of `fused`
-        (CPU, float32, no recurrence).
+        (CPU, float32, no recurrence); step t receives cur[t - input_delay] (0 before).
 
         Stochastic escape noise: every step's uniforms are drawn before the loop, in the
         torch loop's order and from the same generator (by `fused.uniform`, the same
@@ -157,7 +204,7 @@ class _LIFScan(torch.autograd.Function):
             for step in spike_at:
                 escape.prob_inverse(step, out=step)
         mem_all, fired, syn_all, spikes = fused.lif_forward(
-            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset
+            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay
         )
         return fired, mem_all, syn_all, spikes
 
@@ -179,8 +226,9 @@ class _LIFScan(torch.autograd.Function):
             a_mem,
             ctx.threshold,
             full,
+            ctx.input_delay,
         )
-        return grad_cur, None, None, None, None, None, None, None, None
+        return grad_cur, None, None, None, None, None, None, None, None, None
 
     @staticmethod
     def backward_triton(ctx, grad_spikes):
@@ -200,7 +248,7 @@ class _LIFScan(torch.autograd.Function):
             ctx.rec_delay,
             ctx.needs_input_grad[1],
         )
-        return grad_cur, grad_rec, None, None, None, None, None, None, None
+        return grad_cur, grad_rec, None, None, None, None, None, None, None, None
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_mem):
@@ -258,7 +306,7 @@ class _LIFScan(torch.autograd.Function):
             )
         elif rec_weight is not None and ctx.needs_input_grad[1]:
             grad_rec = torch.zeros_like(rec_weight)
-        return grad_cur[1:], grad_rec, None, None, None, None, None, None, None
+        return grad_cur[1:], grad_rec, None, None, None, None, None, None, None, None
 
 
 def lif_scan(
@@ -272,6 +320,7 @@ def lif_scan(
     rec_weight: torch.Tensor | None = None,
     time_major: bool = False,
     rec_delay: int = 1,
+    input_delay: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run LIF neurons driven by `current` (batch, time, ...); return (spikes, mem).
 
@@ -280,7 +329,9 @@ def lif_scan(
     spikes; then `current` must be shaped (batch, time, channels, length). The spikes of
     step t enter the synaptic current syn[t + rec_delay] (module docstring).
     With `time_major`, input and outputs are (time, batch, ...) instead, which spares the
-    transposes between layers (the scan runs time-major internally).
+    transposes between layers (the scan runs time-major internally). `input_delay` makes
+    the current arrive that many steps late (`delay_in_time`); the fused C kernels read it
+    late instead of shifting a copy.
     """
     check_choice("reset", reset, RESETS)
     _check_rec(rec_weight, current.shape, rec_delay)
@@ -296,8 +347,13 @@ def lif_scan(
             rec_weight,
             time_major=True,
             rec_delay=rec_delay,
+            input_delay=input_delay,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
+    fused_scan = rec_weight is None and fused.usable(current)
+    fused_scan = fused_scan and not triton_scan.usable(current, rec_weight, rec_delay)
+    if input_delay and not fused_scan:
+        current, input_delay = delay_in_time(current, input_delay, 0), 0
     with torch.autocast(current.device.type, enabled=False):  # dynamics in full precision
         return _LIFScan.apply(
             current,
@@ -309,6 +365,7 @@ def lif_scan(
             reset,
             bool(diff_reset),
             int(rec_delay),
+            int(input_delay),
         )
 
 

@@ -20,13 +20,17 @@
  *   uniform draw): spike iff mem - threshold > spike_at.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
  * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
+ * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
+ *   as if it had been shifted in time (the last `delay` steps of cur are not read).
  * b_mem: 1 - a_mem, computed in double and rounded, as the torch loop's add-with-alpha has it.
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
                  float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
-                 float a_syn, float a_mem, float b_mem, float threshold, int reset_full) {
+                 float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
+                 int64_t delay) {
+    static const float zeros[BLOCK]; /* the current of the first `delay` steps */
     float syn[BLOCK], mem[BLOCK];
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
     const int lerp_small = fabsf(a_mem) < 0.5f;
@@ -38,7 +42,7 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
         }
         for (int64_t t = 0; t < nb_steps; t++) {
             const int64_t off = t * row + lo;
-            const float *c = cur + off;
+            const float *c = (t >= delay) ? cur + off - delay * row : zeros;
             float *m_out = mem_all + off;
             uint8_t *f_out = fired + off;
             if (spikes && t > 0) /* the previous step's, while in cache */
@@ -86,13 +90,15 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict pre, float *restrict grad_cur, int64_t nb_steps,
                int64_t row, int64_t lo, int64_t n, float syn_ratio, float a_mem, float b_mem,
                float threshold, float p, const int kind, const int has_pre,
-               const int reset_full) {
+               const int reset_full, int64_t delay) {
     float lam_mem[BLOCK], lam_syn[BLOCK];
     for (int64_t j = 0; j < n; j++) {
         lam_mem[j] = 0.0f;
         lam_syn[j] = 0.0f;
-        if (nb_steps > 0) grad_cur[(nb_steps - 1) * row + lo + j] = 0.0f; /* dL/dsyn[T] */
     }
+    for (int64_t t = nb_steps - 1 - delay; t < nb_steps; t++) /* reach no synapse in time */
+        if (t >= 0)
+            for (int64_t j = 0; j < n; j++) grad_cur[t * row + lo + j] = 0.0f;
     for (int64_t t = nb_steps - 1; t >= 0; t--) {
         const int64_t off = t * row + lo;
         for (int64_t j = 0; j < n; j++) {
@@ -111,7 +117,8 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
             const float through = lam_mem[j] - lam_mem[j] * spike; /* lam_mem (1 - S) */
             const float carried = reset_full ? through : lam_mem[j];
             const float g_syn = fmaf(lam_syn[j], syn_ratio, carried) * b_mem; /* add, alpha */
-            if (t > 0) grad_cur[off - row + j] = g_syn; /* dL/dI[t-1] = dL/dsyn[t] */
+            if (t > delay) /* dL/dcur[t-1-delay] = dL/dI[t-1] = dL/dsyn[t] */
+                grad_cur[off - (delay + 1) * row + j] = g_syn;
             lam_syn[j] = g_syn;
             lam_mem[j] = through * a_mem + g_total * d;
         }
@@ -123,7 +130,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
         for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
             backward_block(fired, mem, sg, grad_spikes, pre, grad_cur, nb_steps, row, lo,  \
                            (end - lo < BLOCK) ? end - lo : BLOCK, syn_ratio, a_mem, b_mem, \
-                           threshold, p, KIND, PRE, FULL);                                 \
+                           threshold, p, KIND, PRE, FULL, delay);                          \
         return;                                                                            \
     }
 #define BACKWARD_CASES(KIND)                                                               \
@@ -134,8 +141,9 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
  * mem: the potential of each step (as returned by the forward pass); kind: SG_SUPERSPIKE
  *   (parameter p) or SG_SPIKE to evaluate the surrogate derivative at mem - threshold here,
  *   SG_GIVEN to read it from `sg`; q is the formulas' second parameter (unused here).
- * grad_spikes: dL/dS; grad_cur: (nb_steps, row) gets dL/dI[t] = dL/dsyn[t + 1] (0 at the
- *   last step); the same size as the other arrays, so the allocator can reuse their blocks.
+ * grad_spikes: dL/dS; grad_cur: (nb_steps, row) gets dL/dcur[t] = dL/dI[t + delay] =
+ *   dL/dsyn[t + delay + 1] (0 for the last delay + 1 steps); the same size as the other
+ *   arrays, so the allocator can reuse their blocks.
  * pre: NULL unless diff_reset; then the pre-reset potential of each step, whose product
  *   with dL/dmem[t+1] flows back through the differentiable reset.
  * b_mem = 1 - a_mem and syn_ratio = a_syn / b_mem come rounded from double, as the torch
@@ -145,7 +153,7 @@ void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
                   const float *grad_spikes, const float *pre, float *grad_cur,
                   int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float syn_ratio,
                   float a_mem, float b_mem, float threshold, int reset_full, int kind, float p,
-                  float q) {
+                  float q, int64_t delay) {
     (void)q;
     const int has_pre = pre != 0;
     reset_full = reset_full != 0;

@@ -8,7 +8,7 @@ import torch
 
 from sgtheory import fused
 from sgtheory.allocator import retain_freed_memory
-from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.neurons import delay_in_time, lif_scan, lif_scan_reference
 from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, make_surrogate
 
 needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
@@ -196,3 +196,35 @@ def test_c_uniform_draws_are_torch_rand_and_leave_the_generator_as_it_would():
     expected = torch.rand(2, 3, 700)
     torch.manual_seed(5)
     assert torch.equal(fused.uniform(torch.Size([2, 3, 700]), None), expected)
+
+
+@needs_compiler
+@pytest.mark.parametrize("escape", ["step", "sigmoid"])
+@pytest.mark.parametrize("delay", [1, 2, 7])
+def test_fused_input_delay_equals_shifting_the_current(monkeypatch, escape, delay):
+    """input_delay read late inside the C kernels = the kernels on a shifted copy (spikes,
+    potentials, input gradients: bitwise), and = the torch loop (gradients up to rounding)."""
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    results = []
+    for variant in ("late", "shifted", "loop"):
+        if variant == "loop":
+            monkeypatch.setenv("SGTHEORY_FUSED", "0")
+        torch.manual_seed(0)
+        current = (torch.randn(6, 50, 5, 13) * 0.5 + 0.3).requires_grad_()
+        weights = torch.randn(6, 50, 5, 13)
+        spike = SpikeFn(
+            make_escape(escape), make_surrogate("superspike"), torch.Generator().manual_seed(3)
+        )
+        if variant == "late":
+            spikes, mem = lif_scan(current, spike, 0.8, 0.9, input_delay=delay)
+        else:
+            spikes, mem = lif_scan(delay_in_time(current, delay, 1), spike, 0.8, 0.9)
+        (grad,) = torch.autograd.grad((spikes * weights).sum(), [current])
+        results.append((spikes, mem, grad))
+    late, shifted, loop = results
+    for got, want in zip(late, shifted, strict=True):
+        assert torch.equal(got, want)
+    assert torch.equal(late[0], loop[0]) and torch.equal(late[1], loop[1])
+    assert (late[2] - loop[2]).abs().max() <= 1e-4 * loop[2].abs().max()
+    assert late[2][:, 50 - delay :].abs().sum() == 0  # these steps reach no synapse in time
+    assert late[0][:, :delay].abs().sum() == 0  # nothing arrives before the delay
