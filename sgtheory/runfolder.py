@@ -387,6 +387,11 @@ class RunFolder:
             self._write(lambda p=path, t=text: write_text_atomic(p, t), f"{HYDRA}/{name}")
 
     # ------------------------------------------------------------------ writing
+    def write_files(self, action, name: str) -> None:
+        """Run `action()`, which writes `name` in the folder; an OSError (full disk, lost
+        permission) becomes one RunFolderError naming the folder and the file(s)."""
+        self._write(action, name)
+
     def _write(self, action, name: str) -> None:
         """Run a write; an OSError (full disk, lost permission) becomes one RunFolderError."""
         try:

@@ -16,7 +16,7 @@ from sgtheory.optim import OPTIMIZERS
 from sgtheory.runs import WANDB_MODES, resolve_device
 from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
-from sgtheory.threads import default_threads
+from sgtheory.threads import default_threads, usable_cores
 
 DATASETS = ("randman", "shd")
 # `precision`: the autocast dtype of convolutions and weight products (None: float32 throughout)
@@ -227,12 +227,29 @@ def _check_numbers(cfg: Any) -> None:
         raise ConfigError(f"alpha={cfg.alpha!r} is not valid; it must lie in [0, 1]")
     if math.isclose(cfg.tau_mem, cfg.tau_syn):
         raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
+    _check_threads(cfg.threads)
     for term in REGULARIZER_TERMS:
+        dims = cfg.regularizer[term].dims
+        if dims is not None and not all(_is_int(d) and d in (-2, -1) for d in dims):
+            raise ConfigError(
+                f"regularizer.{term}.dims={list(dims)!r} is not valid; give dims of the "
+                "per-sample counts (channels, positions): a list of -2 and/or -1, or null"
+            )
         if cfg.regularizer[term].strength < 0:
             key = f"regularizer.{term}.strength"
             raise ConfigError(
                 f"{key}={cfg.regularizer[term].strength!r} is not valid; it must be >= 0"
             )
+
+
+def _check_threads(threads: int | None) -> None:
+    """More threads than usable cores make every step several times slower (spinning)."""
+    cores = usable_cores()
+    if threads is not None and threads > cores:
+        raise ConfigError(
+            f"threads={threads} is not valid: this process may run on {cores} core(s), and "
+            f"more threads than cores slow every step down; use at most {cores}, or null"
+        )
 
 
 def check_anneal(cfg: Any) -> None:

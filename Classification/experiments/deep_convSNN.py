@@ -55,6 +55,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
     try:
         check_output_dirs(sys.argv[1:])  # Hydra would create them with a traceback
     except RunFolderError as err:

@@ -13,11 +13,12 @@ import time
 
 _T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
+import logging
 import sys
 from pathlib import Path
 
 from sgtheory.errors import RUN_ERRORS
-from sgtheory.runfolder import exit_on_error
+from sgtheory.runfolder import check_output_dirs, exit_on_error
 from stm.settings import precheck_argv, validate
 from stm.training import run
 
@@ -26,7 +27,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
 
 def main() -> None:
     """Command-line entry: check the method/dataset names, then hand over to Hydra."""
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
     try:
+        check_output_dirs(sys.argv[1:])  # Hydra would create them with a traceback
         precheck_argv(sys.argv, CONFIG_DIR)
     except RUN_ERRORS as err:
         exit_on_error(err)

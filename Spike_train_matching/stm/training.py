@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def run_chunks(
                 clock.epochs.append(time.perf_counter() - t0)
                 bar.update(1)
             last = pass_stats(cfg, trial, vtrial)
-            buf.write(folder.path / "data", state.epoch, n)
+            folder.write_files(partial(buf.write, folder.path / "data", state.epoch, n), "data/")
             log_chunk(wb, state, n)
             results = {**base, **summary(state, last), "timing": clock.timing(state)}
             folder.save(checkpoint_state(state, s.generator, clock), results)
@@ -319,7 +320,7 @@ def run(cfg, run_dir: Path, checked: dict, process_start: float) -> dict[str, An
             print(f"{run_dir}: already completed ({ckpt['epoch']} epochs); nothing to do")
             return read_json(run_dir / "results.json")
         s, state = make_setup(cfg, checked["params"], checked["target"])
-        write_inputs(run_dir / "data", s)
+        folder.write_files(lambda: write_inputs(run_dir / "data", s), "data/")
         if ckpt is not None:
             restore(state, ckpt, s.generator)
         name = f"{cfg.method.name}-{cfg.dataset.name}-seed{cfg.seed}"

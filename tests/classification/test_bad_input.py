@@ -68,6 +68,13 @@ CASES = [
     ("anneal=true anneal_interval=0", "anneal_interval=0 is not valid"),
     ("anneal=true anneal_start=-1", "anneal_start=-1 is not valid; it must be >= 0"),
 ]
+CASES += [
+    # settings that are not settings (Hydra's `+`/`++` add them; they would be ignored)
+    ("+foo=1", "foo=1 is not a setting of this experiment"),
+    ("++dataset.nb_sample=3", "dataset.nb_sample=3 is not a setting of this experiment; did you"),
+    ("regularizer.upper_l2.dims=[5]", "regularizer.upper_l2.dims=[5] is not valid; give dims"),
+    ("threads=100000", "threads=100000 is not valid: this process may run on"),
+]
 SHD_CASES = [
     ("dataset.valid_fraction=abc", "dataset.valid_fraction='abc' is not valid; it must be a"),
     ("dataset.valid_fraction=1.0", "dataset.valid_fraction=1.0 is not valid; it must lie in"),

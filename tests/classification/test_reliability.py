@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -332,3 +333,56 @@ def test_cli_wrong_type_and_device_are_one_line(tmp_path):
         f"error: hydra.run.dir={blocker / 'run'} is not writable"
     )
     assert len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("dataset.max_samples=1", "dataset.max_samples=1 is not valid: it leaves the valid"),
+        ("dataset.valid_fraction=0.001", "dataset.valid_fraction=0.001 is not valid: it leaves"),
+    ],
+)
+def test_an_empty_validation_set_is_refused_before_training(compose, tmp_path, override, message):
+    from convsnn.data import load_data, shd_paths
+
+    datadir = _shd_files(tmp_path)
+    cfg = compose("dataset=shd", f"dataset.datadir={datadir}", "fano.repeats=4", override)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # was a ZeroDivisionError
+        load_data(cfg, shd_paths(cfg))
+
+
+def test_a_checkpoint_written_into_a_full_disk_fails_as_oserror():
+    """torch.save into a file that runs out of space raises RuntimeError ("unexpected pos");
+    the checkpoint writer serialises in memory, so the write itself fails with ENOSPC."""
+    import io
+
+    from sgtheory.runs import torch_writer
+
+    class Full(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as err:
+        torch_writer({"w": torch.zeros(1000)})(Full())
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_the_holder_repairs_hydra_files_another_start_overwrote(tmp_path):
+    """A second start is refused by the lock only after its Hydra wrote its .hydra/ here."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    with RunFolder(tmp_path) as folder:
+        folder.resume({"seed": 1})
+        (tmp_path / ".hydra" / "overrides.yaml").write_text("- seed=2\n")  # the refused one
+        folder.write_results({"x": 1})
+        assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- seed=1\n"
+
+
+def test_a_checkpoint_without_settings_is_damaged(tmp_path):
+    torch.save({"model": 1}, tmp_path / "checkpoint.pt")
+    with RunFolder(tmp_path) as folder, pytest.raises(CheckpointError, match="holds no settings"):
+        folder.resume({"seed": 1})
+    assert (tmp_path / "checkpoint.pt").exists()  # left as it was

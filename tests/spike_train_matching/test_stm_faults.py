@@ -110,3 +110,66 @@ def test_rerun_of_a_finished_run_does_nothing_and_a_longer_one_extends_it(tmp_pa
     assert res["status"] == "completed" and res["epochs"] == 4
     assert res["timing"]["resumed_from_epoch"] == 2
     assert (run_dir / "data" / "loss_hist_vRd_4.npy").exists()
+
+
+def test_sigterm_is_one_line_and_status_interrupted(tmp_path, tiny_png):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import EXPERIMENTS
+
+    run_dir = tmp_path / "term"
+    args = tiny_overrides(tiny_png, nb_epochs=100000, logging_freq=20)
+    cmd = [sys.executable, "run_image_task_1hid.py", "--config-name=config", *args]
+    proc = subprocess.Popen(
+        [*cmd, f"hydra.run.dir={run_dir}"],
+        cwd=EXPERIMENTS,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        "error: stopped by signal SIGTERM; rerun the same command to resume from the last "
+        "checkpoint"
+    ]
+    res = json.loads((run_dir / "results.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert res["status"] == "interrupted" and res["epochs"] == ckpt["epoch"]
+
+
+def test_a_file_where_the_run_folder_should_be_is_one_line(tmp_path, tiny_png):
+    (tmp_path / "file").write_text("x")
+    proc = run_cli(tmp_path / "file" / "run", *tiny_overrides(tiny_png), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith(f"error: hydra.run.dir={tmp_path / 'file' / 'run'} is")
+    assert "not writable" in proc.stderr
+
+
+def test_a_full_disk_while_writing_the_chunk_files_is_one_error(tmp_path, tiny_png, monkeypatch):
+    import errno
+    import os
+
+    from sgtheory.errors import RunFolderError
+
+    real = training.save_npy_atomic
+
+    def save(path, array):
+        if path.name.endswith("_4.npy"):  # inputs and the first chunk fit, the second does not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, array)
+
+    monkeypatch.setattr(training, "save_npy_atomic", save)
+    args = tiny_overrides(tiny_png, nb_epochs=4, logging_freq=2)
+    args = [a for a in args if not a.startswith(("wandb", "progress"))]
+    with pytest.raises(RunFolderError, match="cannot write data/ \\(No space left on device\\)"):
+        _run_in_process(tmp_path, *args, "wandb.mode=disabled", "progress=false")
+    res = json.loads((tmp_path / "results.json").read_text())
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert res["status"] == "failed" and res["epochs"] == ckpt["epoch"] == 2
