@@ -70,6 +70,7 @@ from .runs import (
     init_wandb,
     json_writer,
     load_checkpoint,
+    signals_deferred,
     torch_writer,
     write_json_atomic,
     write_text_atomic,
@@ -407,8 +408,9 @@ class RunFolder:
         """Write results.json with `status`; it must describe the checkpoint on disk."""
         out = {**results, "status": status}
         self._keep_hydra()
-        self._write(lambda: write_json_atomic(self.results_path, out), RESULTS)
-        self._committed = copy.deepcopy(out)  # the caller goes on appending to its lists
+        with signals_deferred():  # a SIGTERM must see _committed as it is on disk
+            self._write(lambda: write_json_atomic(self.results_path, out), RESULTS)
+            self._committed = copy.deepcopy(out)  # the caller goes on appending to its lists
 
     def complete(self, results: dict) -> None:
         """Write the final results with status "completed"."""
@@ -422,6 +424,11 @@ class RunFolder:
         ckpt = {**state, "config": self.settings, "wandb_id": self.wandb_id, "hydra": self._hydra}
         out = {**results, "status": "running"}
         self._keep_hydra()
+        with signals_deferred():  # a SIGTERM must see _committed as it is on disk
+            self._save_pair(ckpt, out)
+            self._committed = copy.deepcopy(out)
+
+    def _save_pair(self, ckpt: dict, out: dict) -> None:
         self._write(
             lambda: atomic_write_many(
                 [
@@ -431,7 +438,6 @@ class RunFolder:
             ),
             f"{CHECKPOINT} and {RESULTS}",
         )
-        self._committed = copy.deepcopy(out)
 
     def fail(self, err: BaseException) -> None:
         """Record `err` in results.json (the last saved results, status failed/interrupted).

@@ -5,6 +5,7 @@ The run-folder life cycle (lock, status, resume, failure) built on these is in `
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -95,11 +96,17 @@ def atomic_write_many(files: Sequence[tuple[str | Path, Callable[[Any], None]]])
         raise
     # The renames go together: a SIGTERM or Ctrl-C arriving between two of them would
     # leave a new checkpoint beside an old results.json; it is delivered after the last.
-    signals = {signal.SIGINT, signal.SIGTERM}
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
+    with signals_deferred():
         for tmp, path in temps:
             os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM back inside the block; they are delivered when it ends."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
