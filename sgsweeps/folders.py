@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sgtheory.runfolder import read_status
+
 from .launch import COMPLETED, JOB_STATUS
 
 if TYPE_CHECKING:
@@ -207,6 +209,8 @@ def _status_from_results(run: Run, path: Path) -> None:
         return
     run.results = results
     run.status = str(results.get("status", "unknown"))
+    if run.status == "running" and read_status(path) == "interrupted":
+        run.status = "interrupted"  # its folder lock is free: the process is gone
     run.error = results.get("error")
     if run.config is None and isinstance(results.get("config"), dict):
         run.config = results["config"]

@@ -6,6 +6,7 @@ collect.py scripts, loaded here from their files."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 from pathlib import Path
 
@@ -68,13 +69,16 @@ def test_means_counts_and_problems_are_reported(tmp_path, capsys):
     for seed, acc in enumerate(accs, start=1):
         _run(tmp_path, f"ok{seed}", seed, _class_results(acc))
     _run(tmp_path, "failed", 4, {**_class_results(0.1, "failed"), "error": "NonFiniteLoss: nan"})
-    _run(tmp_path, "running", 5, _class_results(0.1, "running"))
+    running = _run(tmp_path, "running", 5, _class_results(0.1, "running"))
     _run(tmp_path, "missing", 6, None)
     _run(tmp_path, "corrupt", 7, '{"status": "compl')
-    code = main(CLS, [str(tmp_path), "--out", str(tmp_path / "out")])
+    _run(tmp_path, "killed", 8, _class_results(0.1, "running"))  # says running, lock free
+    with open(running / ".lock", "w") as lock:  # a live run holds its folder's lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        code = main(CLS, [str(tmp_path), "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "7 runs in 1 groups, 3 completed" in out
+    assert "8 runs in 1 groups, 3 completed" in out
     for word in ("FAILED", "RUNNING", "MISSING", "CORRUPT", "NonFiniteLoss"):
         assert word in out
     rows = {
@@ -87,6 +91,7 @@ def test_means_counts_and_problems_are_reported(tmp_path, capsys):
         "ok3": "completed",
         "failed": "failed",
         "running": "running",
+        "killed": "interrupted",
         "missing": "missing",
         "corrupt": "corrupt",
     }
