@@ -2,9 +2,10 @@
 
 A layer's feedforward convolution runs once over batch x time samples (e.g. 400 x 100 =
 40,000 for the Randman network). Its forward, input gradient and weight gradient each run
-by the algorithm that `sgtheory.conv_algos` measured fastest for that shape on this CPU
-(oneDNN over chunks of samples, im2col + matrix product, or one dense banded matrix
-product), chosen once and cached on disk; ``SGTHEORY_CONV_ALGO`` forces one. Results equal
+by the algorithm that `sgtheory.conv_algos` measured fastest for that shape and memory
+layout on this CPU (oneDNN over chunks of samples, im2col + matrix product, one dense
+banded matrix product, or on channels-last data a matrix product per output position),
+chosen once and cached on disk; ``SGTHEORY_CONV_ALGO`` forces one. Results equal
 `F.conv1d` up to float rounding. A binary input (spikes) is kept for the backward pass as
 booleans, a quarter of the memory of float32.
 
@@ -40,17 +41,17 @@ def _autocast_dtype(device_type: str) -> torch.dtype | None:
 
 class _Conv1d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, stride, padding, binary):
+    def forward(ctx, x, weight, stride, padding, binary, channels_last):
         low = _autocast_dtype(x.device.type)
         if low is not None:  # compute in the autocast dtype; autograd casts the grads back
             weight = weight.to(low)
             x = x if x.dtype == torch.bool else x.to(low)
         geo = Geometry.of(x.shape, weight.shape, stride, padding)
-        out = conv_algos.forward(x, weight, geo)
+        out = conv_algos.forward(x, weight, geo, channels_last)
         if binary is None:
             binary = x.dtype != torch.bool and bool(x.eq(0).logical_or_(x.eq(1)).all())
         ctx.save_for_backward(x.to(torch.bool) if binary else x, weight)
-        ctx.geo = geo
+        ctx.geo, ctx.channels_last = geo, channels_last
         return out
 
     @staticmethod
@@ -58,10 +59,15 @@ class _Conv1d(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = conv_algos.input_grad(grad_out, weight, ctx.geo)
+            # in the input's layout, as the layer before expects its gradient
+            grad_x = conv_algos.input_grad(
+                grad_out, weight, ctx.geo, conv_algos.is_channels_last(x)
+            )
         if ctx.needs_input_grad[1]:
-            grad_w = conv_algos.weight_grad(x, grad_out.to(weight.dtype), ctx.geo)
-        return grad_x, grad_w, None, None, None
+            grad_w = conv_algos.weight_grad(
+                x, grad_out.to(weight.dtype), ctx.geo, ctx.channels_last
+            )
+        return grad_x, grad_w, None, None, None, None
 
 
 def conv1d_chunked(
@@ -70,10 +76,13 @@ def conv1d_chunked(
     stride: int = 1,
     padding: int = 0,
     binary: bool | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """`F.conv1d(x, weight, stride=stride, padding=padding)` (no bias), fast on large batches.
 
     `binary` says whether x holds only 0 and 1 (spikes), which are then saved as booleans;
     None checks it (one pass over x). Pass True only when x is sure to be binary.
+    `channels_last`: return the result stored as (samples, positions, channels) (see
+    `sgtheory.conv_algos`); x may come in either layout, and its gradient returns in x's.
     """
-    return _Conv1d.apply(x, weight, int(stride), int(padding), binary)
+    return _Conv1d.apply(x, weight, int(stride), int(padding), binary, bool(channels_last))

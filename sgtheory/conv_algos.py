@@ -1,28 +1,28 @@
-"""Ways to compute a 1-D convolution and its two gradients, and the measured choice among them.
+"""The measured choice of algorithm for a 1-D convolution and its two gradients.
 
 A layer's feedforward convolution runs over all batch x time samples at once (e.g. 40,000
 for the Randman network), with few channels and positions per sample. Which algorithm is
 fastest for such shapes depends on the CPU: on an AVX2 machine oneDNN's convolution
 backward took 2-3x the time of a matrix product of the same FLOPs, on an AVX-512 one much
 less. So every operation (``forward``, ``input_grad``, ``weight_grad``) of every layer shape
-is timed once per machine with each candidate, and the fastest is kept on disk:
+and memory layout is timed once per machine with each candidate of `sgtheory.conv_kernels`
+(oneDNN, unfold, banded, and on channels-last data positions), and the fastest is kept on
+disk. All of them equal ``F.conv1d`` and its gradients up to float rounding (tested).
 
-* ``onednn``: torch's convolution (oneDNN on CPU) over chunks of CHUNK samples;
-* ``unfold``: im2col (``Tensor.unfold``) and one matrix product per chunk of samples;
-* ``banded``: the convolution as one dense matrix (channels x positions in, out), a
-  single matrix product over all samples with no copies; it multiplies the zeros outside
-  the kernel's band too, so it is a candidate only where that at most triples the FLOPs
-  (tiny layers such as the Randman ones).
+Layout: on CPU, a convolutional layer without a recurrent connection keeps its currents and
+spikes channels-last (storage (time, batch, positions, channels); `use_channels_last`), so
+that the next convolution reads each receptive field in place. ``SGTHEORY_CHANNELS_LAST=0``
+keeps every activation in the standard layout instead (same results up to rounding).
 
-All three equal ``F.conv1d`` and its gradients up to float rounding (tested). The cache
-lies in ``SGTHEORY_CACHE`` (as the fused kernels, default ``~/.cache/sgtheory``), one file
-per key: CPU model and flags, torch version and CPU capability, ``ONEDNN_MAX_CPU_ISA``,
-threads, dtype, operation, shape. The choice is kept even if it was measured while other
-processes kept the CPU busy (the entry records the load average): a run resumed later must
-round as the run it continues. Delete the folder ``conv_algos`` there to measure again.
-``SGTHEORY_CONV_ALGO`` forces a choice: ``auto`` (default), one algorithm for every
-operation (``onednn``), or per operation (``forward=banded,weight_grad=unfold``); `force`
-does the same from Python.
+The cache lies in ``SGTHEORY_CACHE`` (as the fused kernels, default ``~/.cache/sgtheory``),
+one file per key: CPU model and flags, torch version and CPU capability,
+``ONEDNN_MAX_CPU_ISA``, threads, dtype, layout, operation, shape. The choice is kept even if
+it was measured while other processes kept the CPU busy (the entry records the load
+average): a run resumed later must round as the run it continues. Delete the folder
+``conv_algos`` there to measure again. ``SGTHEORY_CONV_ALGO`` forces a choice: ``auto``
+(default), one algorithm for every operation (``onednn``), or per operation
+(``forward=banded,weight_grad=unfold``); `force` does the same from Python. A forced
+``positions`` on standard-layout data runs with copies into and out of channels-last.
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-ALGOS = ("onednn", "unfold", "banded")
+from .conv_kernels import ALGOS, CHUNK, FUNCTIONS, is_channels_last, to_layout
+
+__all__ = ["ALGOS", "CHUNK", "FUNCTIONS", "OPS", "Geometry", "choose", "forward"]
+__all__ += ["input_grad", "weight_grad", "use_channels_last", "is_channels_last", "to_layout"]
+
 OPS = ("forward", "input_grad", "weight_grad")
 ENV = "SGTHEORY_CONV_ALGO"
-CHUNK = 512  # samples per oneDNN call: oneDNN is slower on one call over 10^5 samples
-UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reused heap
+LAYOUT_ENV = "SGTHEORY_CHANNELS_LAST"
 BANDED_MAX_WASTE = 3.0  # dense-matrix FLOPs / convolution FLOPs up to which banded is tried
 BANDED_MAX_BYTES = 32 << 20  # largest dense matrix tried
 MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has fewer)
@@ -82,11 +84,20 @@ class Geometry:
         return self.lin / self.k
 
 
-def candidates(geo: Geometry, dtype: torch.dtype) -> tuple[str, ...]:
-    """Algorithms worth timing for this shape (banded only where its matrix is small)."""
+def candidates(geo: Geometry, dtype: torch.dtype, channels_last: bool = False) -> tuple[str, ...]:
+    """Algorithms worth timing for this shape and layout (banded only where its matrix is
+    small, positions only on channels-last data, where it needs no copies)."""
     size = geo.cin * geo.lin * geo.cout * geo.lout * torch.finfo(dtype).bits // 8
     banded = geo.banded_waste() <= BANDED_MAX_WASTE and size <= BANDED_MAX_BYTES
-    return ALGOS if banded else ALGOS[:2]
+    out = ("onednn", "unfold") + (("banded",) if banded else ())
+    return out + (("positions",) if channels_last else ())
+
+
+def use_channels_last(device: torch.device) -> bool:
+    """Whether layers without recurrence keep their activations channels-last on `device`:
+    on CPU unless SGTHEORY_CHANNELS_LAST is 0 / false / off (module docstring)."""
+    off = os.environ.get(LAYOUT_ENV, "1").strip().lower() in ("0", "false", "off", "no")
+    return device.type == "cpu" and not off
 
 
 def force(setting: str | None) -> None:
@@ -119,199 +130,38 @@ def forced(op: str) -> str | None:
     return _parse(os.environ.get(ENV, "auto"), ENV).get(op)
 
 
-# --- oneDNN: torch's convolution over chunks of samples ----------------------------------
-
-
-def _onednn_forward(x: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    n, step = x.shape[0], _chunk(x)
-    if n <= step:
-        return F.conv1d(x.to(w.dtype), w, stride=geo.stride, padding=geo.padding)
-    out = torch.empty((n, geo.cout, geo.lout), dtype=w.dtype, device=x.device)
-    for i in range(0, n, step):
-        out[i : i + step] = F.conv1d(
-            x[i : i + step].to(w.dtype), w, stride=geo.stride, padding=geo.padding
-        )
-    return out
-
-
-def _chunk(t: torch.Tensor) -> int:
-    """oneDNN's chunk: CHUNK samples on CPU, the whole batch elsewhere (cuDNN)."""
-    return CHUNK if t.device.type == "cpu" else max(1, t.shape[0])
-
-
-def _onednn_backward(x, w, grad_out, geo: Geometry, mask: list[bool]):
-    """aten's convolution backward of one chunk (x only for its shape if mask[1] is False)."""
-    return torch.ops.aten.convolution_backward(
-        grad_out, x, w, None, [geo.stride], [geo.padding], [1], False, [0], 1, [*mask, False]
-    )
-
-
-def _onednn_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    n, step = g.shape[0], _chunk(g)
-    gx = torch.empty((n, geo.cin, geo.lin), dtype=w.dtype, device=g.device)
-    for i in range(0, n, step):
-        shape_only = gx[i : i + step]  # convolution_backward reads only the shape of x
-        gx[i : i + step] = _onednn_backward(shape_only, w, g[i : i + step], geo, [True, False])[0]
-    return gx
-
-
-def _onednn_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    w = torch.empty((geo.cout, geo.cin, geo.k), dtype=g.dtype, device=g.device)  # shape only
-    acc = torch.zeros(w.shape, dtype=g.dtype, device=g.device)
-    step = _chunk(g)
-    for i in range(0, x.shape[0], step):
-        part = x[i : i + step].to(g.dtype)
-        acc += _onednn_backward(part, w, g[i : i + step], geo, [False, True])[1]
-    return acc
-
-
-# --- unfold: im2col and a matrix product per chunk ----------------------------------------
-
-
-def _unfold_chunk(geo: Geometry, itemsize: int) -> int:
-    return max(1, UNFOLD_BYTES // (geo.lout * geo.cin * geo.k * itemsize))
-
-
-def _patches(x: torch.Tensor, geo: Geometry, dtype: torch.dtype) -> torch.Tensor:
-    """(samples x lout, cin x k) im2col rows, ordered by (sample, output position)."""
-    x = x.to(dtype)
-    if geo.padding:
-        x = F.pad(x, (geo.padding, geo.padding))
-    cols = x.unfold(2, geo.k, geo.stride).transpose(1, 2)  # (n, lout, cin, k)
-    return cols.reshape(-1, geo.cin * geo.k)
-
-
-def _unfold_forward(x: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    n, step = x.shape[0], _unfold_chunk(geo, w.element_size())
-    out = torch.empty((n, geo.cout, geo.lout), dtype=w.dtype, device=x.device)
-    w2 = w.reshape(geo.cout, -1).t()
-    for i in range(0, n, step):
-        rows = torch.mm(_patches(x[i : i + step], geo, w.dtype), w2)
-        out[i : i + step] = rows.view(-1, geo.lout, geo.cout).transpose(1, 2)
-    return out
-
-
-def _fold(cols: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """Adjoint of `_patches` for (n, lout, cin, k) columns: sum them into (n, cin, lin)."""
-    n, s = cols.shape[0], geo.stride
-    full = torch.zeros(
-        (n, geo.cin, geo.lin + 2 * geo.padding), dtype=cols.dtype, device=cols.device
-    )
-    if geo.lout <= geo.k:
-        for pos in range(geo.lout):
-            full[:, :, pos * s : pos * s + geo.k] += cols[:, pos]
-    else:
-        span = s * (geo.lout - 1) + 1
-        for j in range(geo.k):
-            full[:, :, j : j + span : s] += cols[:, :, :, j].transpose(1, 2)
-    return full[:, :, geo.padding : geo.padding + geo.lin]
-
-
-def _unfold_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    n, step = g.shape[0], _unfold_chunk(geo, w.element_size())
-    gx = torch.empty((n, geo.cin, geo.lin), dtype=w.dtype, device=g.device)
-    w2 = w.reshape(geo.cout, -1)
-    for i in range(0, n, step):
-        rows = g[i : i + step].transpose(1, 2).reshape(-1, geo.cout)
-        cols = torch.mm(rows, w2).view(-1, geo.lout, geo.cin, geo.k)
-        gx[i : i + step] = _fold(cols, geo)
-    return gx
-
-
-def _unfold_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    step = _unfold_chunk(geo, g.element_size())
-    acc = torch.zeros((geo.cout, geo.cin * geo.k), dtype=g.dtype, device=g.device)
-    for i in range(0, x.shape[0], step):
-        rows = g[i : i + step].transpose(1, 2).reshape(-1, geo.cout)
-        acc += torch.mm(rows.t(), _patches(x[i : i + step], geo, g.dtype))
-    return acc.view(geo.cout, geo.cin, geo.k)
-
-
-# --- banded: the convolution as one dense matrix ------------------------------------------
-
-
-@lru_cache(maxsize=64)
-def _band(geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
-    """(valid, index): which (cout, cin, k, lout) taps fall inside the input, and where each
-    lands in the dense (cin x lin, cout x lout) matrix, flattened."""
-    o = torch.arange(geo.cout).view(-1, 1, 1, 1)
-    c = torch.arange(geo.cin).view(1, -1, 1, 1)
-    j = torch.arange(geo.k).view(1, 1, -1, 1)
-    pos = torch.arange(geo.lout).view(1, 1, 1, -1) * geo.stride - geo.padding + j
-    valid = ((pos >= 0) & (pos < geo.lin)).expand(geo.cout, geo.cin, geo.k, geo.lout)
-    col = o * geo.lout + torch.arange(geo.lout).view(1, 1, 1, -1)
-    index = (c * geo.lin + pos) * (geo.cout * geo.lout) + col
-    return valid.contiguous(), index.expand(valid.shape)[valid]
-
-
-def _dense(w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    valid, index = _band(geo)
-    dense = torch.zeros(geo.cin * geo.lin * geo.cout * geo.lout, dtype=w.dtype, device=w.device)
-    dense[index] = w.unsqueeze(-1).expand(valid.shape)[valid]
-    return dense.view(geo.cin * geo.lin, geo.cout * geo.lout)
-
-
-def _banded_forward(x: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    out = torch.mm(x.reshape(x.shape[0], -1).to(w.dtype), _dense(w, geo))
-    return out.view(-1, geo.cout, geo.lout)
-
-
-def _banded_input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    gx = torch.mm(g.reshape(g.shape[0], -1), _dense(w, geo).t())
-    return gx.view(-1, geo.cin, geo.lin)
-
-
-def _banded_weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    step = max(CHUNK, UNFOLD_BYTES // (geo.cin * geo.lin * g.element_size()))
-    acc = torch.zeros((geo.cin * geo.lin, geo.cout * geo.lout), dtype=g.dtype, device=g.device)
-    for i in range(0, x.shape[0], step):
-        xs = x[i : i + step].reshape(-1, geo.cin * geo.lin).to(g.dtype)
-        acc += torch.mm(xs.t(), g[i : i + step].reshape(-1, geo.cout * geo.lout))
-    valid, index = _band(geo)
-    taps = torch.zeros(valid.shape, dtype=acc.dtype, device=acc.device)
-    taps[valid] = acc.view(-1)[index]
-    return taps.sum(-1)
-
-
-def _low(dtype: torch.dtype) -> bool:
-    return dtype in (torch.bfloat16, torch.float16)
-
-
-FUNCTIONS = {
-    ("forward", "onednn"): _onednn_forward,
-    ("forward", "unfold"): _unfold_forward,
-    ("forward", "banded"): _banded_forward,
-    ("input_grad", "onednn"): _onednn_input_grad,
-    ("input_grad", "unfold"): _unfold_input_grad,
-    ("input_grad", "banded"): _banded_input_grad,
-    ("weight_grad", "onednn"): _onednn_weight_grad,
-    ("weight_grad", "unfold"): _unfold_weight_grad,
-    ("weight_grad", "banded"): _banded_weight_grad,
-}
-
-
 # --- public operations: run the chosen algorithm --------------------------------------------
 
 
-def forward(x: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """conv1d(x, w) (no bias) of (samples, cin, lin) x; x may be boolean (spikes).
+def forward(
+    x: torch.Tensor, w: torch.Tensor, geo: Geometry, channels_last: bool = False
+) -> torch.Tensor:
+    """conv1d(x, w) (no bias) of (samples, cin, lin) x in either layout, returned in the
+    layout `channels_last` asks for; x may be boolean (spikes).
 
     Runs in w's dtype: an active autocast region has been applied by the caller.
     """
-    algo = choose("forward", geo, x.shape[0], w.dtype, x.device)
+    algo = choose("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
     with torch.autocast(x.device.type, enabled=False):
-        return FUNCTIONS["forward", algo](x, w, geo)
+        return FUNCTIONS["forward", algo](x, w, geo, channels_last)
 
 
-def input_grad(g: torch.Tensor, w: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """dL/dx (samples, cin, lin) from dL/doutput `g` (samples, cout, lout)."""
-    g = g.contiguous()
-    algo = choose("input_grad", geo, g.shape[0], w.dtype, g.device)
-    return FUNCTIONS["input_grad", algo](g, w, geo)
+def input_grad(
+    g: torch.Tensor, w: torch.Tensor, geo: Geometry, channels_last: bool = False
+) -> torch.Tensor:
+    """dL/dx (samples, cin, lin), in the asked layout, from dL/doutput `g` (samples, cout,
+    lout) in either layout."""
+    if not (channels_last and is_channels_last(g)):
+        g = g.contiguous()
+    algo = choose("input_grad", geo, g.shape[0], w.dtype, g.device, channels_last)
+    return FUNCTIONS["input_grad", algo](g, w, geo, channels_last)
 
 
-def weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """dL/dw (cout, cin, k) from inputs x and dL/doutput g, summed over samples.
+def weight_grad(
+    x: torch.Tensor, g: torch.Tensor, geo: Geometry, channels_last: bool = False
+) -> torch.Tensor:
+    """dL/dw (cout, cin, k) from inputs x and dL/doutput g, summed over samples;
+    `channels_last`: the layout of x and g (either works; the other costs a copy).
 
     In a lower precision (bfloat16 under autocast), the gradient is computed in float32
     from the rounded operands (exactly representable): every product is exact and the sum
@@ -319,11 +169,12 @@ def weight_grad(x: torch.Tensor, g: torch.Tensor, geo: Geometry) -> torch.Tensor
     sums to bfloat16, per chunk of samples with oneDNN, per sample on CPUs without native
     bfloat16 such as AVX2 ones: there the weight gradient was off by several percent.)
     """
-    g = g.contiguous()
-    if _low(g.dtype):
+    if not (channels_last and is_channels_last(g)):
+        g = g.contiguous()
+    if g.dtype in (torch.bfloat16, torch.float16):
         g = g.float()
-    algo = choose("weight_grad", geo, g.shape[0], g.dtype, g.device)
-    return FUNCTIONS["weight_grad", algo](x, g, geo)
+    algo = choose("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
+    return FUNCTIONS["weight_grad", algo](x, g, geo, channels_last)
 
 
 # --- choice: forced, cached on disk, or measured ------------------------------------------
@@ -379,8 +230,16 @@ def _samples(n: int, geo: Geometry) -> int:
     return min(MEASURE_SAMPLES, cap, 1 << max(0, int(n - 1).bit_length()))
 
 
-def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.device) -> str:
-    """The algorithm for `op` on this shape: forced, else cached, else measured and cached."""
+def choose(
+    op: str,
+    geo: Geometry,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    channels_last: bool = False,
+) -> str:
+    """The algorithm for `op` on this shape and layout: forced, else cached, else measured
+    and cached."""
     if device.type != "cpu":
         return "onednn"  # torch's convolution (cuDNN on CUDA)
     algo = forced(op)
@@ -393,6 +252,7 @@ def choose(op: str, geo: Geometry, n: int, dtype: torch.dtype, device: torch.dev
         "op": op,
         "dtype": str(dtype),
         "samples": _samples(n, geo),
+        "layout": "channels_last" if channels_last else "standard",
         **asdict(geo),
     }
     text = json.dumps(key, sort_keys=True)
@@ -418,7 +278,7 @@ def _load_or_measure(key: dict, text: str) -> str:
         return cached
     dtype = getattr(torch, key["dtype"].removeprefix("torch."))
     geo = Geometry(*(key[f] for f in ("cin", "lin", "cout", "k", "stride", "padding")))
-    times = measure(key["op"], geo, key["samples"], dtype)
+    times = measure(key["op"], geo, key["samples"], dtype, key["layout"] == "channels_last")
     choice = min(times, key=times.get)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     entry = {"key": key, "seconds": times, "choice": choice, "loadavg": load}
@@ -437,22 +297,25 @@ def _load_or_measure(key: dict, text: str) -> str:
     return choice
 
 
-def measure(op: str, geo: Geometry, samples: int, dtype: torch.dtype) -> dict[str, float]:
-    """Seconds of `op` by each candidate on random data: the minimum of MEASURE_REPS
-    interleaved rounds after one warm-up call each."""
+def measure(
+    op: str, geo: Geometry, samples: int, dtype: torch.dtype, channels_last: bool = False
+) -> dict[str, float]:
+    """Seconds of `op` by each candidate on random data in the given layout: the minimum of
+    MEASURE_REPS interleaved rounds after one warm-up call each."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.rand(samples, geo.cin, geo.lin, generator=gen) < 0.1).to(dtype)
     w = torch.randn(geo.cout, geo.cin, geo.k, generator=gen).to(dtype)
     g = torch.randn(samples, geo.cout, geo.lout, generator=gen).to(dtype)
+    x, g = to_layout(x, channels_last), to_layout(g, channels_last)
     args = {"forward": (x, w, geo), "input_grad": (g, w, geo), "weight_grad": (x, g, geo)}[op]
-    algos = candidates(geo, dtype)
+    algos = candidates(geo, dtype, channels_last)
     best = dict.fromkeys(algos, float("inf"))
     with torch.autocast("cpu", enabled=False):
         for algo in algos:
-            FUNCTIONS[op, algo](*args)
+            FUNCTIONS[op, algo](*args, channels_last)
         for _ in range(MEASURE_REPS):
             for algo in algos:
                 start = time.perf_counter()
-                FUNCTIONS[op, algo](*args)
+                FUNCTIONS[op, algo](*args, channels_last)
                 best[algo] = min(best[algo], time.perf_counter() - start)
     return best

@@ -36,7 +36,7 @@ FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off"],
     ["-O3", "-ffp-contract=off"],  # compilers or CPUs without -march=native
 )
-BLOCK = 64  # neurons per register block in the C code; thread ranges are multiples of it
+BLOCK = 256  # neurons per register block in the C code; thread ranges are multiples of it
 MIN_PARALLEL = 1 << 16  # neuron-steps below which one thread does the whole scan
 
 _lock = threading.Lock()
@@ -178,6 +178,24 @@ def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail:
         future.result()
 
 
+def time_major_dense(t: torch.Tensor) -> torch.Tensor:
+    """`t` (time, ...) itself if each time step fills one contiguous block of its storage,
+    its neurons in any order (e.g. channels-last conv currents); else a contiguous copy.
+    The kernels index neuron j of step s at s * row + j of the storage: every array of one
+    scan shares the layout of its current (`torch.empty_like` keeps it)."""
+    if t.is_contiguous() or t.dim() < 2:
+        return t.contiguous()
+    step = t[0]
+    order = sorted(range(step.dim()), key=lambda d: -step.stride(d))
+    dense = step.permute(order).is_contiguous() and t.stride(0) == step.numel()
+    return t if dense else t.contiguous()
+
+
+def _like(t: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """`t` with the strides of `layout` (itself if it has them already; else a copy)."""
+    return t if t.stride() == layout.stride() else torch.empty_like(layout, dtype=t.dtype).copy_(t)
+
+
 def _ptr_of(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
@@ -199,14 +217,14 @@ def lif_forward(
     None for the deterministic threshold. With `delay`, step t receives cur[t - delay] (0
     before), as `layers.delay_in_time` would shift it, without the copy.
     """
-    cur = cur.contiguous()
+    cur = time_major_dense(cur)
     nb_steps, row = cur.shape[0], cur[0].numel()
-    mem = torch.empty_like(cur)
-    fired = torch.empty(cur.shape, dtype=torch.bool)
+    mem = torch.empty_like(cur)  # every buffer in cur's layout
+    fired = torch.empty_like(cur, dtype=torch.bool)
     syn = torch.empty_like(cur) if keep_syn else None
     spikes = torch.empty_like(cur)
     if spike_at is not None:
-        spike_at = spike_at.contiguous()
+        spike_at = _like(spike_at, cur)
     pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr())
     pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
@@ -233,16 +251,17 @@ def lif_backward(
     surrogate's `kernel_form()` is one of INLINE_FORMULAS, else by `surrogate.derivative`
     beforehand (spikes.SG_GIVEN).
     """
-    nb_steps, row = fired.shape[0], fired[0].numel()
-    fired, mem, grad_spikes = fired.contiguous(), mem.contiguous(), grad_spikes.contiguous()
+    mem = time_major_dense(mem)  # as the forward left it; every other array in its layout
+    nb_steps, row = mem.shape[0], mem[0].numel()
+    fired, grad_spikes = _like(fired, mem), _like(grad_spikes, mem)
     if pre is not None:
-        pre = pre.contiguous()
+        pre = _like(pre, mem)
     kind, p, q = surrogate.kernel_form()
     sg = None
     if kind not in INLINE_FORMULAS:
         kind = SG_GIVEN
-        sg = surrogate.derivative(mem - threshold, fired.to(mem.dtype)).contiguous()
-    grad_cur = torch.empty(fired.shape, dtype=mem.dtype)
+        sg = _like(surrogate.derivative(mem - threshold, fired.to(mem.dtype)), mem)
+    grad_cur = torch.empty_like(mem)
     pointers = (
         fired.data_ptr(),
         mem.data_ptr(),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .conv import conv1d_chunked
+from .conv_algos import use_channels_last
 from .errors import ConfigError, check_positive
 from .neurons import decay, delay_in_time, lif_scan, lif_scan_reference, readout_scan
 from .spikes import SpikeFn
@@ -169,7 +170,13 @@ class ConvLIFLayer(LIFLayer):
         return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
 
     def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
-        return conv1d_chunked(x, self.weight, self.stride, self.padding, self.input_is_spikes)
+        # without recurrence the current, and so the spikes, stay channels-last on CPU: the
+        # next convolution then reads its windows in place (sgtheory.conv_algos); the scan
+        # runs on any such layout. A recurrent layer's per-step convolution wants standard.
+        cl = self.rec_weight is None and use_channels_last(x.device)
+        return conv1d_chunked(
+            x, self.weight, self.stride, self.padding, self.input_is_spikes, channels_last=cl
+        )
 
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
@@ -224,10 +231,10 @@ class Readout(nn.Module):
     def forward(
         self, x: torch.Tensor, reference: bool = False, time_major: bool = False
     ) -> torch.Tensor:
-        flat = x.flatten(2)
+        flat, weight = self._features(x)
         # as W (x^T) rather than x W^T: with only n_out (e.g. 15) columns, the product and
         # its input gradient (W^T dL/dcur^T) run about 1.7x faster this way round
-        current = (self.weight @ flat.reshape(-1, flat.shape[-1]).t()).t()
+        current = (weight @ flat.reshape(-1, flat.shape[-1]).t()).t()
         current = current.reshape(*flat.shape[:-1], current.shape[-1])
         if current.dtype in LOW_PRECISION:  # the product ran under autocast
             current = current.float()
@@ -235,6 +242,16 @@ class Readout(nn.Module):
         return readout_scan(
             current, self.a_syn, self.a_mem, time_major, self.initial_mem, self.after_update
         )
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x flattened to (time, batch, features) and the weight with its columns in the
+        same order: channels-last conv spikes (storage (..., positions, channels)) are read
+        in storage order, with the weight's columns permuted, instead of being copied."""
+        if x.dim() == 4 and x.stride(-2) == 1 and x.stride(-1) == x.shape[-2] > 1:
+            n_out, channels, length = self.weight.shape[0], x.shape[-2], x.shape[-1]
+            weight = self.weight.view(n_out, channels, length).transpose(1, 2)
+            return x.transpose(-1, -2).flatten(2), weight.reshape(n_out, -1)
+        return x.flatten(2), self.weight
 
 
 class SpikingNetwork(nn.Module):

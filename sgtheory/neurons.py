@@ -84,7 +84,7 @@ class _Delay(torch.autograd.Function):
         ctx.steps, ctx.time_dim = steps, time_dim
         length = x.shape[time_dim]
         kept = max(length - steps, 0)
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        out = torch.empty_like(x)  # in x's layout (e.g. channels-last spikes)
         out.narrow(time_dim, 0, length - kept).zero_()
         out.narrow(time_dim, length - kept, kept).copy_(x.narrow(time_dim, 0, kept))
         return out
@@ -94,7 +94,7 @@ class _Delay(torch.autograd.Function):
         steps, time_dim = ctx.steps, ctx.time_dim
         length = grad.shape[time_dim]
         kept = max(length - steps, 0)
-        out = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+        out = torch.empty_like(grad)
         out.narrow(time_dim, 0, kept).copy_(grad.narrow(time_dim, length - kept, kept))
         out.narrow(time_dim, kept, length - kept).zero_()
         return out, None, None
@@ -123,10 +123,11 @@ class _LIFScan(torch.autograd.Function):
         rec_delay,
         input_delay=0,
     ):
-        cur = cur.contiguous()  # (T, B, ...)
         ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
         ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
         ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
+        # (T, B, ...); the fused kernels take any layout in which every step is one block
+        cur = fused.time_major_dense(cur) if ctx.fused else cur.contiguous()
         ctx.input_delay = input_delay  # only the fused kernels take one (see lif_scan)
         assert input_delay == 0 or ctx.fused
         spikes = None  # float spikes, where the kernel writes them itself
@@ -196,13 +197,18 @@ class _LIFScan(torch.autograd.Function):
         escape, gen = spike_fn.escape, spike_fn.generator
         spike_at = None
         if not escape.deterministic:
-            spike_at = fused.uniform(cur.shape, gen)
-            if spike_at is None:  # a generator state fused.uniform does not know
-                spike_at = torch.empty_like(cur)
-                for step in spike_at:
+            draws = fused.uniform(cur.shape, gen)
+            if draws is None:  # a generator state fused.uniform does not know
+                draws = torch.empty(cur.shape, dtype=cur.dtype)
+                for step in draws:
                     step.uniform_(generator=gen)  # torch.rand = empty + uniform_
-            for step in spike_at:
+            # drawn in the logical (contiguous) order, as the torch loop draws them; stored
+            # in cur's layout, step by step while in cache
+            spike_at = draws if draws.stride() == cur.stride() else torch.empty_like(cur)
+            for step, into in zip(draws, spike_at, strict=True):
                 escape.prob_inverse(step, out=step)
+                if into.data_ptr() != step.data_ptr():
+                    into.copy_(step)
         mem_all, fired, syn_all, spikes = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay
         )

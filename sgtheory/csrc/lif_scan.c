@@ -12,7 +12,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#define BLOCK 64
+#define BLOCK 256
 
 /* Forward.
  * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,

@@ -10,8 +10,9 @@ from sgtheory import conv_algos
 from sgtheory.conv import conv1d_chunked, conv1d_weight_grad
 from sgtheory.conv_algos import ALGOS, CHUNK, FUNCTIONS, OPS, Geometry
 
-# (cin, lin, cout, k, stride, padding): the Randman layers, SHD-like strides, padding, and a
-# layer with more output positions than taps (the other branch of the unfold adjoint)
+# (cin, lin, cout, k, stride, padding): the Randman layers, SHD-like strides, padding, a
+# layer with more output positions than taps (the other branch of the unfold adjoint), and
+# padding wider than the kernel
 GEOMETRIES = [
     (1, 20, 32, 11, 1, 0),
     (32, 10, 8, 5, 1, 0),
@@ -20,6 +21,7 @@ GEOMETRIES = [
     (3, 21, 5, 7, 3, 0),
     (4, 9, 3, 5, 1, 2),
     (2, 30, 3, 3, 2, 1),
+    (2, 3, 2, 2, 1, 3),  # padding wider than the kernel: some outputs see no input at all
 ]
 
 
@@ -44,28 +46,49 @@ def _autograd_reference(x, w, geo, gen):
     return y.detach(), grad_out, xr.grad, wr.grad
 
 
+def _assert_layout(t: torch.Tensor, channels_last: bool) -> None:
+    if channels_last:
+        assert t.transpose(1, 2).is_contiguous(), t.stride()
+    else:
+        assert t.is_contiguous(), t.stride()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", GEOMETRIES)
 @pytest.mark.parametrize("algo", ALGOS)
-def test_every_algorithm_equals_conv1d_and_its_gradients(algo, shape, dtype):
+@pytest.mark.parametrize("layout_in", ["standard", "channels_last"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_every_algorithm_equals_conv1d_and_its_gradients(
+    algo, shape, dtype, layout_in, channels_last
+):
+    """Values and both gradients for inputs in either layout, outputs in the asked one."""
     geo = Geometry(*shape)
     gen = torch.Generator().manual_seed(sum(shape))
     n = 2 * CHUNK + 37  # several oneDNN chunks and a ragged last one
     x = (torch.rand(n, geo.cin, geo.lin, generator=gen) < 0.3).to(dtype)
     w = torch.randn(geo.cout, geo.cin, geo.k, generator=gen, dtype=dtype)
     y, grad_out, gx, gw = _autograd_reference(x, w, geo, gen)
+    cl_in = layout_in == "channels_last"
+    x_in, g_in = conv_algos.to_layout(x, cl_in), conv_algos.to_layout(grad_out, cl_in)
     tol = {"rtol": 1e-5, "atol": 1e-4} if dtype == torch.float32 else {}
-    torch.testing.assert_close(FUNCTIONS["forward", algo](x, w, geo), y, **tol)
-    torch.testing.assert_close(FUNCTIONS["input_grad", algo](grad_out, w, geo), gx, **tol)
-    for inputs in (x, x.bool()):  # spikes are saved as booleans for the backward pass
-        torch.testing.assert_close(FUNCTIONS["weight_grad", algo](inputs, grad_out, geo), gw, **tol)
+    out = FUNCTIONS["forward", algo](x_in, w, geo, channels_last)
+    torch.testing.assert_close(out, y, **tol)
+    _assert_layout(out, channels_last)
+    got_gx = FUNCTIONS["input_grad", algo](g_in, w, geo, channels_last)
+    torch.testing.assert_close(got_gx, gx, **tol)
+    _assert_layout(got_gx, channels_last)
+    for inputs in (x_in, x_in.bool()):  # spikes are saved as booleans for the backward pass
+        got_gw = FUNCTIONS["weight_grad", algo](inputs, g_in, geo, channels_last)
+        torch.testing.assert_close(got_gw, gw, **tol)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
 @pytest.mark.parametrize("binary", [True, False])
-def test_forced_algorithm_through_autograd_equals_conv1d(monkeypatch, algo, binary):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_forced_algorithm_through_autograd_equals_conv1d(monkeypatch, algo, binary, channels_last):
     """The autograd function with SGTHEORY_CONV_ALGO=<algo>: values and both gradients, for
-    binary inputs (saved as booleans) and real-valued ones, in float64."""
+    binary inputs (saved as booleans) and real-valued ones, in float64; the output in the
+    asked layout and the input's gradient in the input's."""
     monkeypatch.setenv(conv_algos.ENV, algo)
     geo = Geometry(3, 20, 4, 5, 3, 2)
     gen = torch.Generator().manual_seed(1)
@@ -73,11 +96,14 @@ def test_forced_algorithm_through_autograd_equals_conv1d(monkeypatch, algo, bina
     x = (x < 0.2).double() if binary else x
     w = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64)
     y, grad_out, gx, gw = _autograd_reference(x, w, geo, gen)
-    xi, wi = x.clone().requires_grad_(), w.clone().requires_grad_()
-    out = conv1d_chunked(xi, wi, geo.stride, geo.padding)
+    xi = conv_algos.to_layout(x, channels_last).requires_grad_()
+    wi = w.clone().requires_grad_()
+    out = conv1d_chunked(xi, wi, geo.stride, geo.padding, channels_last=channels_last)
+    _assert_layout(out, channels_last)
     out.backward(grad_out)
     for got, exact in ((out, y), (xi.grad, gx), (wi.grad, gw)):
         torch.testing.assert_close(got, exact)
+    _assert_layout(xi.grad, channels_last)
     got_w = conv1d_weight_grad(x.bool() if binary else x, w.shape, grad_out, 3, 2)
     torch.testing.assert_close(got_w, gw)
 
@@ -100,14 +126,14 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
     fake = {"onednn": 3.0, "unfold": 1.0, "banded": 2.0}
     calls = []
 
-    def fake_measure(op, g, samples, dtype):
-        calls.append((op, g, samples, dtype))
+    def fake_measure(op, g, samples, dtype, channels_last):
+        calls.append((op, g, samples, dtype, channels_last))
         return dict(fake)
 
     monkeypatch.setattr(conv_algos, "measure", fake_measure)
     cpu = torch.device("cpu")
     assert conv_algos.choose("weight_grad", geo, 40000, torch.float32, cpu) == "unfold"
-    assert calls == [("weight_grad", geo, conv_algos.MEASURE_SAMPLES, torch.float32)]
+    assert calls == [("weight_grad", geo, conv_algos.MEASURE_SAMPLES, torch.float32, False)]
     (path,) = (tmp_path / "conv_algos").glob("*.json")
     entry = json.loads(path.read_text())
     assert entry["choice"] == "unfold" and entry["seconds"] == fake
@@ -118,9 +144,13 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
     fake["unfold"] = 9.0
     assert conv_algos.choose("weight_grad", geo, 40000, torch.float32, cpu) == "unfold"
     assert len(calls) == 1
-    # another dtype or operation is another entry
+    # another dtype, operation or layout is another entry
     assert conv_algos.choose("forward", geo, 40000, torch.float32, cpu) == "banded"
     assert len(calls) == 2
+    fake["positions"] = 0.5
+    assert conv_algos.choose("forward", geo, 40000, torch.float32, cpu, True) == "positions"
+    assert calls[-1] == ("forward", geo, conv_algos.MEASURE_SAMPLES, torch.float32, True)
+    assert len(list((tmp_path / "conv_algos").glob("*.json"))) == 3
 
 
 def test_a_choice_stored_meanwhile_by_another_process_wins(monkeypatch, tmp_path):
@@ -129,7 +159,7 @@ def test_a_choice_stored_meanwhile_by_another_process_wins(monkeypatch, tmp_path
     geo = Geometry(8, 6, 16, 5, 1, 0)
     cpu = torch.device("cpu")
 
-    def other_process_finishes_first(op, g, samples, dtype):
+    def other_process_finishes_first(op, g, samples, dtype, channels_last):
         monkeypatch.setattr(conv_algos, "measure", lambda *a: {"onednn": 1.0, "unfold": 2.0})
         conv_algos._memo.clear()
         assert conv_algos.choose(op, g, 40000, dtype, cpu) == "onednn"  # stores onednn
@@ -152,10 +182,14 @@ def test_small_batches_run_onednn_unmeasured(monkeypatch):
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
     randman_l3 = Geometry(64, 6, 128, 5, 1, 0)
     shd_l1 = Geometry(1, 700, 16, 21, 10, 0)  # a dense matrix 33x the convolution's FLOPs
-    assert conv_algos.candidates(randman_l3, torch.float32) == ALGOS
+    assert conv_algos.candidates(randman_l3, torch.float32) == ("onednn", "unfold", "banded")
+    assert conv_algos.candidates(randman_l3, torch.float32, True) == ALGOS
     assert "banded" not in conv_algos.candidates(shd_l1, torch.float32)
-    seconds = conv_algos.measure("input_grad", Geometry(4, 8, 6, 3, 1, 1), 64, torch.float32)
-    assert set(seconds) == set(ALGOS) and all(0 < s < 10 for s in seconds.values())
+    for cl in (False, True):
+        geo = Geometry(4, 8, 6, 3, 1, 1)
+        seconds = conv_algos.measure("input_grad", geo, 64, torch.float32, cl)
+        assert set(seconds) == set(conv_algos.candidates(geo, torch.float32, cl))
+        assert all(0 < s < 10 for s in seconds.values())
 
 
 def test_flop_count_of_the_randman_layers():

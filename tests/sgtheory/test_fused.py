@@ -228,3 +228,43 @@ def test_fused_input_delay_equals_shifting_the_current(monkeypatch, escape, dela
     assert (late[2] - loop[2]).abs().max() <= 1e-4 * loop[2].abs().max()
     assert late[2][:, 50 - delay :].abs().sum() == 0  # these steps reach no synapse in time
     assert late[0][:, :delay].abs().sum() == 0  # nothing arrives before the delay
+
+
+@needs_compiler
+@pytest.mark.parametrize("escape", ["step", "superspike", "exponential"])
+@pytest.mark.parametrize("diff_reset", [False, True])
+def test_channels_last_current_runs_in_place_with_the_same_results(monkeypatch, escape, diff_reset):
+    """A current stored channels-last ((time, batch, positions, channels) storage, as conv
+    layers without recurrence make it) scans in its own layout, no copy: spikes and
+    potentials bitwise those of the contiguous current (stochastic draws too: they are made
+    in the logical order), the input gradient too, and every output keeps the layout."""
+    monkeypatch.setenv("SGTHEORY_FUSED", "1")
+    torch.manual_seed(0)
+    base = torch.randn(30, 16, 5, 13) * 0.5 + 0.3  # (time, batch, channels, positions)
+    weights = torch.randn(30, 16, 5, 13)
+    results = []
+    for layout in ("contiguous", "channels_last"):
+        current = base.clone()
+        if layout == "channels_last":
+            current = base.transpose(2, 3).contiguous().transpose(2, 3)
+        current.requires_grad_()
+        gen = torch.Generator().manual_seed(3)
+        spike = SpikeFn(make_escape(escape), make_surrogate("superspike"), gen)
+        spikes, mem = lif_scan(current, spike, 0.8, 0.9, 1.0, "full", diff_reset, time_major=True)
+        (grad,) = torch.autograd.grad((spikes * weights).sum(), [current])
+        for out in (spikes, mem, grad):
+            assert out.stride() == current.stride()
+        results.append((spikes, mem, grad))
+    assert 0.01 < results[0][0].mean() < 0.5
+    for got, want in zip(*results, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_time_major_dense_keeps_step_blocks_and_copies_the_rest():
+    storage = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 5, 4)
+    cl = storage.transpose(2, 3)  # each step one contiguous block, neurons permuted
+    assert fused.time_major_dense(cl) is cl
+    batch_major = torch.zeros(3, 2, 4, 5).transpose(0, 1)  # steps interleaved: copied
+    assert fused.time_major_dense(batch_major).is_contiguous()
+    sliced = torch.zeros(2, 3, 4, 10)[..., ::2]  # holes in every step: copied
+    assert fused.time_major_dense(sliced).is_contiguous()

@@ -145,7 +145,7 @@ def test_delay_in_time_shifts_and_fills_with_zeros():
 
 def _network(method: str, delay: int) -> SpikingNetwork:
     torch.manual_seed(2)
-    gens = [torch.Generator().manual_seed(k) for k in (1, 2)]
+    gens = [torch.Generator().manual_seed(k) for k in (1, 2, 3)]
     hidden = [
         ConvLIFLayer(
             1,
@@ -160,14 +160,17 @@ def _network(method: str, delay: int) -> SpikingNetwork:
         ),
         ConvLIFLayer(
             4, 6, 3, spike_fn_for_method(method, generator=gens[1]), input_delay=delay, **LIF
-        ),  # no recurrence: the fused kernels' case
+        ),  # no recurrence: the fused kernels' case, channels-last on CPU
+        ConvLIFLayer(
+            6, 5, 3, spike_fn_for_method(method, generator=gens[2]), input_delay=delay, **LIF
+        ),  # channels-last input and output
     ]
-    for layer in hidden:
-        torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+    for layer, scale in zip(hidden, (2.0, 2.0, 6.0), strict=True):
+        torch.nn.init.normal_(layer.weight, 0.0, scale)
         if layer.rec_weight is not None:
             torch.nn.init.normal_(layer.rec_weight, 0.0, 0.5)
     readout = Readout(
-        6 * 4,
+        5 * 2,
         3,
         TAU_RO,
         TAU_SYN,
@@ -183,13 +186,17 @@ def _network(method: str, delay: int) -> SpikingNetwork:
 @pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
 @pytest.mark.parametrize("delay", [0, 1])
 def test_fused_loop_and_reference_agree_with_delays(monkeypatch, method, delay):
+    """Fused (channels-last conv activations, or all standard), torch loop and plain
+    autograd: the same spikes, outputs and gradients up to rounding."""
     x = (torch.rand(3, 40, 1, 15, generator=torch.Generator().manual_seed(0)) < 0.3).float()
-    paths = [("1", False), ("0", False), ("0", True)]  # fused, torch loop, plain autograd
+    # (fused, reference, channels-last): fused, fused standard, torch loop, plain autograd
+    paths = [("1", False, "1"), ("1", False, "0"), ("0", False, "1"), ("0", True, "1")]
     if fused._compiler() is None:
-        paths = paths[1:]
+        paths = paths[2:]
     results = []
-    for env, reference in paths:
+    for env, reference, layout in paths:
         monkeypatch.setenv("SGTHEORY_FUSED", env)
+        monkeypatch.setenv("SGTHEORY_CHANNELS_LAST", layout)
         net = _network(method, delay)
         out, spikes = net(x, reference=reference)
         loss = out.max(dim=1).values.logsumexp(-1).sum() + sum(s.sum() for s in spikes) * 0.01
