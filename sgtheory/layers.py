@@ -240,7 +240,13 @@ class Readout(nn.Module):
             current = current.float()
         current = delay_in_time(current, self.input_delay, 0 if time_major else 1)
         return readout_scan(
-            current, self.a_syn, self.a_mem, time_major, self.initial_mem, self.after_update
+            current,
+            self.a_syn,
+            self.a_mem,
+            time_major,
+            self.initial_mem,
+            self.after_update,
+            fast=not reference,
         )
 
     def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -429,6 +429,7 @@ def readout_scan(
     time_major: bool = False,
     initial_mem: float = 0.0,
     after_update: bool = False,
+    fast: bool = False,
 ) -> torch.Tensor:
     """Non-spiking leaky integrator: the LIF dynamics without spikes or reset.
 
@@ -436,9 +437,14 @@ def readout_scan(
     syn[t+1] = a_syn syn[t] + I[t], mem[0] = `initial_mem`, syn[0] = 0; the output at step
     t is mem[t], or mem[t+1] with `after_update` (stork reports the potential after its
     update and starts it at -1e-3). With `time_major`, input and output are
-    (time, batch, ...).
+    (time, batch, ...). `fast`: one autograd function with the adjoint recursion written
+    out (no per-step graph); otherwise plain autograd, step by step (the reference).
     """
-    steps = (current if time_major else current.transpose(0, 1)).unbind(0)
+    cur = current if time_major else current.transpose(0, 1)
+    if fast:
+        out = _ReadoutScan.apply(cur, float(a_syn), float(a_mem), float(initial_mem), after_update)
+        return out if time_major else out.transpose(0, 1)
+    steps = cur.unbind(0)
     mem = torch.full_like(steps[0], float(initial_mem))
     syn = torch.zeros_like(steps[0])
     out = []
@@ -450,3 +456,42 @@ def readout_scan(
         if after_update:
             out.append(mem)
     return torch.stack(out, dim=0 if time_major else 1)
+
+
+class _ReadoutScan(torch.autograd.Function):
+    """`readout_scan` over time-major (T, ...) currents with the adjoint by hand:
+    lam_mem[k] = G[k] + a_mem lam_mem[k+1], lam_syn[k] = (1 - a_mem) lam_mem[k+1]
+    + a_syn lam_syn[k+1], dL/dI[k] = lam_syn[k+1], where G[k] is dL/d(output) at the step
+    whose output is mem[k] (mem[k+1] after the update)."""
+
+    @staticmethod
+    def forward(ctx, cur, a_syn, a_mem, initial_mem, after_update):
+        ctx.a_syn, ctx.a_mem, ctx.after_update = a_syn, a_mem, after_update
+        out = torch.empty_like(cur, memory_format=torch.contiguous_format)
+        mem = torch.full_like(cur[0], initial_mem)
+        syn = torch.zeros_like(cur[0])
+        for t in range(cur.shape[0]):
+            if not after_update:
+                out[t] = mem
+            mem = a_mem * mem + (1 - a_mem) * syn  # as readout_scan: the same numbers
+            syn = a_syn * syn + cur[t]
+            if after_update:
+                out[t] = mem
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_syn, a_mem = ctx.a_syn, ctx.a_mem
+        steps = grad.shape[0]
+        grad_cur = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        lam_mem = torch.zeros_like(grad[0])  # dL/dmem[k+1]
+        lam_syn = torch.zeros_like(grad[0])  # dL/dsyn[k+1]
+        for k in range(steps - 1, -1, -1):  # mem[k+1] leads to output k (after update)
+            if ctx.after_update:
+                lam_mem = lam_mem + grad[k]
+            grad_cur[k] = lam_syn  # I[k] enters syn[k+1]
+            lam_syn = a_syn * lam_syn + (1 - a_mem) * lam_mem
+            lam_mem = a_mem * lam_mem
+            if not ctx.after_update:
+                lam_mem = lam_mem + grad[k]
+        return grad_cur, None, None, None, None

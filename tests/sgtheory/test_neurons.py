@@ -209,3 +209,29 @@ def test_bf16_network_keeps_dynamics_and_gradients_in_float32():
     for a, b in zip(g32, g16, strict=True):
         cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
         assert cos > 0.8
+
+
+@pytest.mark.parametrize("after_update", [False, True])
+@pytest.mark.parametrize("time_major", [False, True])
+def test_fast_readout_scan_equals_the_plain_one_and_its_adjoint_is_exact(after_update, time_major):
+    """The fast readout (adjoint written out) against the plain per-step autograd one:
+    bitwise the same potentials, the same input gradients up to rounding, and
+    torch.autograd.gradcheck (finite differences, float64) on its own."""
+    gen = torch.Generator().manual_seed(4)
+    current = torch.randn(7, 30, 3, generator=gen, dtype=torch.float64)
+    if time_major:
+        current = current.transpose(0, 1).contiguous()
+    weights = torch.randn(current.shape, generator=gen, dtype=torch.float64)
+    results = []
+    for fast in (False, True):
+        cur = current.clone().requires_grad_()
+        mem = readout_scan(cur, 0.8, 0.9, time_major, -1e-3, after_update, fast=fast)
+        (grad,) = torch.autograd.grad((mem * weights).sum(), [cur])
+        results.append((mem, grad))
+    (plain_mem, plain_grad), (fast_mem, fast_grad) = results
+    assert torch.equal(fast_mem, plain_mem)
+    torch.testing.assert_close(fast_grad, plain_grad, rtol=1e-12, atol=1e-14)
+    cur = current[:4, :5].clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda c: readout_scan(c, 0.8, 0.9, time_major, -1e-3, after_update, fast=True), (cur,)
+    )
