@@ -6,8 +6,8 @@ by the algorithm that `sgtheory.conv_algos` measured fastest for that shape and 
 layout on this CPU (oneDNN over chunks of samples, im2col + matrix product, one dense
 banded matrix product, or on channels-last data a matrix product per output position),
 chosen once and cached on disk; ``SGTHEORY_CONV_ALGO`` forces one. Results equal
-`F.conv1d` up to float rounding. A binary input (spikes) is kept for the backward pass as
-booleans, a quarter of the memory of float32.
+`F.conv1d` up to float rounding. A large binary input (spikes) is kept for the backward
+pass as booleans, a quarter of the memory of float32 (FLOAT_SAVE_BYTES).
 
 Under `torch.autocast` with a lower-precision dtype (bfloat16), the convolution and its
 input gradient run in that dtype; the weight gradient is computed in float32 from the
@@ -22,6 +22,12 @@ from . import conv_algos
 from .conv_algos import CHUNK, Geometry
 
 __all__ = ["CHUNK", "conv1d_chunked", "conv1d_weight_grad"]
+
+# Binary inputs up to this size are kept for the backward pass as they are (float), larger
+# ones as booleans: the weight gradient then needs no conversion pass over a small input
+# (a Randman layer's, about 60 MB), while a big one (an SHD layer's, 0.6 GB) costs a
+# quarter of the memory.
+FLOAT_SAVE_BYTES = 64 << 20
 
 
 def conv1d_weight_grad(
@@ -50,7 +56,8 @@ class _Conv1d(torch.autograd.Function):
         out = conv_algos.forward(x, weight, geo, channels_last)
         if binary is None:
             binary = x.dtype != torch.bool and bool(x.eq(0).logical_or_(x.eq(1)).all())
-        ctx.save_for_backward(x.to(torch.bool) if binary else x, weight)
+        small = x.dtype != torch.bool and x.numel() * x.element_size() <= FLOAT_SAVE_BYTES
+        ctx.save_for_backward(x.to(torch.bool) if binary and not small else x, weight)
         ctx.geo, ctx.channels_last = geo, channels_last
         return out
 

@@ -75,3 +75,26 @@ def test_bf16_weight_gradient_is_summed_in_float32(monkeypatch, algo):
     g = grad_out.bfloat16().double()  # autograd hands the backward the rounded gradient
     exact = conv1d_weight_grad(x, w.shape, g, 1, 0)  # float64
     torch.testing.assert_close(gw.double(), exact, rtol=1e-5, atol=1e-5 * exact.abs().max())
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 26])
+def test_binary_input_is_saved_as_booleans_only_above_the_size_limit(monkeypatch, limit):
+    """Spikes up to FLOAT_SAVE_BYTES are kept as they are, bigger ones as booleans; the
+    gradients are the same either way."""
+    from sgtheory import conv
+
+    monkeypatch.setattr(conv, "FLOAT_SAVE_BYTES", limit)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(600, 3, 12, generator=gen) < 0.3).double()
+    w = torch.randn(4, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.dtype) or t, lambda t: t
+    ):
+        out = conv1d_chunked(x, w, 1, 0, binary=True)
+    assert saved[0] == (torch.bool if limit == 0 else torch.float64)
+    grad_out = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    out.backward(grad_out)
+    wr = w.detach().clone().requires_grad_()
+    F.conv1d(x, wr).backward(grad_out)
+    torch.testing.assert_close(w.grad, wr.grad)
