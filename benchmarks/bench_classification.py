@@ -22,8 +22,8 @@ CPU with AMX (cpuinfo flag amx_bf16) that is where bfloat16 can pay off.
 
 Each configuration runs in a fresh subprocess so that its peak memory is its own (ru_maxrss
 on CPU, `torch.cuda.max_memory_allocated()` on CUDA). CPU switches: SGTHEORY_FUSED,
-SGTHEORY_MALLOPT, SGTHEORY_CONV_ALGO (see sgtheory); emulate an AVX2 CPU on an AVX-512 one
-with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
+SGTHEORY_MALLOPT, SGTHEORY_CONV_ALGO, SGTHEORY_CHANNELS_LAST (see sgtheory); emulate an
+AVX2 CPU on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
 
     python3 benchmarks/bench_classification.py --quick --networks randman
     python3 benchmarks/bench_classification.py --json out.json --txt out.txt
@@ -62,7 +62,15 @@ def cpu_switches() -> str:
     kept = os.environ.get("SGTHEORY_MALLOPT", "1").strip().lower() not in ("0", "false", "off")
     memory = "kept for reuse" if kept else "returned to the OS (SGTHEORY_MALLOPT=0)"
     conv = os.environ.get("SGTHEORY_CONV_ALGO", "auto") or "auto"
-    return f"fused LIF kernels {kernels}, freed memory {memory}, conv algorithms {conv}"
+    import torch
+
+    from sgtheory.conv_algos import use_channels_last
+
+    layout = "channels-last" if use_channels_last(torch.device("cpu")) else "standard"
+    return (
+        f"fused LIF kernels {kernels}, freed memory {memory}, conv algorithms {conv}, "
+        f"{layout} conv activations"
+    )
 
 
 def machine(device: str, threads: int | None) -> dict:
