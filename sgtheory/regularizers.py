@@ -37,7 +37,7 @@ class ActivityRegularizer:
         check_choice("regularizer order", self.order, ORDERS)
 
     def __call__(self, spikes: torch.Tensor) -> torch.Tensor:
-        counts = spikes.sum(dim=1)
+        counts = sum_over_time(spikes)
         if self.dims:
             counts = counts.mean(dim=tuple(self.dims))
         excess = counts - self.threshold if self.bound == "upper" else self.threshold - counts
@@ -51,3 +51,21 @@ def total_penalty(regularizers: Sequence[ActivityRegularizer], spikes: list) -> 
         for s in spikes:
             total = total + reg(s)
     return total
+
+
+def sum_over_time(spikes: torch.Tensor) -> torch.Tensor:
+    """spikes.sum(dim=1) for (batch, time, ...) spikes, summed in their storage order.
+
+    The network's spikes are views of time-major storage, with channels last after
+    convolutions; torch reduces such a permuted view about 5x slower than the same numbers
+    laid out in order. Sums of 0/1 values are exact, so the order does not change them.
+    """
+    steps = spikes.movedim(1, 0)  # (time, batch, ...)
+    if steps.dim() < 2:
+        return spikes.sum(dim=1)
+    inner = sorted(range(1, steps.dim()), key=lambda d: -steps.stride(d))
+    ordered = steps.permute(0, *inner)
+    if not ordered.is_contiguous():
+        return spikes.sum(dim=1)
+    back = sorted(range(len(inner)), key=lambda i: inner[i])  # inverse of `inner`
+    return ordered.sum(dim=0).permute(*back)

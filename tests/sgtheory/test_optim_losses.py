@@ -71,3 +71,28 @@ def test_regularizers_closed_form():
     assert math.isclose(lower(spikes).item(), 0.05 * 0.1 * 23 / 24, rel_tol=1e-6)
     with pytest.raises(ConfigError, match="bound"):
         ActivityRegularizer("middle", 1, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("layout", ["batch_major", "time_major", "time_major_channels_last"])
+def test_time_sum_of_any_spike_layout_equals_sum_over_dim_1(layout):
+    """The regulariser's spike counts, summed in storage order, equal spikes.sum(dim=1)
+    exactly (0/1 values), and so do the penalty and its gradient."""
+    from sgtheory.regularizers import sum_over_time
+
+    gen = torch.Generator().manual_seed(0)
+    spikes = (torch.rand(6, 30, 5, 4, generator=gen) < 0.3).float()  # (batch, time, C, L)
+    if layout == "time_major":
+        spikes = spikes.transpose(0, 1).contiguous().transpose(0, 1)
+    elif layout == "time_major_channels_last":
+        spikes = spikes.permute(1, 0, 3, 2).contiguous().permute(1, 0, 3, 2)
+    assert torch.equal(sum_over_time(spikes), spikes.sum(dim=1))
+    reg = ActivityRegularizer("upper", 2, 0.1, 2.0, (-2, -1))
+    s = spikes.detach().requires_grad_()
+    penalty = reg(s)
+    (grad,) = torch.autograd.grad(penalty, [s])
+    s_ref = spikes.detach().requires_grad_()
+    by_hand = 0.1 * torch.relu(s_ref.sum(dim=1).mean((-2, -1)) - 2.0).pow(2).mean()
+    (grad_ref,) = torch.autograd.grad(by_hand, [s_ref])
+    assert penalty > 0
+    torch.testing.assert_close(penalty, by_hand, rtol=0, atol=0)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=0)
