@@ -7,6 +7,9 @@ block of neurons through all steps with its state in registers. It is compiled o
 with the system C compiler (no torch headers, about a second) into a cache folder, loaded
 with ctypes, and called on disjoint ranges of neurons from a small thread pool (ctypes
 releases the GIL). Where no compiler works, the torch loop runs instead, after one warning.
+The kernels index a step's neurons in storage order, so a scan runs in place on any layout
+in which every time step is one contiguous block (e.g. channels-last conv currents), and
+every array it makes takes its current's layout (`time_major_dense`).
 
 Environment: ``SGTHEORY_FUSED=0`` turns the kernels off; ``SGTHEORY_CACHE`` moves the cache
 (default ``~/.cache/sgtheory``); ``CC`` picks the compiler; ``SGTHEORY_MARCH`` its
