@@ -27,6 +27,7 @@ the baseline of the benchmarks and the oracle of the tests.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -437,12 +438,15 @@ def readout_scan(
     syn[t+1] = a_syn syn[t] + I[t], mem[0] = `initial_mem`, syn[0] = 0; the output at step
     t is mem[t], or mem[t+1] with `after_update` (stork reports the potential after its
     update and starts it at -1e-3). With `time_major`, input and output are
-    (time, batch, ...). `fast`: one autograd function with the adjoint recursion written
-    out (no per-step graph); otherwise plain autograd, step by step (the reference).
+    (time, batch, ...). `fast`: the whole scan as one matrix product with the readout's
+    filter matrix (`_ReadoutScan`; equal up to rounding); otherwise plain autograd, step by
+    step (the reference).
     """
     cur = current if time_major else current.transpose(0, 1)
     if fast:
-        out = _ReadoutScan.apply(cur, float(a_syn), float(a_mem), float(initial_mem), after_update)
+        with torch.autocast(cur.device.type, enabled=False):  # in the current's precision
+            args = (float(a_syn), float(a_mem), float(initial_mem), bool(after_update))
+            out = _ReadoutScan.apply(cur, *args)
         return out if time_major else out.transpose(0, 1)
     steps = cur.unbind(0)
     mem = torch.full_like(steps[0], float(initial_mem))
@@ -458,40 +462,38 @@ def readout_scan(
     return torch.stack(out, dim=0 if time_major else 1)
 
 
+@lru_cache(maxsize=16)
+def _readout_filter(steps, a_syn, a_mem, initial_mem, after_update, dtype, device):
+    """(K, offset) with output[t] = sum_i K[t, i] I[i] + offset[t]: the readout is linear and
+    time-invariant, so its scan is one (T x T) matrix product. K's entries are its impulse
+    response, run by the recursion of `readout_scan` in float64, then rounded once."""
+    shift = 1 if after_update else 0  # the output at step t is mem[t + shift]
+    response, mem, syn = [], 0.0, 0.0  # mem[m] after a unit current at step 0
+    for m in range(steps + shift):
+        response.append(mem)
+        mem, syn = a_mem * mem + (1 - a_mem) * syn, a_syn * syn + (1.0 if m == 0 else 0.0)
+    lag = torch.arange(steps).view(-1, 1) + shift - torch.arange(steps).view(1, -1)
+    table = torch.tensor(response, dtype=torch.float64)
+    kernel = torch.where(lag >= 0, table[lag.clamp(min=0)], 0.0)
+    offset = initial_mem * a_mem ** (torch.arange(steps, dtype=torch.float64) + shift)
+    return kernel.to(device, dtype), offset.to(device, dtype).view(-1, 1)
+
+
 class _ReadoutScan(torch.autograd.Function):
-    """`readout_scan` over time-major (T, ...) currents with the adjoint by hand:
-    lam_mem[k] = G[k] + a_mem lam_mem[k+1], lam_syn[k] = (1 - a_mem) lam_mem[k+1]
-    + a_syn lam_syn[k+1], dL/dI[k] = lam_syn[k+1], where G[k] is dL/d(output) at the step
-    whose output is mem[k] (mem[k+1] after the update)."""
+    """`readout_scan` over time-major (T, ...) currents as one matrix product with the
+    filter matrix K of `_readout_filter` (and K^T for the gradient): no per-step operations,
+    so also no per-step kernel launches on a GPU. Equal to the step-by-step recursion up to
+    float rounding (summation order)."""
 
     @staticmethod
     def forward(ctx, cur, a_syn, a_mem, initial_mem, after_update):
-        ctx.a_syn, ctx.a_mem, ctx.after_update = a_syn, a_mem, after_update
-        out = torch.empty_like(cur, memory_format=torch.contiguous_format)
-        mem = torch.full_like(cur[0], initial_mem)
-        syn = torch.zeros_like(cur[0])
-        for t in range(cur.shape[0]):
-            if not after_update:
-                out[t] = mem
-            mem = a_mem * mem + (1 - a_mem) * syn  # as readout_scan: the same numbers
-            syn = a_syn * syn + cur[t]
-            if after_update:
-                out[t] = mem
-        return out
+        key = (cur.shape[0], a_syn, a_mem, initial_mem, after_update, cur.dtype, cur.device)
+        kernel, offset = _readout_filter(*key)
+        ctx.kernel = kernel
+        flat = cur.reshape(cur.shape[0], -1)
+        return torch.addmm(offset, kernel, flat).view(cur.shape)
 
     @staticmethod
     def backward(ctx, grad):
-        a_syn, a_mem = ctx.a_syn, ctx.a_mem
-        steps = grad.shape[0]
-        grad_cur = torch.empty_like(grad, memory_format=torch.contiguous_format)
-        lam_mem = torch.zeros_like(grad[0])  # dL/dmem[k+1]
-        lam_syn = torch.zeros_like(grad[0])  # dL/dsyn[k+1]
-        for k in range(steps - 1, -1, -1):  # mem[k+1] leads to output k (after update)
-            if ctx.after_update:
-                lam_mem = lam_mem + grad[k]
-            grad_cur[k] = lam_syn  # I[k] enters syn[k+1]
-            lam_syn = a_syn * lam_syn + (1 - a_mem) * lam_mem
-            lam_mem = a_mem * lam_mem
-            if not ctx.after_update:
-                lam_mem = lam_mem + grad[k]
-        return grad_cur, None, None, None, None
+        flat = grad.reshape(grad.shape[0], -1)
+        return (ctx.kernel.t() @ flat).view(grad.shape), None, None, None, None
