@@ -197,3 +197,14 @@ def test_flop_count_of_the_randman_layers():
     geo = Geometry(64, 6, 128, 5, 1, 0)
     assert geo.lout == 2
     assert geo.flops(40000) == 2 * 40000 * 128 * 64 * 5 * 2
+
+
+def test_channels_last_is_the_cpu_default_and_can_be_turned_off(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv(conv_algos.LAYOUT_ENV, raising=False)
+    assert conv_algos.use_channels_last(cpu) and not conv_algos.use_channels_last(cuda)
+    for off in ("0", "false", "OFF"):
+        monkeypatch.setenv(conv_algos.LAYOUT_ENV, off)
+        assert not conv_algos.use_channels_last(cpu)
+    monkeypatch.setenv(conv_algos.LAYOUT_ENV, "1")
+    assert conv_algos.use_channels_last(cpu)
