@@ -57,6 +57,7 @@ class Run:
         if self.device.type == "cpu":
             retain_freed_memory()  # big activations without page faults: 2x faster steps
         self.config = OmegaConf.to_container(cfg, resolve=True)
+        self.versions = versions()  # of the code this process runs: taken at its start
         self.nb_layers = len(cfg.dataset.nb_filters)
         self.dt = float(cfg.dataset.dt)
         dev = str(self.device)
@@ -150,7 +151,7 @@ class Run:
             stats=self.stats,
             run_time_s=self.elapsed,
             timing={"epoch_s": self.epoch_times},
-            versions=versions(),
+            versions=self.versions,
             wandb_id=self.folder.wandb_id,
             **extra,
         )
