@@ -101,6 +101,13 @@ class _Delay(torch.autograd.Function):
         return out, None, None
 
 
+def _runs_fused(cur: torch.Tensor, rec_weight: torch.Tensor | None, rec_delay: int) -> bool:
+    """Whether `_LIFScan` runs `cur` by the fused C kernels (not Triton, no recurrence)."""
+    if rec_weight is not None or not fused.usable(cur):
+        return False
+    return not triton_scan.usable(cur, rec_weight, rec_delay)
+
+
 class _FiringPoints:
     """escape.prob_inverse of each step's uniform draws, made in the order in which
     `escape.sample` would make them step by step: on CPU in float32, STEPS steps at a time
@@ -156,7 +163,7 @@ class _LIFScan(torch.autograd.Function):
     ):
         ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
         ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
-        ctx.fused = not ctx.triton and rec_weight is None and fused.usable(cur)
+        ctx.fused = _runs_fused(cur, rec_weight, rec_delay)
         # (T, B, ...); the fused kernels take any layout in which every step is one block
         cur = fused.time_major_dense(cur) if ctx.fused else cur.contiguous()
         ctx.input_delay = input_delay  # only the fused kernels take one (see lif_scan)
@@ -220,27 +227,17 @@ class _LIFScan(torch.autograd.Function):
         """(fired, mem, syn or None, float spikes): the same scan by the C kernels of `fused`
         (CPU, float32, no recurrence); step t receives cur[t - input_delay] (0 before).
 
-        Stochastic escape noise: every step's uniforms are drawn before the loop, in the
-        torch loop's order and from the same generator (by `fused.uniform`, the same
-        numbers as torch.rand), and turned into firing points step by step by the torch
-        loop's own operations on the same shapes (so the same numbers, bitwise, at any
-        thread count), while each step is still in cache.
+        Stochastic escape noise: every step's firing points come from `_FiringPoints`, as
+        the torch loop's do (the same numbers, bitwise, at any thread count), and are stored
+        in cur's layout before the loop.
         """
-        escape, gen = spike_fn.escape, spike_fn.generator
+        escape = spike_fn.escape
         spike_at = None
         if not escape.deterministic:
-            draws = fused.uniform(cur.shape, gen)
-            if draws is None:  # a generator state fused.uniform does not know
-                draws = torch.empty(cur.shape, dtype=cur.dtype)
-                for step in draws:
-                    step.uniform_(generator=gen)  # torch.rand = empty + uniform_
-            # drawn in the logical (contiguous) order, as the torch loop draws them; stored
-            # in cur's layout, step by step while in cache
-            spike_at = draws if draws.stride() == cur.stride() else torch.empty_like(cur)
-            for step, into in zip(draws, spike_at, strict=True):
-                escape.prob_inverse(step, out=step)
-                if into.data_ptr() != step.data_ptr():
-                    into.copy_(step)
+            points = _FiringPoints(escape, spike_fn.generator, cur)
+            spike_at = torch.empty_like(cur)
+            for into in spike_at:
+                into.copy_(points.next())
         mem_all, fired, syn_all, spikes = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay
         )
@@ -388,9 +385,7 @@ def lif_scan(
             input_delay=input_delay,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
-    fused_scan = rec_weight is None and fused.usable(current)
-    fused_scan = fused_scan and not triton_scan.usable(current, rec_weight, rec_delay)
-    if input_delay and not fused_scan:
+    if input_delay and not _runs_fused(current, rec_weight, rec_delay):
         current, input_delay = delay_in_time(current, input_delay, 0), 0
     with torch.autocast(current.device.type, enabled=False):  # dynamics in full precision
         return _LIFScan.apply(
