@@ -256,13 +256,8 @@ def _tap_rows(w: torch.Tensor) -> torch.Tensor:
     return w.permute(2, 1, 0).reshape(-1, w.shape[0])
 
 
-def _storage(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(samples, positions x channels) channels-last rows of `t` in `dtype` (a view if it is)."""
-    return to_layout(t.to(dtype), True).transpose(1, 2).reshape(t.shape[0], -1)
-
-
 def _positions_forward(x, w, geo, channels_last: bool = True) -> torch.Tensor:
-    xs, taps = _storage(x, w.dtype), _tap_rows(w)
+    xs, taps = _flat(x.to(w.dtype), True), _tap_rows(w)
     out = w.new_empty((x.shape[0], geo.lout, geo.cout))
     cin = geo.cin
     for p, first, end, at in _windows(geo):
@@ -275,7 +270,7 @@ def _positions_forward(x, w, geo, channels_last: bool = True) -> torch.Tensor:
 
 
 def _positions_input_grad(g, w, geo, channels_last: bool = True) -> torch.Tensor:
-    gs, taps = _storage(g, w.dtype), _tap_rows(w).t().contiguous()
+    gs, taps = _flat(g.to(w.dtype), True), _tap_rows(w).t().contiguous()
     gx = w.new_zeros((g.shape[0], geo.lin * geo.cin))
     cin, cout = geo.cin, geo.cout
     for p, first, end, at in _windows(geo):
@@ -291,7 +286,7 @@ def _positions_weight_grad(x, g, geo, channels_last: bool = True) -> torch.Tenso
     cin, cout = geo.cin, geo.cout
     step = max(CHUNK, CAST_BYTES // (geo.cin * geo.lin * g.element_size()))
     for i in range(0, x.shape[0], step):
-        xs, gs = _storage(x[i : i + step], g.dtype), _storage(g[i : i + step], g.dtype)
+        xs, gs = _flat(x[i : i + step].to(g.dtype), True), _flat(g[i : i + step], True)
         for p, first, end, at in _windows(geo):
             if end > first:
                 window = xs[:, at * cin : (at + end - first) * cin]
