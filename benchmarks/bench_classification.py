@@ -230,14 +230,17 @@ def one(
     net, opt, lossf, x, y = build(network, method, batch, device, precision)
     reference = impl == "reference"
     rec = {"times": [], "losses": [], "matmul_rates": [], "bf16_matmul_rates": []}
-    for _ in range(reps):
+    for rep in range(reps):
         rec["matmul_rates"].append(matmul_rate("float32", device))
         if precision == "bf16":
             rec["bf16_matmul_rates"].append(matmul_rate("bfloat16", device))
         if cuda:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        out = net(x, reference=reference)[0]  # drop the spike list, as training does
+        out, spikes = net(x, reference=reference)[:2]
+        if rep == 0:  # what the sparse convolution's speed depends on (in the warm-up step)
+            rec["spike_densities"] = [round(float(s.float().mean()), 5) for s in [x, *spikes]]
+        del spikes  # as training drops them
         loss = lossf(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,11 +253,12 @@ def one(
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    choices = [{**json.loads(k), "choice": v} for k, v in conv_algos._memo.items()]
     choices = [
-        {f: c[f] for f in ("op", "dtype", "cin", "lin", "cout", "k", "stride", "choice")}
-        for c in choices
+        {**json.loads(k), "choice": v[0], "dense_fallback": v[1]}
+        for k, v in conv_algos._memo.items()
     ]
+    fields = ("op", "dtype", "cin", "lin", "cout", "k", "stride", "choice", "dense_fallback")
+    choices = [{f: c[f] for f in fields} for c in choices]
     return {**rec, "peak_mb": peak_mb, "flops": step_flops(net, x.shape), "conv_algos": choices}
 
 
@@ -328,6 +332,8 @@ def row_text(network: str, method: str, entry: dict) -> str:
     if "bf16_bound_ratio" in entry:
         text += f"  [bf16 mm {entry['bf16_matmul_gflops']:.0f} GF/s, "
         text += f"step/bf16 bound {entry['bf16_bound_ratio']:.2f}x]"
+    if entry.get("spike_densities"):  # input, then each hidden layer's spikes: sparse's speed
+        text += "  [spike density " + "/".join(f"{d:.3f}" for d in entry["spike_densities"]) + "]"
     return text
 
 
@@ -341,6 +347,7 @@ def measure_row(args, network: str, method: str, reps: tuple[int, int], tol: flo
         return {**entry, "error": str(err)}
     entry.update(limits(fast), peak_mb=fast["peak_mb"], flops=fast["flops"])
     entry.update(times=fast["times"], losses=fast["losses"], conv_algos=fast["conv_algos"])
+    entry.update(spike_densities=fast.get("spike_densities"))
     entry.update(matmul_rates=fast["matmul_rates"], bf16_matmul_rates=fast["bf16_matmul_rates"])
     if args.no_reference:
         return entry

@@ -6,8 +6,16 @@ fastest for such shapes depends on the CPU: on an AVX2 machine oneDNN's convolut
 backward took 2-3x the time of a matrix product of the same FLOPs, on an AVX-512 one much
 less. So every operation (``forward``, ``input_grad``, ``weight_grad``) of every layer shape
 and memory layout is timed once per machine with each candidate of `sgtheory.conv_kernels`
-(oneDNN, unfold, banded, and on channels-last data positions), and the fastest is kept on
-disk. All of them equal ``F.conv1d`` and its gradients up to float rounding (tested).
+(oneDNN, unfold, banded, on channels-last data positions, and in float32 sparse), and the
+fastest is kept on disk. All of them equal ``F.conv1d`` and its gradients up to float
+rounding (tested).
+
+Sparse inputs. The forward and the weight gradient read the layer's input, which is spikes:
+mostly zeros. `sparse` adds only the nonzero inputs' weights, so its time grows with the
+input's density, unlike the others'. It is timed on inputs of density MEASURE_DENSITY, just
+under the limit SPARSE_MAX_DENSITY up to which it runs at all: it is chosen only where it
+beats every dense algorithm on the densest input it will take, and an input denser than
+that runs the fastest dense algorithm, which the cache keeps next to the choice.
 
 Layout: on CPU, a convolutional layer without a recurrent connection keeps its currents and
 spikes channels-last (storage (time, batch, positions, channels); `use_channels_last`), so
@@ -16,7 +24,8 @@ keeps every activation in the standard layout instead (same results up to roundi
 
 The cache lies in ``SGTHEORY_CACHE`` (as the fused kernels, default ``~/.cache/sgtheory``),
 one file per key: CPU model and flags, torch version and CPU capability,
-``ONEDNN_MAX_CPU_ISA``, threads, dtype, layout, operation, shape. The choice is kept even if
+``ONEDNN_MAX_CPU_ISA``, threads, dtype, layout, operation, shape, and the candidates (an
+entry measured among fewer algorithms is measured again). The choice is kept even if
 it was measured while other processes kept the CPU busy (the entry records the load
 average): a run resumed later must round as the run it continues. Delete the folder
 ``conv_algos`` there to measure again. ``SGTHEORY_CONV_ALGO`` forces a choice: ``auto``
@@ -37,7 +46,15 @@ from pathlib import Path
 
 import torch
 
-from .conv_kernels import ALGOS, CHUNK, FUNCTIONS, is_channels_last, to_layout
+from .conv_kernels import (
+    ALGOS,
+    CHUNK,
+    FUNCTIONS,
+    SPARSE_MAX_DENSITY,
+    is_channels_last,
+    sparse_usable,
+    to_layout,
+)
 
 __all__ = ["ALGOS", "CHUNK", "FUNCTIONS", "OPS", "Geometry", "choose", "forward"]
 __all__ += ["input_grad", "weight_grad", "use_channels_last", "is_channels_last", "to_layout"]
@@ -51,9 +68,12 @@ MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has few
 MIN_MEASURED = 4096  # below this many samples a call runs oneDNN, unmeasured
 MEASURE_BYTES = 16 << 20  # inputs + outputs of the timed calls, at most (512 samples at least)
 MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
+# density of the timed inputs: just under the limit up to which `sparse` runs, so that it is
+# chosen only where it beats the dense algorithms at the densest input it will take
+MEASURE_DENSITY = 0.95 * SPARSE_MAX_DENSITY
 
 _forced: dict[str, str] = {}
-_memo: dict[str, str] = {}
+_memo: dict[str, tuple[str, str]] = {}  # key -> (choice, fastest dense algorithm)
 
 
 @dataclass(frozen=True)
@@ -84,13 +104,23 @@ class Geometry:
         return self.lin / self.k
 
 
-def candidates(geo: Geometry, dtype: torch.dtype, channels_last: bool = False) -> tuple[str, ...]:
+def candidates(
+    geo: Geometry, dtype: torch.dtype, channels_last: bool = False, op: str | None = None
+) -> tuple[str, ...]:
     """Algorithms worth timing for this shape and layout (banded only where its matrix is
-    small, positions only on channels-last data, where it needs no copies)."""
+    small, positions only on channels-last data, where it needs no copies, sparse in
+    float32 where its C kernels are built); with `op`, only those that implement it."""
     size = geo.cin * geo.lin * geo.cout * geo.lout * torch.finfo(dtype).bits // 8
     banded = geo.banded_waste() <= BANDED_MAX_WASTE and size <= BANDED_MAX_BYTES
     out = ("onednn", "unfold") + (("banded",) if banded else ())
-    return out + (("positions",) if channels_last else ())
+    out += ("positions",) if channels_last else ()
+    out += ("sparse",) if sparse_usable(torch.empty(0), dtype) else ()
+    return tuple(a for a in out if op is None or (op, a) in FUNCTIONS)
+
+
+def dense_fallback(channels_last: bool) -> str:
+    """The dense algorithm that a forced `sparse` runs on too dense an input."""
+    return "positions" if channels_last else "onednn"
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -115,12 +145,14 @@ def _parse(setting: str, name: str) -> dict[str, str]:
     else:
         pairs = [tuple(p.strip() for p in part.split("=", 1)) for part in setting.split(",")]
     for op, algo in pairs:
-        if op not in OPS or algo not in ALGOS:
+        if op not in OPS or algo not in ALGOS or ("=" in setting and (op, algo) not in FUNCTIONS):
             raise ValueError(
                 f"{name}={setting!r} is not valid; choose auto, one of {', '.join(ALGOS)}, or "
-                f"<operation>=<algorithm> pairs joined by commas (operations: {', '.join(OPS)})"
+                f"<operation>=<algorithm> pairs joined by commas (operations: {', '.join(OPS)};"
+                f" sparse serves forward and weight_grad only)"
             )
-    return dict(pairs)
+    # one algorithm for all: the operations it implements (sparse: not input_grad)
+    return {op: algo for op, algo in pairs if (op, algo) in FUNCTIONS}
 
 
 def forced(op: str) -> str | None:
@@ -141,8 +173,10 @@ def forward(
 
     Runs in w's dtype: an active autocast region has been applied by the caller.
     """
-    algo = choose("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
+    algo, dense = choice("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
     with torch.autocast(x.device.type, enabled=False):
+        if algo == "sparse":
+            return FUNCTIONS["forward", algo](x, w, geo, channels_last, fallback=dense)
         return FUNCTIONS["forward", algo](x, w, geo, channels_last)
 
 
@@ -173,7 +207,9 @@ def weight_grad(
         g = g.contiguous()
     if g.dtype in (torch.bfloat16, torch.float16):
         g = g.float()
-    algo = choose("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
+    algo, dense = choice("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
+    if algo == "sparse":
+        return FUNCTIONS["weight_grad", algo](x, g, geo, channels_last, fallback=dense)
     return FUNCTIONS["weight_grad", algo](x, g, geo, channels_last)
 
 
@@ -240,13 +276,25 @@ def choose(
 ) -> str:
     """The algorithm for `op` on this shape and layout: forced, else cached, else measured
     and cached."""
+    return choice(op, geo, n, dtype, device, channels_last)[0]
+
+
+def choice(
+    op: str,
+    geo: Geometry,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    channels_last: bool = False,
+) -> tuple[str, str]:
+    """(algorithm, the dense algorithm that `sparse` falls back to) for `op` (see `choose`)."""
     if device.type != "cpu":
-        return "onednn"  # torch's convolution (cuDNN on CUDA)
+        return "onednn", "onednn"  # torch's convolution (cuDNN on CUDA)
     algo = forced(op)
     if algo is not None:
-        return algo
+        return algo, dense_fallback(channels_last)
     if n < MIN_MEASURED:
-        return "onednn"  # too small to pay for measuring (e.g. the tests' tiny runs)
+        return "onednn", "onednn"  # too small to pay for measuring (e.g. the tests' runs)
     key = {
         **machine_key(),
         "op": op,
@@ -254,6 +302,7 @@ def choose(
         "samples": _samples(n, geo),
         "layout": "channels_last" if channels_last else "standard",
         **asdict(geo),
+        "candidates": list(candidates(geo, dtype, channels_last, op)),
     }
     text = json.dumps(key, sort_keys=True)
     if text not in _memo:
@@ -261,17 +310,26 @@ def choose(
     return _memo[text]
 
 
-def _cached(path: Path, key: dict) -> str | None:
-    """The choice stored in `path` for `key`, or None."""
+def _cached(path: Path, key: dict) -> tuple[str, str] | None:
+    """(choice, fastest dense algorithm) stored in `path` for `key`, or None."""
     try:
         entry = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    ok = isinstance(entry, dict) and entry.get("key") == key and entry.get("choice") in ALGOS
-    return entry["choice"] if ok else None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    dense = entry.get("dense_choice", entry.get("choice"))
+    ok = entry.get("choice") in ALGOS and dense in ALGOS and dense != "sparse"
+    return (entry["choice"], dense) if ok else None
 
 
-def _load_or_measure(key: dict, text: str) -> str:
+def _fastest(times: dict[str, float]) -> tuple[str, str]:
+    """(fastest algorithm, fastest dense one) of measured `times`."""
+    dense = {a: t for a, t in times.items() if a != "sparse"}
+    return min(times, key=times.get), min(dense, key=dense.get)
+
+
+def _load_or_measure(key: dict, text: str) -> tuple[str, str]:
     path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
     cached = _cached(path, key)
     if cached is not None:
@@ -279,9 +337,10 @@ def _load_or_measure(key: dict, text: str) -> str:
     dtype = getattr(torch, key["dtype"].removeprefix("torch."))
     geo = Geometry(*(key[f] for f in ("cin", "lin", "cout", "k", "stride", "padding")))
     times = measure(key["op"], geo, key["samples"], dtype, key["layout"] == "channels_last")
-    choice = min(times, key=times.get)
+    best, dense = _fastest(times)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    entry = {"key": key, "seconds": times, "choice": choice, "loadavg": load}
+    entry = {"key": key, "seconds": times, "choice": best, "dense_choice": dense}
+    entry.update(loadavg=load, density=MEASURE_DENSITY)
     try:  # the first process to finish measuring wins; the others adopt its choice
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -291,24 +350,25 @@ def _load_or_measure(key: dict, text: str) -> str:
         finally:
             tmp.unlink()
     except FileExistsError:
-        return _cached(path, key) or choice
+        return _cached(path, key) or (best, dense)
     except OSError:  # a read-only cache: measure again next time
         pass
-    return choice
+    return best, dense
 
 
 def measure(
     op: str, geo: Geometry, samples: int, dtype: torch.dtype, channels_last: bool = False
 ) -> dict[str, float]:
-    """Seconds of `op` by each candidate on random data in the given layout: the minimum of
-    MEASURE_REPS interleaved rounds after one warm-up call each."""
+    """Seconds of `op` by each candidate on random data in the given layout (inputs: spikes
+    of density MEASURE_DENSITY): the minimum of MEASURE_REPS interleaved rounds after one
+    warm-up call each."""
     gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(samples, geo.cin, geo.lin, generator=gen) < 0.1).to(dtype)
+    x = (torch.rand(samples, geo.cin, geo.lin, generator=gen) < MEASURE_DENSITY).to(dtype)
     w = torch.randn(geo.cout, geo.cin, geo.k, generator=gen).to(dtype)
     g = torch.randn(samples, geo.cout, geo.lout, generator=gen).to(dtype)
     x, g = to_layout(x, channels_last), to_layout(g, channels_last)
     args = {"forward": (x, w, geo), "input_grad": (g, w, geo), "weight_grad": (x, g, geo)}[op]
-    algos = candidates(geo, dtype, channels_last)
+    algos = candidates(geo, dtype, channels_last, op)
     best = dict.fromkeys(algos, float("inf"))
     with torch.autocast("cpu", enabled=False):
         for algo in algos:

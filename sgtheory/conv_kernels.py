@@ -16,7 +16,13 @@ read each output position's receptive field as one contiguous run of the storage
   so it is a candidate only where that at most triples the FLOPs;
 * ``positions`` (channels-last): one matrix product per output position, whose input is the
   (samples, k x channels) window read in place from the channels-last storage and whose
-  output is written in place, no im2col copy and no wasted FLOPs.
+  output is written in place, no im2col copy and no wasted FLOPs;
+* ``sparse`` (forward and weight gradient, float32 on CPU): the C kernels of
+  ``csrc/spike_conv.c`` list each sample's nonzero inputs and add only their weights (or
+  output gradients), so the work scales with the number of spikes, not the FLOP count of
+  the shapes (a Randman layer's input holds 1-6 % ones). An input denser than
+  SPARSE_MAX_DENSITY (the density at which `conv_algos` measured it) runs the dense
+  algorithm `fallback` instead, so that a dense input never takes the slow path.
 
 All of them equal ``F.conv1d`` and its gradients up to float rounding (tested).
 """
@@ -28,10 +34,13 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-ALGOS = ("onednn", "unfold", "banded", "positions")
+from . import fused
+
+ALGOS = ("onednn", "unfold", "banded", "positions", "sparse")
 CHUNK = 512  # samples per oneDNN call: oneDNN is slower on one call over 10^5 samples
 UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reused heap
 CAST_BYTES = 32 << 20  # a cast or re-laid-out copy of the input per chunk, at most
+SPARSE_MAX_DENSITY = 0.1  # nonzero fraction up to which `sparse` runs (and is measured at)
 
 
 # --- layouts -------------------------------------------------------------------------------
@@ -294,11 +303,66 @@ def _positions_weight_grad(x, g, geo, channels_last: bool = True) -> torch.Tenso
     return acc.view(geo.k, geo.cin, geo.cout).permute(2, 1, 0).contiguous()
 
 
+# --- sparse: only the nonzero inputs' weights, by the C kernels of csrc/spike_conv.c --------
+
+
+def sparse_usable(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether `sparse` can run on `x` in `dtype` (CPU, float32, the C kernels built)."""
+    return x.device.type == "cpu" and dtype == torch.float32 and fused.library() is not None
+
+
+def _sparse_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(x's samples as contiguous rows of float32 or uint8 in x's layout, channels-last?)."""
+    channels_last = is_channels_last(x) and not x.is_contiguous()
+    rows = _flat(x, channels_last).contiguous()
+    if rows.dtype == torch.bool:
+        return rows.view(torch.uint8), channels_last
+    return rows.to(torch.float32), channels_last
+
+
+def _sparse_calls(rows, geo, layout: bool) -> tuple[tuple, list[tuple[int, int]]]:
+    """The C kernels' shape arguments and the per-thread sample ranges."""
+    shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout)
+    shape += (int(layout), int(rows.dtype == torch.uint8))
+    return shape, fused.sample_ranges(rows.shape[0])
+
+
+def _sparse_forward(x, w, geo, channels_last: bool = True, fallback: str = "positions"):
+    if not sparse_usable(x, w.dtype):
+        return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
+    rows, layout = _sparse_rows(x)
+    taps = _tap_rows(w).contiguous()
+    out = w.new_empty((x.shape[0], geo.lout, geo.cout))
+    shape, ranges = _sparse_calls(rows, geo, layout)
+    pointers = (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
+    calls = [(*pointers, *shape, lo, hi, SPARSE_MAX_DENSITY) for lo, hi in ranges]
+    if min(fused.parallel(fused.library().spike_conv_forward, calls)) < 0:
+        return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
+    return out.transpose(1, 2) if channels_last else out.transpose(1, 2).contiguous()
+
+
+def _sparse_weight_grad(x, g, geo, channels_last: bool = True, fallback: str = "positions"):
+    if not sparse_usable(x, g.dtype):
+        return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
+    rows, layout = _sparse_rows(x)
+    gs = _flat(g, True).contiguous()  # (samples, lout x cout) rows, channels-last
+    shape, ranges = _sparse_calls(rows, geo, layout)
+    acc = g.new_empty((len(ranges), geo.k * geo.cin, geo.cout))
+    calls = [
+        (rows.data_ptr(), gs.data_ptr(), acc[i].data_ptr(), *shape, lo, hi, SPARSE_MAX_DENSITY)
+        for i, (lo, hi) in enumerate(ranges)
+    ]
+    if min(fused.parallel(fused.library().spike_conv_weight_grad, calls)) < 0:
+        return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
+    return acc.sum(0).view(geo.k, geo.cin, geo.cout).permute(2, 1, 0).contiguous()
+
+
 FUNCTIONS = {
     ("forward", "onednn"): _onednn_forward,
     ("forward", "unfold"): _unfold_forward,
     ("forward", "banded"): _banded_forward,
     ("forward", "positions"): _positions_forward,
+    ("forward", "sparse"): _sparse_forward,
     ("input_grad", "onednn"): _onednn_input_grad,
     ("input_grad", "unfold"): _unfold_input_grad,
     ("input_grad", "banded"): _banded_input_grad,
@@ -307,4 +371,5 @@ FUNCTIONS = {
     ("weight_grad", "unfold"): _unfold_weight_grad,
     ("weight_grad", "banded"): _banded_weight_grad,
     ("weight_grad", "positions"): _positions_weight_grad,
+    ("weight_grad", "sparse"): _sparse_weight_grad,
 }

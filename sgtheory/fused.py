@@ -35,6 +35,7 @@ import torch
 from .spikes import SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_scan.c"
+SPARSE_SOURCE = SOURCE.with_name("spike_conv.c")  # sparse-input convolution (conv_kernels)
 FLAG_SETS = (
     ["-O3", "-march=native", "-ffp-contract=off"],
     ["-O3", "-ffp-contract=off"],  # compilers or CPUs without -march=native
@@ -46,11 +47,15 @@ _lock = threading.Lock()
 _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+_dbl = ctypes.c_double
 _SIGNATURES = {
     "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
+    "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 2 + [_dbl],
+    "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 2 + [_dbl],
 }
+_RETURNS = {"spike_conv_forward": _i64, "spike_conv_weight_grad": _i64}
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
 # others (they involve exp) torch's vectorised kernels compute the derivative beforehand
 INLINE_FORMULAS = (SG_SUPERSPIKE, SG_SPIKE)
@@ -96,8 +101,9 @@ def _march() -> str:
 
 
 def _build(compiler: str) -> Path:
-    """Compile SOURCE into the cache (atomically) unless an identical build is there."""
-    source = SOURCE.read_bytes()
+    """Compile the sources into the cache (atomically) unless an identical build is there."""
+    sources = (SOURCE, SPARSE_SOURCE)
+    source = b"\0".join(path.read_bytes() for path in sources)
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     errors = []
     for flags in FLAG_SETS:
@@ -111,7 +117,7 @@ def _build(compiler: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
-        cmd = [compiler, *flags, "-shared", "-fPIC", "-o", tmp, str(SOURCE), "-lm"]
+        cmd = [compiler, *flags, "-shared", "-fPIC", "-o", tmp, *map(str, sources), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
             os.replace(tmp, target)
@@ -135,7 +141,7 @@ def library() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(str(_build(compiler)))
                 for name, argtypes in _SIGNATURES.items():
                     getattr(lib, name).argtypes = argtypes
-                    getattr(lib, name).restype = None
+                    getattr(lib, name).restype = _RETURNS.get(name)
                 _state["lib"] = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as err:
                 warnings.warn(
@@ -161,24 +167,36 @@ def _ranges(row: int, nb_steps: int) -> list[tuple[int, int]]:
     return [(lo, min(row, lo + per)) for lo in range(0, row, per)]
 
 
-def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> None:
-    """Call fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
-    if len(ranges) == 1:
-        fn(*pointers, *shape, *ranges[0], *tail)
-        return
+def parallel(fn, calls: list[tuple]) -> list:
+    """[fn(*args) for args in calls], the calls spread over the thread pool if several (ctypes
+    releases the GIL, so C kernels run in parallel)."""
+    if len(calls) == 1:
+        return [fn(*calls[0])]
     with _lock:
         # a new pool if none, too small, or inherited through fork (its threads are gone)
         if (
             _state["pool"] is None
-            or _state["workers"] < len(ranges)
+            or _state["workers"] < len(calls)
             or _state.get("pid") != os.getpid()
         ):
-            _state["pool"] = ThreadPoolExecutor(len(ranges), thread_name_prefix="sgtheory")
-            _state["workers"], _state["pid"] = len(ranges), os.getpid()
+            _state["pool"] = ThreadPoolExecutor(len(calls), thread_name_prefix="sgtheory")
+            _state["workers"], _state["pid"] = len(calls), os.getpid()
         pool = _state["pool"]
-    futures = [pool.submit(fn, *pointers, *shape, lo, hi, *tail) for lo, hi in ranges]
-    for future in futures:
-        future.result()
+    futures = [pool.submit(fn, *args) for args in calls]
+    return [future.result() for future in futures]
+
+
+def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> None:
+    """Call fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
+    parallel(fn, [(*pointers, *shape, lo, hi, *tail) for lo, hi in ranges])
+
+
+def sample_ranges(samples: int, min_per_thread: int = 256) -> list[tuple[int, int]]:
+    """[begin, end) ranges splitting `samples` evenly between torch's threads (one range if
+    there are too few samples to share)."""
+    workers = max(1, min(torch.get_num_threads(), samples // max(1, min_per_thread)))
+    per = -(-samples // workers)
+    return [(lo, min(samples, lo + per)) for lo in range(0, samples, per)]
 
 
 def time_major_dense(t: torch.Tensor) -> torch.Tensor:

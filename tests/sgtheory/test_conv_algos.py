@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgtheory import conv_algos
+from sgtheory import conv_algos, fused
 from sgtheory.conv import conv1d_chunked, conv1d_weight_grad
 from sgtheory.conv_algos import ALGOS, CHUNK, FUNCTIONS, OPS, Geometry
 
@@ -65,7 +65,8 @@ def test_every_algorithm_equals_conv1d_and_its_gradients(
     geo = Geometry(*shape)
     gen = torch.Generator().manual_seed(sum(shape))
     n = 2 * CHUNK + 37  # several oneDNN chunks and a ragged last one
-    x = (torch.rand(n, geo.cin, geo.lin, generator=gen) < 0.3).to(dtype)
+    density = 0.05 if algo == "sparse" else 0.3  # sparse runs up to SPARSE_MAX_DENSITY
+    x = (torch.rand(n, geo.cin, geo.lin, generator=gen) < density).to(dtype)
     w = torch.randn(geo.cout, geo.cin, geo.k, generator=gen, dtype=dtype)
     y, grad_out, gx, gw = _autograd_reference(x, w, geo, gen)
     cl_in = layout_in == "channels_last"
@@ -74,9 +75,10 @@ def test_every_algorithm_equals_conv1d_and_its_gradients(
     out = FUNCTIONS["forward", algo](x_in, w, geo, channels_last)
     torch.testing.assert_close(out, y, **tol)
     _assert_layout(out, channels_last)
-    got_gx = FUNCTIONS["input_grad", algo](g_in, w, geo, channels_last)
-    torch.testing.assert_close(got_gx, gx, **tol)
-    _assert_layout(got_gx, channels_last)
+    if ("input_grad", algo) in FUNCTIONS:  # sparse: forward and weight gradient only
+        got_gx = FUNCTIONS["input_grad", algo](g_in, w, geo, channels_last)
+        torch.testing.assert_close(got_gx, gx, **tol)
+        _assert_layout(got_gx, channels_last)
     for inputs in (x_in, x_in.bool()):  # spikes are saved as booleans for the backward pass
         got_gw = FUNCTIONS["weight_grad", algo](inputs, g_in, geo, channels_last)
         torch.testing.assert_close(got_gw, gw, **tol)
@@ -113,6 +115,10 @@ def test_setting_forces_per_operation_and_rejects_bad_values(monkeypatch):
     assert [conv_algos.forced(op) for op in OPS] == ["banded", None, "unfold"]
     conv_algos.force("onednn")  # from Python: wins over the environment
     assert [conv_algos.forced(op) for op in OPS] == ["onednn"] * 3
+    conv_algos.force("sparse")  # for the operations it serves; input_grad stays measured
+    assert [conv_algos.forced(op) for op in OPS] == ["sparse", None, "sparse"]
+    with pytest.raises(ValueError, match="sparse serves forward and weight_grad only"):
+        conv_algos.force("input_grad=sparse")
     conv_algos.force(None)
     monkeypatch.setenv(conv_algos.ENV, "fastest")
     with pytest.raises(ValueError, match="SGTHEORY_CONV_ALGO='fastest' is not valid; choose"):
@@ -151,6 +157,16 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
     assert conv_algos.choose("forward", geo, 40000, torch.float32, cpu, True) == "positions"
     assert calls[-1] == ("forward", geo, conv_algos.MEASURE_SAMPLES, torch.float32, True)
     assert len(list((tmp_path / "conv_algos").glob("*.json"))) == 3
+    # sparse fastest: chosen, and the fastest dense algorithm is kept as its fallback
+    fake["sparse"] = 0.1
+    choice = conv_algos.choice("weight_grad", geo, 40000, torch.float32, cpu, True)
+    assert choice == ("sparse", "positions")
+    conv_algos._memo.clear()
+    assert conv_algos.choice("weight_grad", geo, 40000, torch.float32, cpu, True) == choice
+    entries = [json.loads(p.read_text()) for p in (tmp_path / "conv_algos").glob("*.json")]
+    (entry,) = [e for e in entries if e["choice"] == "sparse"]
+    assert entry["dense_choice"] == "positions"
+    assert entry["density"] == conv_algos.MEASURE_DENSITY < conv_algos.SPARSE_MAX_DENSITY
 
 
 def test_a_choice_stored_meanwhile_by_another_process_wins(monkeypatch, tmp_path):
@@ -182,13 +198,17 @@ def test_small_batches_run_onednn_unmeasured(monkeypatch):
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
     randman_l3 = Geometry(64, 6, 128, 5, 1, 0)
     shd_l1 = Geometry(1, 700, 16, 21, 10, 0)  # a dense matrix 33x the convolution's FLOPs
-    assert conv_algos.candidates(randman_l3, torch.float32) == ("onednn", "unfold", "banded")
-    assert conv_algos.candidates(randman_l3, torch.float32, True) == ALGOS
+    sparse = ("sparse",) if fused.library() is not None else ()
+    standard = ("onednn", "unfold", "banded")
+    assert conv_algos.candidates(randman_l3, torch.float32) == standard + sparse
+    assert conv_algos.candidates(randman_l3, torch.float32, True) == ALGOS[: 4 + len(sparse)]
+    assert conv_algos.candidates(randman_l3, torch.bfloat16) == standard  # sparse: float32
     assert "banded" not in conv_algos.candidates(shd_l1, torch.float32)
-    for cl in (False, True):
+    for cl, op in ((False, "input_grad"), (True, "input_grad"), (True, "forward")):
         geo = Geometry(4, 8, 6, 3, 1, 1)
-        seconds = conv_algos.measure("input_grad", geo, 64, torch.float32, cl)
-        assert set(seconds) == set(conv_algos.candidates(geo, torch.float32, cl))
+        seconds = conv_algos.measure(op, geo, 64, torch.float32, cl)
+        assert set(seconds) == set(conv_algos.candidates(geo, torch.float32, cl, op))
+        assert ("sparse" in seconds) == (op == "forward" and bool(sparse))
         assert all(0 < s < 10 for s in seconds.values())
 
 
