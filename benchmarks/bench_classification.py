@@ -254,10 +254,11 @@ def one(
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     choices = [
-        {**json.loads(k), "choice": v[0], "dense_fallback": v[1]}
+        {**json.loads(k), "choice": v.algo, "dense": v.dense, "sparse_max_density": v.max_density}
         for k, v in conv_algos._memo.items()
     ]
-    fields = ("op", "dtype", "cin", "lin", "cout", "k", "stride", "choice", "dense_fallback")
+    fields = ("op", "dtype", "cin", "lin", "cout", "k", "stride", "choice", "dense")
+    fields += ("sparse_max_density",)
     choices = [{f: c[f] for f in fields} for c in choices]
     return {**rec, "peak_mb": peak_mb, "flops": step_flops(net, x.shape), "conv_algos": choices}
 

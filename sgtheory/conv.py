@@ -4,10 +4,12 @@ A layer's feedforward convolution runs once over batch x time samples (e.g. 400 
 40,000 for the Randman network). Its forward, input gradient and weight gradient each run
 by the algorithm that `sgtheory.conv_algos` measured fastest for that shape and memory
 layout on this CPU (oneDNN over chunks of samples, im2col + matrix product, one dense
-banded matrix product, or on channels-last data a matrix product per output position),
-chosen once and cached on disk; ``SGTHEORY_CONV_ALGO`` forces one. Results equal
-`F.conv1d` up to float rounding. A large binary input (spikes) is kept for the backward
-pass as booleans, a quarter of the memory of float32 (FLOAT_SAVE_BYTES).
+banded matrix product, on channels-last data a matrix product per output position, or,
+for the forward and the weight gradient of a sparse input such as spikes, a C kernel that
+adds only the nonzero inputs' weights), chosen once and cached on disk;
+``SGTHEORY_CONV_ALGO`` forces one. Results equal `F.conv1d` up to float rounding. A large
+binary input (spikes) is kept for the backward pass as booleans, a quarter of the memory of
+float32 (FLOAT_SAVE_BYTES).
 
 Under `torch.autocast` with a lower-precision dtype (bfloat16), the convolution and its
 input gradient run in that dtype; the weight gradient is computed in float32 from the

@@ -12,10 +12,12 @@ rounding (tested).
 
 Sparse inputs. The forward and the weight gradient read the layer's input, which is spikes:
 mostly zeros. `sparse` adds only the nonzero inputs' weights, so its time grows with the
-input's density, unlike the others'. It is timed on inputs of density MEASURE_DENSITY, just
-under the limit SPARSE_MAX_DENSITY up to which it runs at all: it is chosen only where it
-beats every dense algorithm on the densest input it will take, and an input denser than
-that runs the fastest dense algorithm, which the cache keeps next to the choice.
+input's density, unlike the others'. It is timed at two densities (SPARSE_DENSITIES: 2 %,
+about a Randman layer's spikes, and 10 %), the dense algorithms at the first; the density
+at which the straight line through sparse's two times meets the fastest dense algorithm's
+time (at most 10 %) is its limit. It is chosen if it wins at 2 %, and then runs on inputs
+up to its limit; a denser input runs the fastest dense algorithm. The cache keeps the
+choice, the fastest dense algorithm and the limit (`Choice`).
 
 Layout: on CPU, a convolutional layer without a recurrent connection keeps its currents and
 spikes channels-last (storage (time, batch, positions, channels); `use_channels_last`), so
@@ -41,7 +43,7 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -68,12 +70,23 @@ MEASURE_SAMPLES = 8192  # samples of the timed calls (fewer if the batch has few
 MIN_MEASURED = 4096  # below this many samples a call runs oneDNN, unmeasured
 MEASURE_BYTES = 16 << 20  # inputs + outputs of the timed calls, at most (512 samples at least)
 MEASURE_REPS = 5  # interleaved rounds; the minimum of each candidate counts
-# density of the timed inputs: just under the limit up to which `sparse` runs, so that it is
-# chosen only where it beats the dense algorithms at the densest input it will take
-MEASURE_DENSITY = 0.95 * SPARSE_MAX_DENSITY
+# densities of the timed inputs: every algorithm at the first (spikes of a Randman layer),
+# `sparse` at the second too, to find the density up to which it is faster (module docstring)
+SPARSE_DENSITIES = (0.02, SPARSE_MAX_DENSITY)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The algorithm for an operation; for `sparse`, the fastest dense algorithm that runs
+    inputs denser than `max_density` (the measured crossover)."""
+
+    algo: str
+    dense: str
+    max_density: float = 0.0
+
 
 _forced: dict[str, str] = {}
-_memo: dict[str, tuple[str, str]] = {}  # key -> (choice, fastest dense algorithm)
+_memo: dict[str, Choice] = {}
 
 
 @dataclass(frozen=True)
@@ -118,9 +131,10 @@ def candidates(
     return tuple(a for a in out if op is None or (op, a) in FUNCTIONS)
 
 
-def dense_fallback(channels_last: bool) -> str:
-    """The dense algorithm that a forced `sparse` runs on too dense an input."""
-    return "positions" if channels_last else "onednn"
+def forced_choice(algo: str, channels_last: bool) -> Choice:
+    """A forced algorithm; a forced `sparse` runs inputs up to SPARSE_MAX_DENSITY and denser
+    ones by `positions` (channels-last) or `onednn`."""
+    return Choice(algo, "positions" if channels_last else "onednn", SPARSE_MAX_DENSITY)
 
 
 def use_channels_last(device: torch.device) -> bool:
@@ -173,11 +187,9 @@ def forward(
 
     Runs in w's dtype: an active autocast region has been applied by the caller.
     """
-    algo, dense = choice("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
+    chosen = choice("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
     with torch.autocast(x.device.type, enabled=False):
-        if algo == "sparse":
-            return FUNCTIONS["forward", algo](x, w, geo, channels_last, fallback=dense)
-        return FUNCTIONS["forward", algo](x, w, geo, channels_last)
+        return _run("forward", chosen, x, w, geo, channels_last)
 
 
 def input_grad(
@@ -207,10 +219,16 @@ def weight_grad(
         g = g.contiguous()
     if g.dtype in (torch.bfloat16, torch.float16):
         g = g.float()
-    algo, dense = choice("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
-    if algo == "sparse":
-        return FUNCTIONS["weight_grad", algo](x, g, geo, channels_last, fallback=dense)
-    return FUNCTIONS["weight_grad", algo](x, g, geo, channels_last)
+    chosen = choice("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
+    return _run("weight_grad", chosen, x, g, geo, channels_last)
+
+
+def _run(op: str, chosen: Choice, a, b, geo: Geometry, channels_last: bool) -> torch.Tensor:
+    """`op` on (a, b) by the chosen algorithm (sparse with its fallback and limit)."""
+    if chosen.algo == "sparse":
+        limits = {"fallback": chosen.dense, "max_density": chosen.max_density}
+        return FUNCTIONS[op, "sparse"](a, b, geo, channels_last, **limits)
+    return FUNCTIONS[op, chosen.algo](a, b, geo, channels_last)
 
 
 # --- choice: forced, cached on disk, or measured ------------------------------------------
@@ -276,7 +294,7 @@ def choose(
 ) -> str:
     """The algorithm for `op` on this shape and layout: forced, else cached, else measured
     and cached."""
-    return choice(op, geo, n, dtype, device, channels_last)[0]
+    return choice(op, geo, n, dtype, device, channels_last).algo
 
 
 def choice(
@@ -286,15 +304,15 @@ def choice(
     dtype: torch.dtype,
     device: torch.device,
     channels_last: bool = False,
-) -> tuple[str, str]:
-    """(algorithm, the dense algorithm that `sparse` falls back to) for `op` (see `choose`)."""
+) -> Choice:
+    """The `Choice` for `op` (see `choose`)."""
     if device.type != "cpu":
-        return "onednn", "onednn"  # torch's convolution (cuDNN on CUDA)
+        return Choice("onednn", "onednn")  # torch's convolution (cuDNN on CUDA)
     algo = forced(op)
     if algo is not None:
-        return algo, dense_fallback(channels_last)
+        return forced_choice(algo, channels_last)
     if n < MIN_MEASURED:
-        return "onednn", "onednn"  # too small to pay for measuring (e.g. the tests' runs)
+        return Choice("onednn", "onednn")  # too small to pay for measuring (tests' runs)
     key = {
         **machine_key(),
         "op": op,
@@ -310,26 +328,35 @@ def choice(
     return _memo[text]
 
 
-def _cached(path: Path, key: dict) -> tuple[str, str] | None:
-    """(choice, fastest dense algorithm) stored in `path` for `key`, or None."""
+def _cached(path: Path, key: dict) -> Choice | None:
+    """The `Choice` stored in `path` for `key`, or None."""
     try:
         entry = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None
+        choice = Choice(entry["choice"], entry["dense_choice"], entry["sparse_max_density"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        return None
-    dense = entry.get("dense_choice", entry.get("choice"))
-    ok = entry.get("choice") in ALGOS and dense in ALGOS and dense != "sparse"
-    return (entry["choice"], dense) if ok else None
+    ok = choice.algo in ALGOS and choice.dense in ALGOS and choice.dense != "sparse"
+    ok = ok and isinstance(choice.max_density, (int, float)) and 0 <= choice.max_density <= 1
+    return choice if ok else None
 
 
-def _fastest(times: dict[str, float]) -> tuple[str, str]:
-    """(fastest algorithm, fastest dense one) of measured `times`."""
-    dense = {a: t for a, t in times.items() if a != "sparse"}
-    return min(times, key=times.get), min(dense, key=dense.get)
+def _fastest(times: dict[str, float]) -> Choice:
+    """The `Choice` from measured `times` (`measure`): the fastest dense algorithm, or
+    sparse if faster at SPARSE_DENSITIES[0], up to the density where the line through its
+    two times meets the dense one's (at most SPARSE_DENSITIES[1])."""
+    dense = {a: t for a, t in times.items() if a in ALGOS and a != "sparse"}
+    best = min(dense, key=dense.get)
+    low, high = SPARSE_DENSITIES
+    if "sparse" not in times or times["sparse"] >= dense[best]:
+        return Choice(best, best)
+    slope = (times[f"sparse@{high}"] - times["sparse"]) / (high - low)  # seconds per density
+    limit = high if slope <= 0 else min(high, low + (dense[best] - times["sparse"]) / slope)
+    return Choice("sparse", best, round(limit, 4))
 
 
-def _load_or_measure(key: dict, text: str) -> tuple[str, str]:
+def _load_or_measure(key: dict, text: str) -> Choice:
     path = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
     cached = _cached(path, key)
     if cached is not None:
@@ -337,10 +364,10 @@ def _load_or_measure(key: dict, text: str) -> tuple[str, str]:
     dtype = getattr(torch, key["dtype"].removeprefix("torch."))
     geo = Geometry(*(key[f] for f in ("cin", "lin", "cout", "k", "stride", "padding")))
     times = measure(key["op"], geo, key["samples"], dtype, key["layout"] == "channels_last")
-    best, dense = _fastest(times)
+    choice = _fastest(times)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    entry = {"key": key, "seconds": times, "choice": best, "dense_choice": dense}
-    entry.update(loadavg=load, density=MEASURE_DENSITY)
+    entry = {"key": key, "seconds": times, "choice": choice.algo, "dense_choice": choice.dense}
+    entry.update(sparse_max_density=choice.max_density, loadavg=load)
     try:  # the first process to finish measuring wins; the others adopt its choice
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -350,32 +377,43 @@ def _load_or_measure(key: dict, text: str) -> tuple[str, str]:
         finally:
             tmp.unlink()
     except FileExistsError:
-        return _cached(path, key) or (best, dense)
+        return _cached(path, key) or choice
     except OSError:  # a read-only cache: measure again next time
         pass
-    return best, dense
+    return choice
 
 
 def measure(
     op: str, geo: Geometry, samples: int, dtype: torch.dtype, channels_last: bool = False
 ) -> dict[str, float]:
-    """Seconds of `op` by each candidate on random data in the given layout (inputs: spikes
-    of density MEASURE_DENSITY): the minimum of MEASURE_REPS interleaved rounds after one
-    warm-up call each."""
+    """Seconds of `op` by each candidate on random data in the given layout, inputs spikes of
+    density SPARSE_DENSITIES[0], and by sparse also at SPARSE_DENSITIES[1] (key
+    "sparse@<density>"): the minimum of MEASURE_REPS interleaved rounds after one warm-up
+    call each."""
     gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(samples, geo.cin, geo.lin, generator=gen) < MEASURE_DENSITY).to(dtype)
+    u = torch.rand(samples, geo.cin, geo.lin, generator=gen)
+    low, high = SPARSE_DENSITIES
+    x, x_high = (u < low).to(dtype), (u < high).to(dtype)
     w = torch.randn(geo.cout, geo.cin, geo.k, generator=gen).to(dtype)
     g = torch.randn(samples, geo.cout, geo.lout, generator=gen).to(dtype)
-    x, g = to_layout(x, channels_last), to_layout(g, channels_last)
-    args = {"forward": (x, w, geo), "input_grad": (g, w, geo), "weight_grad": (x, g, geo)}[op]
-    algos = candidates(geo, dtype, channels_last, op)
-    best = dict.fromkeys(algos, float("inf"))
+    x, x_high, g = (to_layout(t, channels_last) for t in (x, x_high, g))
+    inputs = {"forward": (x, w), "input_grad": (g, w), "weight_grad": (x, g)}
+    calls = {}  # name -> (function, its arguments); sparse never gives up while timed
+    for algo in candidates(geo, dtype, channels_last, op):
+        fn = FUNCTIONS[op, algo]
+        if algo != "sparse":
+            calls[algo] = partial(fn, *inputs[op], geo, channels_last)
+            continue
+        calls[algo] = partial(fn, *inputs[op], geo, channels_last, max_density=1.0)
+        high_inputs = (x_high, inputs[op][1])
+        calls[f"sparse@{high}"] = partial(fn, *high_inputs, geo, channels_last, max_density=1.0)
+    best = dict.fromkeys(calls, float("inf"))
     with torch.autocast("cpu", enabled=False):
-        for algo in algos:
-            FUNCTIONS[op, algo](*args, channels_last)
+        for call in calls.values():
+            call()
         for _ in range(MEASURE_REPS):
-            for algo in algos:
+            for name, call in calls.items():
                 start = time.perf_counter()
-                FUNCTIONS[op, algo](*args, channels_last)
-                best[algo] = min(best[algo], time.perf_counter() - start)
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
     return best

@@ -21,8 +21,9 @@ read each output position's receptive field as one contiguous run of the storage
   ``csrc/spike_conv.c`` list each sample's nonzero inputs and add only their weights (or
   output gradients), so the work scales with the number of spikes, not the FLOP count of
   the shapes (a Randman layer's input holds 1-6 % ones). An input denser than
-  SPARSE_MAX_DENSITY (the density at which `conv_algos` measured it) runs the dense
-  algorithm `fallback` instead, so that a dense input never takes the slow path.
+  `max_density` (the density up to which `conv_algos` measured it faster than the dense
+  algorithms) runs the dense algorithm `fallback` instead, so that a dense input never
+  takes the slow path.
 
 All of them equal ``F.conv1d`` and its gradients up to float rounding (tested).
 """
@@ -40,7 +41,8 @@ ALGOS = ("onednn", "unfold", "banded", "positions", "sparse")
 CHUNK = 512  # samples per oneDNN call: oneDNN is slower on one call over 10^5 samples
 UNFOLD_BYTES = 16 << 20  # im2col buffer per chunk: stays in the allocator's reused heap
 CAST_BYTES = 32 << 20  # a cast or re-laid-out copy of the input per chunk, at most
-SPARSE_MAX_DENSITY = 0.1  # nonzero fraction up to which `sparse` runs (and is measured at)
+SPARSE_MAX_DENSITY = 0.1  # nonzero fraction up to which `sparse` runs at most (default)
+SPARSE_MIN_PART = 256  # samples per thread of `sparse`, at least
 
 
 # --- layouts -------------------------------------------------------------------------------
@@ -320,39 +322,48 @@ def _sparse_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return rows.to(torch.float32), channels_last
 
 
-def _sparse_calls(rows, geo, layout: bool) -> tuple[tuple, list[tuple[int, int]]]:
-    """The C kernels' shape arguments and the per-thread sample ranges."""
+def _sparse_run(fn, rows, layout: bool, geo, pointers, max_density: float) -> bool:
+    """fn on every part of the samples, one thread each (the C file deals chunks of samples
+    out to the parts in turn); False if some part was too dense (then nothing is valid)."""
     shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout)
-    shape += (int(layout), int(rows.dtype == torch.uint8))
-    return shape, fused.sample_ranges(rows.shape[0])
+    shape += (int(layout), int(rows.dtype == torch.uint8), rows.shape[0])
+    calls = [
+        (*ptrs, *shape, part, len(pointers), max_density) for part, ptrs in enumerate(pointers)
+    ]
+    return min(fused.parallel(fn, calls)) >= 0
 
 
-def _sparse_forward(x, w, geo, channels_last: bool = True, fallback: str = "positions"):
+def sparse_parts(samples: int) -> int:
+    """Threads that share a sparse convolution of `samples` samples."""
+    return max(1, min(torch.get_num_threads(), samples // SPARSE_MIN_PART))
+
+
+def _sparse_forward(
+    x, w, geo, channels_last=True, fallback="positions", max_density=SPARSE_MAX_DENSITY
+):
     if not sparse_usable(x, w.dtype):
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
     rows, layout = _sparse_rows(x)
     taps = _tap_rows(w).contiguous()
     out = w.new_empty((x.shape[0], geo.lout, geo.cout))
-    shape, ranges = _sparse_calls(rows, geo, layout)
-    pointers = (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
-    calls = [(*pointers, *shape, lo, hi, SPARSE_MAX_DENSITY) for lo, hi in ranges]
-    if min(fused.parallel(fused.library().spike_conv_forward, calls)) < 0:
+    pointers = [(rows.data_ptr(), taps.data_ptr(), out.data_ptr())] * sparse_parts(len(rows))
+    lib = fused.library()
+    if not _sparse_run(lib.spike_conv_forward, rows, layout, geo, pointers, max_density):
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
     return out.transpose(1, 2) if channels_last else out.transpose(1, 2).contiguous()
 
 
-def _sparse_weight_grad(x, g, geo, channels_last: bool = True, fallback: str = "positions"):
+def _sparse_weight_grad(
+    x, g, geo, channels_last=True, fallback="positions", max_density=SPARSE_MAX_DENSITY
+):
     if not sparse_usable(x, g.dtype):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
     rows, layout = _sparse_rows(x)
     gs = _flat(g, True).contiguous()  # (samples, lout x cout) rows, channels-last
-    shape, ranges = _sparse_calls(rows, geo, layout)
-    acc = g.new_empty((len(ranges), geo.k * geo.cin, geo.cout))
-    calls = [
-        (rows.data_ptr(), gs.data_ptr(), acc[i].data_ptr(), *shape, lo, hi, SPARSE_MAX_DENSITY)
-        for i, (lo, hi) in enumerate(ranges)
-    ]
-    if min(fused.parallel(fused.library().spike_conv_weight_grad, calls)) < 0:
+    acc = g.new_empty((sparse_parts(len(rows)), geo.k * geo.cin, geo.cout))  # one per thread
+    pointers = [(rows.data_ptr(), gs.data_ptr(), part.data_ptr()) for part in acc]
+    lib = fused.library()
+    if not _sparse_run(lib.spike_conv_weight_grad, rows, layout, geo, pointers, max_density):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
     return acc.sum(0).view(geo.k, geo.cin, geo.cout).permute(2, 1, 0).contiguous()
 

@@ -52,8 +52,8 @@ _SIGNATURES = {
     "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
-    "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 2 + [_dbl],
-    "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 2 + [_dbl],
+    "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 3 + [_dbl],
+    "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 3 + [_dbl],
 }
 _RETURNS = {"spike_conv_forward": _i64, "spike_conv_weight_grad": _i64}
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
@@ -189,14 +189,6 @@ def parallel(fn, calls: list[tuple]) -> list:
 def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> None:
     """Call fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
     parallel(fn, [(*pointers, *shape, lo, hi, *tail) for lo, hi in ranges])
-
-
-def sample_ranges(samples: int, min_per_thread: int = 256) -> list[tuple[int, int]]:
-    """[begin, end) ranges splitting `samples` evenly between torch's threads (one range if
-    there are too few samples to share)."""
-    workers = max(1, min(torch.get_num_threads(), samples // max(1, min_per_thread)))
-    per = -(-samples // workers)
-    return [(lo, min(samples, lo + per)) for lo in range(0, samples, per)]
 
 
 def time_major_dense(t: torch.Tensor) -> torch.Tensor:

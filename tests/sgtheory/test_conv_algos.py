@@ -157,16 +157,35 @@ def test_choice_is_the_fastest_measured_and_is_read_back_from_the_cache(monkeypa
     assert conv_algos.choose("forward", geo, 40000, torch.float32, cpu, True) == "positions"
     assert calls[-1] == ("forward", geo, conv_algos.MEASURE_SAMPLES, torch.float32, True)
     assert len(list((tmp_path / "conv_algos").glob("*.json"))) == 3
-    # sparse fastest: chosen, and the fastest dense algorithm is kept as its fallback
-    fake["sparse"] = 0.1
+    # sparse fastest at 2 %: chosen, with the fastest dense algorithm as its fallback and
+    # its limit where the line through its times at 2 % and 10 % meets the dense time:
+    # 0.1 s + (d - 0.02) x 10 s = 0.5 s at d = 0.06
+    fake.update({"sparse": 0.1, "sparse@0.1": 0.9})
     choice = conv_algos.choice("weight_grad", geo, 40000, torch.float32, cpu, True)
-    assert choice == ("sparse", "positions")
+    assert choice.algo == "sparse" and choice.dense == "positions"
+    assert choice.max_density == pytest.approx(0.06)
     conv_algos._memo.clear()
     assert conv_algos.choice("weight_grad", geo, 40000, torch.float32, cpu, True) == choice
     entries = [json.loads(p.read_text()) for p in (tmp_path / "conv_algos").glob("*.json")]
     (entry,) = [e for e in entries if e["choice"] == "sparse"]
     assert entry["dense_choice"] == "positions"
-    assert entry["density"] == conv_algos.MEASURE_DENSITY < conv_algos.SPARSE_MAX_DENSITY
+    assert entry["sparse_max_density"] == pytest.approx(0.06)
+
+
+@pytest.mark.parametrize(
+    ("sparse_low", "sparse_high", "expected"),
+    [
+        (0.1, 0.9, ("sparse", 0.06)),  # crossover between the two densities
+        (0.1, 0.3, ("sparse", 0.1)),  # faster up to 10 %: no extrapolation beyond it
+        (0.1, 0.05, ("sparse", 0.1)),  # (timing noise: faster when denser) up to 10 %
+        (0.6, 0.9, ("positions", 0.0)),  # slower already at 2 %: the dense algorithm
+    ],
+)
+def test_sparse_limit_is_the_measured_crossover(sparse_low, sparse_high, expected):
+    times = {"onednn": 3.0, "positions": 0.5, "sparse": sparse_low, "sparse@0.1": sparse_high}
+    choice = conv_algos._fastest(times)
+    assert (choice.algo, choice.max_density) == pytest.approx(expected)
+    assert choice.dense == "positions"
 
 
 def test_a_choice_stored_meanwhile_by_another_process_wins(monkeypatch, tmp_path):
@@ -207,7 +226,9 @@ def test_measure_times_every_candidate_and_banded_only_for_small_bands():
     for cl, op in ((False, "input_grad"), (True, "input_grad"), (True, "forward")):
         geo = Geometry(4, 8, 6, 3, 1, 1)
         seconds = conv_algos.measure(op, geo, 64, torch.float32, cl)
-        assert set(seconds) == set(conv_algos.candidates(geo, torch.float32, cl, op))
+        timed = set(conv_algos.candidates(geo, torch.float32, cl, op))
+        timed |= {f"sparse@{conv_algos.SPARSE_DENSITIES[1]}"} if "sparse" in timed else set()
+        assert set(seconds) == timed
         assert ("sparse" in seconds) == (op == "forward" and bool(sparse))
         assert all(0 < s < 10 for s in seconds.values())
 

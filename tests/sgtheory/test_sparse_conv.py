@@ -81,9 +81,16 @@ def test_kernel_returns_the_number_of_nonzeros():
     taps = conv_kernels._tap_rows(torch.randn(4, 3, 4, generator=gen)).contiguous()
     out = torch.empty(300, geo.lout * geo.cout)
     shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout, 0, 0)
-    args = (rows.data_ptr(), taps.data_ptr(), out.data_ptr(), *shape, 0, 300)
-    assert fused.library().spike_conv_forward(*args, 0.1) == int(x.count_nonzero())
-    assert fused.library().spike_conv_forward(*args, 0.01) == -1  # 5 % > 1 %: gives up
+    lib, ptrs = fused.library(), (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
+    assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.1) == int(x.count_nonzero())
+    assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.01) == -1  # 5 % > 1 %: gives up
+    # three parts: chunks of 64 samples dealt out in turn (0-63 and 192-255 to part 0, ...)
+    span = conv_kernels_define("SPAN")
+    for part in range(3):
+        mine = [n for n in range(300) if (n // span) % 3 == part]
+        assert lib.spike_conv_forward(*ptrs, *shape, 300, part, 3, 0.1) == int(
+            x[mine].count_nonzero()
+        )
 
 
 def test_too_dense_input_runs_the_fallback(fallback_calls):
@@ -105,28 +112,24 @@ def test_density_hidden_from_the_probe_still_runs_the_fallback(fallback_calls):
     geo = Geometry(4, 6, 3, 3, 1, 1)
     n = 640
     x = torch.ones(n, 4, 6)
-    x[:: conv_kernels_probe()] = 0.0
+    x[:: conv_kernels_define("PROBE")] = 0.0  # chunks start at multiples of SPAN
     gen = torch.Generator().manual_seed(3)
     w = torch.randn(3, 4, 3, generator=gen)
     g = torch.randn(n, 3, geo.lout, generator=gen)
     y, gw = _reference(x, w, geo, g)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # one range starting at sample 0, where the probe starts
-    try:
-        out, got_gw = _sparse(x, w, g, geo, False)
-    finally:
-        torch.set_num_threads(before)
+    out, got_gw = _sparse(x, w, g, geo, False)
     assert fallback_calls == ["forward", "weight_grad"]
     torch.testing.assert_close(out.double(), y, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_gw.double(), gw, rtol=1e-5, atol=1e-4)
 
 
-def conv_kernels_probe() -> int:
-    """PROBE of the C source: every how-many-th sample the kernels count first."""
+def conv_kernels_define(name: str) -> int:
+    """A constant of the C source (PROBE: every how-many-th sample the kernels count first;
+    SPAN: samples per chunk dealt out to the threads)."""
     for line in fused.SPARSE_SOURCE.read_text().splitlines():
-        if line.startswith("#define PROBE"):
+        if line.startswith(f"#define {name} "):
             return int(line.split()[2])
-    raise AssertionError("no PROBE in spike_conv.c")
+    raise AssertionError(f"no {name} in spike_conv.c")
 
 
 def test_forced_sparse_through_autograd_equals_conv1d(monkeypatch):
