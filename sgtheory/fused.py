@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import math
 import os
 import platform
 import shutil
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -49,7 +51,7 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _dbl = ctypes.c_double
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
+    "lif_forward": [_ptr] * 7 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
     "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 3 + [_dbl],
@@ -204,6 +206,16 @@ def time_major_dense(t: torch.Tensor) -> torch.Tensor:
     return t if dense else t.contiguous()
 
 
+@lru_cache(maxsize=32)
+def storage_order(shape: tuple, strides: tuple) -> torch.Tensor:
+    """int32 table: for each position j of a dense step (`shape`, `strides`) in storage
+    order, the index of that neuron in the contiguous (logical) order."""
+    logical = torch.arange(math.prod(shape), dtype=torch.int32).view(shape)
+    stored = torch.empty_strided(shape, strides, dtype=torch.int32).copy_(logical)
+    dims = sorted(range(len(shape)), key=lambda d: -strides[d])
+    return stored.permute(dims).contiguous().view(-1)
+
+
 def _like(t: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
     """`t` with the strides of `layout` (itself if it has them already; else a copy)."""
     return t if t.stride() == layout.stride() else torch.empty_like(layout, dtype=t.dtype).copy_(t)
@@ -227,8 +239,11 @@ def lif_forward(
     C file); `fired` is boolean, `spikes` the same as float32 0 / 1.
 
     `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
-    None for the deterministic threshold. With `delay`, step t receives cur[t - delay] (0
-    before), as `layers.delay_in_time` would shift it, without the copy.
+    None for the deterministic threshold. It may be laid out otherwise than cur (e.g.
+    contiguous, as the draws are made, while cur is channels-last): the kernel then reads it
+    through an index table (`storage_order`) instead of copying it into cur's layout. With
+    `delay`, step t receives cur[t - delay] (0 before), as `layers.delay_in_time` would
+    shift it, without the copy.
     """
     cur = time_major_dense(cur)
     nb_steps, row = cur.shape[0], cur[0].numel()
@@ -236,9 +251,13 @@ def lif_forward(
     fired = torch.empty_like(cur, dtype=torch.bool)
     syn = torch.empty_like(cur) if keep_syn else None
     spikes = torch.empty_like(cur)
-    if spike_at is not None:
-        spike_at = _like(spike_at, cur)
-    pointers = (cur.data_ptr(), _ptr_of(spike_at), mem.data_ptr(), fired.data_ptr())
+    order = None
+    if spike_at is not None and spike_at.stride() != cur.stride():
+        spike_at = spike_at.contiguous()  # read through the index table unless cur is too
+        if not cur.is_contiguous():
+            order = storage_order(tuple(cur.shape[1:]), tuple(cur.stride()[1:]))
+    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), mem.data_ptr())
+    pointers += (fired.data_ptr(),)
     pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
@@ -295,10 +314,13 @@ def lif_backward(
 _STATE_BYTES, _LEFT, _NEXT, _WORDS, _MT_N = 5056, 8, 16, 24, 624
 
 
-def uniform(shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor | None:
+def uniform(
+    shape: torch.Size, generator: torch.Generator | None, out: torch.Tensor | None = None
+) -> torch.Tensor | None:
     """torch.rand(shape, generator=generator) (float32, CPU) by the C kernel: the same numbers
-    in the same order, and the generator left where torch.rand would leave it. None where
-    the generator's state is not laid out as expected (then call torch.rand)."""
+    in the same order, and the generator left where torch.rand would leave it; into `out`
+    (contiguous float32 of that shape) if given. None where the generator's state is not
+    laid out as expected (then call torch.rand)."""
     gen = torch.default_generator if generator is None else generator
     raw = gen.get_state()
     if raw.numel() != _STATE_BYTES or gen.device.type != "cpu":
@@ -309,7 +331,10 @@ def uniform(shape: torch.Size, generator: torch.Generator | None) -> torch.Tenso
     state = words.to(torch.int32)  # the 32-bit words, as the engine holds them
     left = raw[_LEFT : _LEFT + 4].view(torch.int32).clone()
     nxt = raw[_NEXT : _NEXT + 8].view(torch.int64)[:1].to(torch.int32)
-    out = torch.empty(shape, dtype=torch.float32)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32)
+    elif out.shape != shape or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be contiguous float32 of shape {tuple(shape)}")
     ptrs = (state.data_ptr(), left.data_ptr(), nxt.data_ptr(), out.data_ptr())
     library().mt_uniform(*ptrs, out.numel())
     words.copy_(state.to(torch.int64) & 0xFFFFFFFF)

@@ -124,6 +124,20 @@ class _FiringPoints:
         self.chunked = fused.usable(cur)
         self.buffer: list[torch.Tensor] = []
 
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        """Every step's firing points into contiguous `out` (steps, *shape): the numbers of
+        `next` called once per step, drawn straight into `out` (no copies)."""
+        for start in range(0, out.shape[0], self.STEPS):
+            block = out[start : start + self.STEPS]
+            if self.chunked:
+                self.chunked = fused.uniform(block.shape, self.generator, out=block) is not None
+            for step in block:
+                if not self.chunked:  # a generator state the C copy does not know: torch.rand
+                    torch.rand(self.shape, generator=self.generator, out=step)
+                self.escape.prob_inverse(step, out=step)
+        self.left -= out.shape[0]
+        return out
+
     def next(self) -> torch.Tensor:
         if not self.buffer and self.chunked:
             n = min(self.STEPS, self.left)
@@ -228,16 +242,15 @@ class _LIFScan(torch.autograd.Function):
         (CPU, float32, no recurrence); step t receives cur[t - input_delay] (0 before).
 
         Stochastic escape noise: every step's firing points come from `_FiringPoints`, as
-        the torch loop's do (the same numbers, bitwise, at any thread count), and are stored
-        in cur's layout before the loop.
+        the torch loop's do (the same numbers, bitwise, at any thread count), drawn in the
+        logical order into one buffer, which the kernel reads in cur's layout through an
+        index table (no copy).
         """
         escape = spike_fn.escape
         spike_at = None
-        if not escape.deterministic:
+        if not escape.deterministic:  # in the order drawn; the kernel reads it in cur's
             points = _FiringPoints(escape, spike_fn.generator, cur)
-            spike_at = torch.empty_like(cur)
-            for into in spike_at:
-                into.copy_(points.next())
+            spike_at = points.fill(torch.empty(cur.shape, dtype=cur.dtype))
         mem_all, fired, syn_all, spikes = fused.lif_forward(
             cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay
         )

@@ -18,6 +18,10 @@
  * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,
  *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
  *   uniform draw): spike iff mem - threshold > spike_at.
+ * order: NULL if spike_at is laid out as the other arrays; otherwise spike_at holds each
+ *   step in another order of its neurons (the logical one, in which the draws are made) and
+ *   neuron j of a step is spike_at[step * row + order[j]] (a gather: no copy into the
+ *   arrays' layout).
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
  * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
  * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
@@ -26,7 +30,7 @@
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
+                 const int32_t *restrict order, float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
                  int64_t delay) {
@@ -49,10 +53,13 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 for (int64_t j = 0; j < n; j++) spikes[off - row + j] = (float)f_out[j - row];
             if (syn_all)
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
+            const float *at = spike_at ? spike_at + t * row : 0;
+            const int32_t *at_order = order ? order + lo : 0;
             for (int64_t j = 0; j < n; j++) {
                 const float m = mem[j];
                 m_out[j] = m;
-                const uint8_t s = spike_at ? (m - threshold > spike_at[off + j]) : (m > threshold);
+                const float point = !at ? threshold : at_order ? at[at_order[j]] : at[lo + j];
+                const uint8_t s = at ? (m - threshold > point) : (m > threshold);
                 f_out[j] = s;
                 float next;
                 if (reset_full) {

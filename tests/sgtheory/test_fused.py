@@ -196,6 +196,26 @@ def test_c_uniform_draws_are_torch_rand_and_leave_the_generator_as_it_would():
     expected = torch.rand(2, 3, 700)
     torch.manual_seed(5)
     assert torch.equal(fused.uniform(torch.Size([2, 3, 700]), None), expected)
+    # into a given buffer: the same numbers; a buffer of another shape or a view is refused
+    ours, theirs = (torch.Generator().manual_seed(1) for _ in range(2))
+    out = torch.empty(4, 33)
+    assert fused.uniform(out.shape, ours, out=out) is out
+    assert torch.equal(out, torch.rand(4, 33, generator=theirs))
+    with pytest.raises(ValueError, match="contiguous float32 of shape"):
+        fused.uniform(torch.Size([4, 33]), ours, out=torch.empty(33, 4).t())
+
+
+def test_storage_order_maps_storage_positions_to_logical_indices():
+    """For a channels-last step (batch, channels, positions) stored as (batch, positions,
+    channels): storage position j holds the neuron whose logical (contiguous) index is
+    order[j], so that logical[order] lists the neurons in storage order."""
+    step = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)  # value = logical index
+    stored = step.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other storage
+    order = fused.storage_order(tuple(stored.shape), tuple(stored.stride()))
+    assert order.dtype == torch.int32
+    in_storage = stored.transpose(1, 2).reshape(-1)  # the values as they lie in memory
+    assert torch.equal(order.float(), in_storage)
+    assert torch.equal(step.reshape(-1)[order.long()], in_storage)
 
 
 @needs_compiler
