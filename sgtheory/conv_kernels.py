@@ -23,7 +23,8 @@ read each output position's receptive field as one contiguous run of the storage
   the shapes (a Randman layer's input holds 1-6 % ones). An input denser than
   `max_density` (the density up to which `conv_algos` measured it faster than the dense
   algorithms) runs the dense algorithm `fallback` instead, so that a dense input never
-  takes the slow path.
+  takes the slow path. Skipping zeros has one visible effect: where an output gradient is
+  infinite and the input 0, a dense product gives 0 x inf = NaN, `sparse` nothing.
 
 All of them equal ``F.conv1d`` and its gradients up to float rounding (tested).
 """

@@ -43,7 +43,11 @@ def test_huge_learning_rate_fails_instead_of_completing_with_nan_weights(run, tm
     with pytest.raises(NonFiniteError) as err:
         run(tmp_path, "optimizer=sgd", "method.lr=1e30")
     message = str(err.value)
-    assert message.startswith("method.lr=1e+30 (optimizer=sgd): the gradient of hidden.0.weight")
+    # which parameter turns non-finite first depends on the algorithms: a dense product gives
+    # 0 x inf = NaN where an input is 0, the sparse one skips zero inputs (conv_kernels)
+    assert re.match(
+        r"method\.lr=1e\+30 \(optimizer=sgd\): the gradient of hidden\.\d\.weight ", message
+    )
     assert "became NaN or infinite in epoch 1" in message and "(no checkpoint)" in message
     res = read_results(tmp_path)
     assert res["status"] == "failed" and res["epochs_done"] == 0 and res["history"]["beta"] == []
