@@ -189,7 +189,7 @@ def forward(
     """
     chosen = choice("forward", geo, x.shape[0], w.dtype, x.device, channels_last)
     with torch.autocast(x.device.type, enabled=False):
-        return _run("forward", chosen, x, w, geo, channels_last)
+        return run("forward", chosen, x, w, geo, channels_last)
 
 
 def input_grad(
@@ -220,10 +220,10 @@ def weight_grad(
     if g.dtype in (torch.bfloat16, torch.float16):
         g = g.float()
     chosen = choice("weight_grad", geo, g.shape[0], g.dtype, g.device, channels_last)
-    return _run("weight_grad", chosen, x, g, geo, channels_last)
+    return run("weight_grad", chosen, x, g, geo, channels_last)
 
 
-def _run(op: str, chosen: Choice, a, b, geo: Geometry, channels_last: bool) -> torch.Tensor:
+def run(op: str, chosen: Choice, a, b, geo: Geometry, channels_last: bool) -> torch.Tensor:
     """`op` on (a, b) by the chosen algorithm (sparse with its fallback and limit)."""
     if chosen.algo == "sparse":
         limits = {"fallback": chosen.dense, "max_density": chosen.max_density}
@@ -304,14 +304,17 @@ def choice(
     dtype: torch.dtype,
     device: torch.device,
     channels_last: bool = False,
+    calls: int = 1,
 ) -> Choice:
-    """The `Choice` for `op` (see `choose`)."""
+    """The `Choice` for `op` (see `choose`) on `n` samples per call; `calls`: how often it
+    runs on such inputs (a recurrent convolution: once per time step), so that a small
+    per-call batch is still measured when all calls together are large."""
     if device.type != "cpu":
         return Choice("onednn", "onednn")  # torch's convolution (cuDNN on CUDA)
     algo = forced(op)
     if algo is not None:
         return forced_choice(algo, channels_last)
-    if n < MIN_MEASURED:
+    if n * calls < MIN_MEASURED:
         return Choice("onednn", "onednn")  # too small to pay for measuring (tests' runs)
     key = {
         **machine_key(),

@@ -32,7 +32,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import fused, triton_scan
+from . import conv_algos, fused, triton_scan
 from .conv import conv1d_weight_grad
 from .errors import ConfigError, check_choice, check_positive
 from .spikes import SpikeFn
@@ -49,6 +49,24 @@ def decay(tau: float, dt: float) -> float:
 
 def _rec_conv(spikes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.conv1d(spikes, weight, padding=weight.shape[-1] // 2)
+
+
+class _RecurrentConv:
+    """The recurrent convolution of the torch loop, once per step on that step's boolean
+    spikes, by the algorithm that `conv_algos` measured fastest for the per-step shape (on
+    CPU the sparse one usually: a step's spikes are mostly zeros)."""
+
+    def __init__(self, weight: torch.Tensor, step_shape: torch.Size, nb_steps: int):
+        batch, channels, positions = step_shape
+        k = weight.shape[-1]
+        self.weight = weight
+        self.geo = conv_algos.Geometry(channels, positions, weight.shape[0], k, 1, k // 2)
+        self.choice = conv_algos.choice(
+            "forward", self.geo, batch, weight.dtype, weight.device, calls=nb_steps
+        )
+
+    def __call__(self, fired: torch.Tensor) -> torch.Tensor:
+        return conv_algos.run("forward", self.choice, fired, self.weight, self.geo, False)
 
 
 def _check_rec(weight: torch.Tensor | None, shape: torch.Size, rec_delay: int = 1) -> None:
@@ -217,6 +235,9 @@ class _LIFScan(torch.autograd.Function):
         step_escape = escape.deterministic
         points = None if step_escape else _FiringPoints(escape, gen, cur)
         leak_scratch = None if reset == "full" else torch.empty_like(syn)
+        rec_conv = (
+            None if rec_weight is None else _RecurrentConv(rec_weight, cur.shape[1:], nb_steps)
+        )
         for t in range(nb_steps):
             mem, new_mem = mem_all[t], mem_all[t + 1]
             if syn_all is not None:
@@ -233,7 +254,7 @@ class _LIFScan(torch.autograd.Function):
             syn.mul_(a_syn).add_(cur[t])
             src = t + 1 - rec_delay  # the step whose spikes arrive now
             if rec_weight is not None and src >= 0:
-                syn.add_(_rec_conv(fired[src].to(cur.dtype), rec_weight))
+                syn.add_(rec_conv(fired[src]))
         return fired, mem_all[:nb_steps], syn_all
 
     @staticmethod

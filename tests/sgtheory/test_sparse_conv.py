@@ -152,3 +152,39 @@ def test_forced_sparse_through_autograd_equals_conv1d(monkeypatch):
         torch.testing.assert_close(out.double(), y.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(xi.grad.double(), xd.grad, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(wi.grad.double(), wd.grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_recurrent_layer_by_the_sparse_convolution_equals_the_reference(method, monkeypatch):
+    """The torch loop's per-step recurrent convolution by `sparse` (forced; the measured
+    choice for an SHD-shaped layer): spikes, potentials and both gradients as the plain
+    autograd reference (float32, so up to rounding; the spikes equal)."""
+    from sgtheory.neurons import lif_scan, lif_scan_reference
+    from sgtheory.spikes import spike_fn_for_method
+
+    dense_calls = []  # the fallback of a forced sparse on standard-layout data: onednn
+    real = FUNCTIONS["forward", "onednn"]
+    monkeypatch.setitem(
+        FUNCTIONS, ("forward", "onednn"), lambda *a, **k: dense_calls.append(1) or real(*a, **k)
+    )
+    conv_algos.force("forward=sparse")
+    try:
+        gen = torch.Generator().manual_seed(0)
+        current = torch.randn(64, 60, 6, 9, generator=gen) * 0.5 + 0.15  # (batch, time, c, l)
+        current.requires_grad_()
+        w_rec = (torch.randn(6, 6, 5, generator=gen) * 0.3).requires_grad_()
+        weights = torch.randn(current.shape, generator=gen)
+        results = []
+        for scan in (lif_scan, lif_scan_reference):
+            spike = spike_fn_for_method(method, generator=torch.Generator().manual_seed(3))
+            spikes, mem = scan(current, spike, 0.8, 0.9, 1.0, "full", False, w_rec)
+            grads = torch.autograd.grad((spikes * weights).sum(), [current, w_rec])
+            results.append((spikes, mem, grads))
+    finally:
+        conv_algos.force(None)
+    (s1, m1, g1), (s2, m2, g2) = results
+    assert 0.01 < s1.mean() and dense_calls == []  # every step's spikes ran through sparse
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(m1, m2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
