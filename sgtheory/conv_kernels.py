@@ -323,11 +323,12 @@ def _sparse_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return rows.to(torch.float32), channels_last
 
 
-def _sparse_run(fn, rows, layout: bool, geo, pointers, max_density: float) -> bool:
+def _sparse_run(fn, rows, layouts, geo, pointers, max_density: float) -> bool:
     """fn on every part of the samples, one thread each (the C file deals chunks of samples
-    out to the parts in turn); False if some part was too dense (then nothing is valid)."""
+    out to the parts in turn); False if some part was too dense (then nothing is valid).
+    `layouts`: whether the input rows and the output (gradient) are channels-last."""
     shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout)
-    shape += (int(layout), int(rows.dtype == torch.uint8), rows.shape[0])
+    shape += (int(layouts[0]), int(rows.dtype == torch.uint8), int(layouts[1]), rows.shape[0])
     calls = [
         (*ptrs, *shape, part, len(pointers), max_density) for part, ptrs in enumerate(pointers)
     ]
@@ -346,12 +347,13 @@ def _sparse_forward(
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
     rows, layout = _sparse_rows(x)
     taps = _tap_rows(w).contiguous()
-    out = w.new_empty((x.shape[0], geo.lout, geo.cout))
+    out = _empty(x.shape[0], geo.cout, geo.lout, w, channels_last)  # written in place
     pointers = [(rows.data_ptr(), taps.data_ptr(), out.data_ptr())] * sparse_parts(len(rows))
     lib = fused.library()
-    if not _sparse_run(lib.spike_conv_forward, rows, layout, geo, pointers, max_density):
+    layouts = (layout, channels_last)
+    if not _sparse_run(lib.spike_conv_forward, rows, layouts, geo, pointers, max_density):
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
-    return out.transpose(1, 2) if channels_last else out.transpose(1, 2).contiguous()
+    return out
 
 
 def _sparse_weight_grad(
@@ -360,11 +362,13 @@ def _sparse_weight_grad(
     if not sparse_usable(x, g.dtype):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
     rows, layout = _sparse_rows(x)
-    gs = _flat(g, True).contiguous()  # (samples, lout x cout) rows, channels-last
+    g_last = is_channels_last(g) and not g.is_contiguous()
+    gs = _flat(g, g_last).contiguous()  # rows in g's own layout (a copy only if neither)
     acc = g.new_empty((sparse_parts(len(rows)), geo.k * geo.cin, geo.cout))  # one per thread
     pointers = [(rows.data_ptr(), gs.data_ptr(), part.data_ptr()) for part in acc]
     lib = fused.library()
-    if not _sparse_run(lib.spike_conv_weight_grad, rows, layout, geo, pointers, max_density):
+    layouts = (layout, g_last)
+    if not _sparse_run(lib.spike_conv_weight_grad, rows, layouts, geo, pointers, max_density):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
     return acc.sum(0).view(geo.k, geo.cin, geo.cout).permute(2, 1, 0).contiguous()
 

@@ -54,8 +54,8 @@ _SIGNATURES = {
     "lif_forward": [_ptr] * 7 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
-    "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 3 + [_dbl],
-    "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 2 + [_i64] * 3 + [_dbl],
+    "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
+    "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
 }
 _RETURNS = {"spike_conv_forward": _i64, "spike_conv_weight_grad": _i64}
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the

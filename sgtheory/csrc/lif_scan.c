@@ -30,7 +30,8 @@
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 const int32_t *restrict order, float *restrict mem_all, uint8_t *restrict fired, float *restrict syn_all,
+                 const int32_t *restrict order, float *restrict mem_all,
+                 uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
                  int64_t delay) {

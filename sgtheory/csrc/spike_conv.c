@@ -8,9 +8,10 @@
  *
  * Shapes. Input x: samples of `cin` channels x `lin` positions, one row of cin * lin values
  * per sample; channels_last: row index l * cin + c, else c * lin + l. Weights `taps`:
- * (k * cin, cout) rows ordered (tap, channel). Output and output gradient: (lout * cout)
- * per sample, row index p * cout + o (channels-last). Output position p reads input
- * position p * stride - padding + tap.
+ * (k * cin, cout) rows ordered (tap, channel). Output and output gradient: lout * cout
+ * values per sample; out_channels_last: row index p * cout + o, else o * lout + p (then
+ * each sample's row is transposed through a small scratch row, not the whole array).
+ * Output position p reads input position p * stride - padding + tap.
  *
  * Each call runs part `part` of `parts` (one call per thread): the chunks of SPAN samples
  * numbered part, part + parts, part + 2 parts, ... Samples are ordered (time, batch) and
@@ -119,7 +120,7 @@ static int probe_too_dense(const void *x, int x_bool, int64_t width, int64_t sam
  * loops over nonzeros. Plus the index lists of one row. */
 typedef struct {
     int32_t *pos, *chan, *p_lo, *p_hi, *idx;
-    float *val;
+    float *val, *scratch; /* scratch: one output row, channels-last */
 } tables;
 
 static void free_tables(tables *tb) {
@@ -129,11 +130,12 @@ static void free_tables(tables *tb) {
     free(tb->p_hi);
     free(tb->idx);
     free(tb->val);
+    free(tb->scratch);
 }
 
 /* Fill the tables; 0 when out of memory. */
-static int make_tables(tables *tb, int64_t cin, int64_t lin, int64_t k, int64_t stride,
-                       int64_t padding, int64_t lout, int channels_last) {
+static int make_tables(tables *tb, int64_t cin, int64_t lin, int64_t cout, int64_t k,
+                       int64_t stride, int64_t padding, int64_t lout, int channels_last) {
     const int64_t width = cin * lin > 0 ? cin * lin : 1;
     tb->pos = malloc(sizeof(int32_t) * (size_t)width);
     tb->chan = malloc(sizeof(int32_t) * (size_t)width);
@@ -141,7 +143,8 @@ static int make_tables(tables *tb, int64_t cin, int64_t lin, int64_t k, int64_t 
     tb->p_hi = malloc(sizeof(int32_t) * (size_t)(lin > 0 ? lin : 1));
     tb->idx = malloc(sizeof(int32_t) * (size_t)width);
     tb->val = malloc(sizeof(float) * (size_t)width);
-    if (!(tb->pos && tb->chan && tb->p_lo && tb->p_hi && tb->idx && tb->val)) {
+    tb->scratch = malloc(sizeof(float) * (size_t)(lout * cout > 0 ? lout * cout : 1));
+    if (!(tb->pos && tb->chan && tb->p_lo && tb->p_hi && tb->idx && tb->val && tb->scratch)) {
         free_tables(tb);
         return 0;
     }
@@ -166,12 +169,12 @@ static int make_tables(tables *tb, int64_t cin, int64_t lin, int64_t k, int64_t 
 int64_t spike_conv_forward(const void *x, const float *restrict taps, float *restrict out,
                            int64_t cin, int64_t lin, int64_t cout, int64_t k, int64_t stride,
                            int64_t padding, int64_t lout, int channels_last, int x_bool,
-                           int64_t samples, int64_t part, int64_t parts,
-                           double max_density) {
+                           int out_channels_last, int64_t samples, int64_t part,
+                           int64_t parts, double max_density) {
     const int64_t width = cin * lin, out_width = lout * cout;
     tables tb;
     if (probe_too_dense(x, x_bool, width, samples, part, parts, max_density)) return -1;
-    if (!make_tables(&tb, cin, lin, k, stride, padding, lout, channels_last)) return -1;
+    if (!make_tables(&tb, cin, lin, cout, k, stride, padding, lout, channels_last)) return -1;
     const int64_t size = part_size(samples, part, parts);
     const int64_t max_nonzeros = (int64_t)(max_density * (double)(size * width));
     int64_t seen = 0;
@@ -184,7 +187,7 @@ int64_t spike_conv_forward(const void *x, const float *restrict taps, float *res
             seen = -1;
             goto done; /* out of both loops */
         }
-        float *restrict o = out + n * out_width;
+        float *restrict o = out_channels_last ? out + n * out_width : tb.scratch;
         memset(o, 0, sizeof(float) * (size_t)out_width);
         for (int64_t q = 0; q < m; q++) {
             const int64_t l = tb.pos[tb.idx[q]], c = tb.chan[tb.idx[q]];
@@ -195,6 +198,10 @@ int64_t spike_conv_forward(const void *x, const float *restrict taps, float *res
                 for (int64_t j = 0; j < cout; j++) y[j] += v * w[j];
             }
         }
+        if (!out_channels_last) /* the scratch row, transposed into the standard layout */
+            for (int64_t p = 0; p < lout; p++)
+                for (int64_t j = 0; j < cout; j++)
+                    out[n * out_width + j * lout + p] = o[p * cout + j];
     }
 done:
     free_tables(&tb);
@@ -206,13 +213,14 @@ done:
 int64_t spike_conv_weight_grad(const void *x, const float *restrict grad_out,
                                float *restrict acc, int64_t cin, int64_t lin, int64_t cout,
                                int64_t k, int64_t stride, int64_t padding, int64_t lout,
-                               int channels_last, int x_bool, int64_t samples, int64_t part,
-                               int64_t parts, double max_density) {
+                               int channels_last, int x_bool, int out_channels_last,
+                               int64_t samples, int64_t part, int64_t parts,
+                               double max_density) {
     const int64_t width = cin * lin, out_width = lout * cout;
     tables tb;
     memset(acc, 0, sizeof(float) * (size_t)(k * cin * cout));
     if (probe_too_dense(x, x_bool, width, samples, part, parts, max_density)) return -1;
-    if (!make_tables(&tb, cin, lin, k, stride, padding, lout, channels_last)) return -1;
+    if (!make_tables(&tb, cin, lin, cout, k, stride, padding, lout, channels_last)) return -1;
     const int64_t size = part_size(samples, part, parts);
     const int64_t max_nonzeros = (int64_t)(max_density * (double)(size * width));
     int64_t seen = 0;
@@ -225,7 +233,13 @@ int64_t spike_conv_weight_grad(const void *x, const float *restrict grad_out,
             seen = -1;
             goto done; /* out of both loops */
         }
+        if (m == 0) continue; /* its output gradient is not even read */
         const float *restrict gn = grad_out + n * out_width;
+        if (!out_channels_last) { /* transposed into the scratch row */
+            for (int64_t p = 0; p < lout; p++)
+                for (int64_t j = 0; j < cout; j++) tb.scratch[p * cout + j] = gn[j * lout + p];
+            gn = tb.scratch;
+        }
         for (int64_t q = 0; q < m; q++) {
             const int64_t l = tb.pos[tb.idx[q]], c = tb.chan[tb.idx[q]];
             const float v = tb.val[q];

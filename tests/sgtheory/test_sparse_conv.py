@@ -80,7 +80,7 @@ def test_kernel_returns_the_number_of_nonzeros():
     rows = x.reshape(300, -1).contiguous()
     taps = conv_kernels._tap_rows(torch.randn(4, 3, 4, generator=gen)).contiguous()
     out = torch.empty(300, geo.lout * geo.cout)
-    shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout, 0, 0)
+    shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout, 0, 0, 1)
     lib, ptrs = fused.library(), (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
     assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.1) == int(x.count_nonzero())
     assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.01) == -1  # 5 % > 1 %: gives up
