@@ -163,6 +163,25 @@ static int make_tables(tables *tb, int64_t cin, int64_t lin, int64_t cout, int64
     return 1;
 }
 
+/* The part's tables and its budget of nonzeros (max_density of its inputs); -1 where the
+ * probe finds the part too dense or memory is short (then nothing is to be freed). */
+static int64_t start_part(tables *tb, const void *x, int x_bool, int64_t cin, int64_t lin,
+                          int64_t cout, int64_t k, int64_t stride, int64_t padding,
+                          int64_t lout, int channels_last, int64_t samples, int64_t part,
+                          int64_t parts, double max_density) {
+    const int64_t width = cin * lin;
+    if (probe_too_dense(x, x_bool, width, samples, part, parts, max_density)) return -1;
+    if (!make_tables(tb, cin, lin, cout, k, stride, padding, lout, channels_last)) return -1;
+    return (int64_t)(max_density * (double)(part_size(samples, part, parts) * width));
+}
+
+/* The nonzeros of sample n into tb->idx / tb->val; their number. */
+static int64_t sample_nonzeros(tables *tb, const void *x, int x_bool, int64_t width,
+                               int64_t n) {
+    return x_bool ? nonzeros_u8((const uint8_t *)x + n * width, width, tb->idx, tb->val)
+                  : nonzeros_f32((const float *)x + n * width, width, tb->idx, tb->val);
+}
+
 /* out[n] = sum over x[n]'s nonzeros of value x weights of (tap, channel), for n in the part.
  * x_bool: x is uint8 (0 / 1) instead of float. Returns the nonzeros seen, or -1 (too many,
  * or out of memory). */
@@ -173,17 +192,14 @@ int64_t spike_conv_forward(const void *x, const float *restrict taps, float *res
                            int64_t parts, double max_density) {
     const int64_t width = cin * lin, out_width = lout * cout;
     tables tb;
-    if (probe_too_dense(x, x_bool, width, samples, part, parts, max_density)) return -1;
-    if (!make_tables(&tb, cin, lin, cout, k, stride, padding, lout, channels_last)) return -1;
-    const int64_t size = part_size(samples, part, parts);
-    const int64_t max_nonzeros = (int64_t)(max_density * (double)(size * width));
+    const int64_t max_nonzeros = start_part(&tb, x, x_bool, cin, lin, cout, k, stride, padding,
+                                            lout, channels_last, samples, part, parts,
+                                            max_density);
+    if (max_nonzeros < 0) return -1;
     int64_t seen = 0;
     FOR_SAMPLES_OF_PART(n, samples, part, parts, 1) {
-        const int64_t m =
-            x_bool ? nonzeros_u8((const uint8_t *)x + n * width, width, tb.idx, tb.val)
-                   : nonzeros_f32((const float *)x + n * width, width, tb.idx, tb.val);
-        seen += m;
-        if (seen > max_nonzeros) {
+        const int64_t m = sample_nonzeros(&tb, x, x_bool, width, n);
+        if ((seen += m) > max_nonzeros) {
             seen = -1;
             goto done; /* out of both loops */
         }
@@ -216,20 +232,17 @@ int64_t spike_conv_weight_grad(const void *x, const float *restrict grad_out,
                                int channels_last, int x_bool, int out_channels_last,
                                int64_t samples, int64_t part, int64_t parts,
                                double max_density) {
+    memset(acc, 0, sizeof(float) * (size_t)(k * cin * cout));
     const int64_t width = cin * lin, out_width = lout * cout;
     tables tb;
-    memset(acc, 0, sizeof(float) * (size_t)(k * cin * cout));
-    if (probe_too_dense(x, x_bool, width, samples, part, parts, max_density)) return -1;
-    if (!make_tables(&tb, cin, lin, cout, k, stride, padding, lout, channels_last)) return -1;
-    const int64_t size = part_size(samples, part, parts);
-    const int64_t max_nonzeros = (int64_t)(max_density * (double)(size * width));
+    const int64_t max_nonzeros = start_part(&tb, x, x_bool, cin, lin, cout, k, stride, padding,
+                                            lout, channels_last, samples, part, parts,
+                                            max_density);
+    if (max_nonzeros < 0) return -1;
     int64_t seen = 0;
     FOR_SAMPLES_OF_PART(n, samples, part, parts, 1) {
-        const int64_t m =
-            x_bool ? nonzeros_u8((const uint8_t *)x + n * width, width, tb.idx, tb.val)
-                   : nonzeros_f32((const float *)x + n * width, width, tb.idx, tb.val);
-        seen += m;
-        if (seen > max_nonzeros) {
+        const int64_t m = sample_nonzeros(&tb, x, x_bool, width, n);
+        if ((seen += m) > max_nonzeros) {
             seen = -1;
             goto done; /* out of both loops */
         }
