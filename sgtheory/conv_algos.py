@@ -33,7 +33,9 @@ average): a run resumed later must round as the run it continues. Delete the fol
 ``conv_algos`` there to measure again. ``SGTHEORY_CONV_ALGO`` forces a choice: ``auto``
 (default), one algorithm for every operation (``onednn``), or per operation
 (``forward=banded,weight_grad=unfold``); `force` does the same from Python. A forced
-``positions`` on standard-layout data runs with copies into and out of channels-last.
+``positions`` on standard-layout data runs with copies into and out of channels-last; a
+forced ``sparse`` serves the forward and the weight gradient (the input gradient stays
+measured) on inputs up to SPARSE_MAX_DENSITY.
 """
 
 from __future__ import annotations
