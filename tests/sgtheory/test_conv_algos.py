@@ -214,6 +214,19 @@ def test_small_batches_run_onednn_unmeasured(monkeypatch):
     assert conv_algos.choose("forward", geo, n, torch.float32, torch.device("cpu")) == "onednn"
 
 
+def test_a_small_batch_called_once_per_step_is_measured_at_its_own_size(monkeypatch):
+    """A recurrent convolution runs on `batch` samples once per step: measured (at the
+    per-call size) when all its calls together are large enough, else oneDNN."""
+    calls = []
+    fake = {"onednn": 2.0, "unfold": 1.0}
+    monkeypatch.setattr(conv_algos, "measure", lambda *a: calls.append(a) or dict(fake))
+    geo, cpu = Geometry(16, 68, 16, 5, 1, 2), torch.device("cpu")
+    assert conv_algos.choice("forward", geo, 400, torch.float32, cpu, calls=349).algo == "unfold"
+    assert calls == [("forward", geo, 512, torch.float32, False)]  # 400 rounded up to 2^9
+    assert conv_algos.choice("forward", geo, 400, torch.float32, cpu, calls=10).algo == "onednn"
+    assert len(calls) == 1
+
+
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
     randman_l3 = Geometry(64, 6, 128, 5, 1, 0)
     shd_l1 = Geometry(1, 700, 16, 21, 10, 0)  # a dense matrix 33x the convolution's FLOPs
