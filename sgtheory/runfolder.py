@@ -25,6 +25,9 @@ Guarantees:
   the checkpoint when a start is refused, and copied along when the run is moved aside.
 * results.json always matches the checkpoint: `save` writes both via temporary files and
   renames them only when both are complete, so a full disk leaves the old pair in place.
+  A process killed (SIGKILL) between the two renames leaves the new checkpoint beside the
+  old results.json: each pair carries one `checkpoint_id`, and the checkpoint a copy of its
+  results, from which the next holder restores results.json when the ids differ.
   On any exception inside `with`, results.json is rewritten from the last saved pair with
   status "failed" ("interrupted" for Ctrl-C or SIGTERM) and the error on one line; the
   exception then propagates. Files keep the process's umask.
@@ -86,7 +89,8 @@ KEEP = (HYDRA, LOCK, "job_status.json")
 EXIT_ERROR = 1
 STATUSES = ("running", "completed", "failed", "interrupted")
 # checkpoint keys the folder adds to the experiment's state
-RESERVED = ("config", "wandb_id", "hydra")
+PAIR = "checkpoint_id"  # in results.json and the checkpoint: which save wrote them (1, 2, ...)
+RESERVED = ("config", "wandb_id", "hydra", "results", PAIR)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -199,6 +203,7 @@ class RunFolder:
         self.moved_to: Path | None = None  # where an earlier run's files went, if moved
         self._lock_fd: int | None = None
         self._committed: dict | None = None  # results.json as last written with the checkpoint
+        self._pair_id: int | None = None  # PAIR of the checkpoint on disk
         self._hydra: dict[str, str] = {}
         self._wandb: Any = None
         self._old_sigterm: Any = None
@@ -276,11 +281,27 @@ class RunFolder:
         except (OSError, ValueError):
             return
         if isinstance(results, dict) and results.get("status") == "running":
+            results = self._results_of_newer_checkpoint(results) or results
             results.update(
                 status="interrupted", error="the process running it ended without a word (killed?)"
             )
             self._write(lambda: write_json_atomic(self.results_path, results), RESULTS)
             log.info("%s: the run there was interrupted", self.path)
+
+    def _results_of_newer_checkpoint(self, results: dict) -> dict | None:
+        """The results saved with the checkpoint on disk if results.json is not its pair's
+        (a process killed between the renames of `save`: the checkpoint goes first)."""
+        try:
+            ckpt = load_checkpoint(self.checkpoint_path)
+        except CheckpointError:
+            return None
+        if not ckpt or ckpt.get(PAIR) in (None, results.get(PAIR)):
+            return None
+        saved = ckpt.get("results")
+        if isinstance(saved, dict):
+            log.info("%s: results.json restored from the newer checkpoint", self.path)
+            return dict(saved)
+        return None
 
     # ------------------------------------------------------------------ resume or start
     def resume(
@@ -312,6 +333,7 @@ class RunFolder:
             self._restore_hydra(ckpt.get("hydra") or {})
             raise ConfigError(self._refusal(changed))
         self.wandb_id = ckpt.get("wandb_id")
+        self._pair_id = ckpt.get(PAIR)
         return ckpt
 
     def _refusal(self, changed: list[tuple[str, Any, Any]]) -> str:
@@ -407,6 +429,8 @@ class RunFolder:
     def write_results(self, results: dict, status: str = "running") -> None:
         """Write results.json with `status`; it must describe the checkpoint on disk."""
         out = {**results, "status": status}
+        if self._pair_id is not None:
+            out[PAIR] = self._pair_id
         self._keep_hydra()
         with signals_deferred():  # a SIGTERM must see _committed as it is on disk
             self._write(lambda: write_json_atomic(self.results_path, out), RESULTS)
@@ -421,14 +445,18 @@ class RunFolder:
         bad = sorted(set(RESERVED) & set(state))
         if bad:
             raise ValueError(f"checkpoint state may not use the keys {bad} (the folder's own)")
+        pair = (self._pair_id or 0) + 1  # pairs counted over the run, resumptions too
+        out = {**results, "status": "running", PAIR: pair}
         ckpt = {**state, "config": self.settings, "wandb_id": self.wandb_id, "hydra": self._hydra}
-        out = {**results, "status": "running"}
+        ckpt.update({"results": out, PAIR: pair})
         self._keep_hydra()
         with signals_deferred():  # a SIGTERM must see _committed as it is on disk
             self._save_pair(ckpt, out)
             self._committed = copy.deepcopy(out)
+            self._pair_id = pair
 
     def _save_pair(self, ckpt: dict, out: dict) -> None:
+        # the checkpoint is renamed first: a kill between the renames leaves it the newer
         self._write(
             lambda: atomic_write_many(
                 [

@@ -82,6 +82,41 @@ def test_a_killed_holder_frees_the_folder_and_its_run_reads_interrupted(tmp_path
         assert _results(tmp_path)["status"] == "interrupted"
 
 
+def test_a_kill_between_the_two_renames_is_repaired_by_the_next_holder(tmp_path, monkeypatch):
+    """`save` renames the checkpoint, then results.json; a process killed in between leaves
+    the new checkpoint beside the old results.json. The next holder restores results.json
+    from the checkpoint's copy, so the two agree again (and resuming continues from there)."""
+    folder = RunFolder(tmp_path).acquire()
+    folder.resume(SETTINGS)
+    folder.save({"epoch": 1}, {"epochs_done": 1})
+    assert _results(tmp_path)["checkpoint_id"] == _ckpt(tmp_path)["checkpoint_id"] == 1
+    renames = []
+
+    def killed_after_the_first(src, dst):
+        if renames:
+            raise KeyboardInterrupt  # stands for the SIGKILL: nothing after it runs
+        renames.append(dst)
+        os.rename(src, dst)
+
+    monkeypatch.setattr(
+        runfolder.atomic_write_many.__globals__["os"], "replace", killed_after_the_first
+    )
+    with pytest.raises(KeyboardInterrupt):
+        folder.save({"epoch": 2}, {"epochs_done": 2})
+    monkeypatch.undo()
+    os.close(folder._lock_fd)  # the process is gone: its lock with it, nothing recorded
+    for tmp in tmp_path.glob("*.tmp*"):
+        tmp.unlink()
+    assert _results(tmp_path)["epochs_done"] == 1 and _ckpt(tmp_path)["epoch"] == 2
+    with RunFolder(tmp_path) as again:
+        results = _results(tmp_path)
+        assert results["status"] == "interrupted"
+        assert results["epochs_done"] == 2 and results["checkpoint_id"] == 2
+        assert again.resume(SETTINGS)["epoch"] == 2
+        again.save({"epoch": 3}, {"epochs_done": 3})
+        assert _results(tmp_path)["checkpoint_id"] == _ckpt(tmp_path)["checkpoint_id"] == 3
+
+
 def test_resume_with_the_same_settings_and_refusal_of_changed_ones(tmp_path):
     _saved_run(tmp_path)
     (tmp_path / ".hydra").mkdir()
@@ -101,6 +136,7 @@ def test_resume_with_the_same_settings_and_refusal_of_changed_ones(tmp_path):
     assert _results(tmp_path) == {
         "epochs_done": 2,
         "status": "interrupted",
+        "checkpoint_id": 2,
         "error": _results(tmp_path)["error"],
     }
     assert _ckpt(tmp_path)["epoch"] == 2  # the old run is untouched
@@ -196,6 +232,7 @@ def test_failure_records_the_saved_state_and_interrupt_reads_interrupted(tmp_pat
     res = _results(tmp_path)
     assert res == {
         "epochs_done": 1,
+        "checkpoint_id": 1,
         "status": "failed",
         "error": "ZeroDivisionError: division by zero",
     }
@@ -324,6 +361,7 @@ def test_the_failure_record_is_the_saved_state_even_if_the_caller_mutates_its_li
     assert _results(tmp_path) == {
         "epochs_done": 1,
         "history": [1.0],
+        "checkpoint_id": 1,
         "status": "failed",
         "error": "boom",
     }
