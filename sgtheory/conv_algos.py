@@ -129,7 +129,7 @@ def candidates(
     banded = geo.banded_waste() <= BANDED_MAX_WASTE and size <= BANDED_MAX_BYTES
     out = ("onednn", "unfold") + (("banded",) if banded else ())
     out += ("positions",) if channels_last else ()
-    out += ("sparse",) if sparse_usable(torch.empty(0), dtype) else ()
+    out += ("sparse",) if sparse_usable(torch.device("cpu"), dtype) else ()
     return tuple(a for a in out if op is None or (op, a) in FUNCTIONS)
 
 

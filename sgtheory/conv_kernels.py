@@ -309,9 +309,9 @@ def _positions_weight_grad(x, g, geo, channels_last: bool = True) -> torch.Tenso
 # --- sparse: only the nonzero inputs' weights, by the C kernels of csrc/spike_conv.c --------
 
 
-def sparse_usable(x: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Whether `sparse` can run on `x` in `dtype` (CPU, float32, the C kernels built)."""
-    return x.device.type == "cpu" and dtype == torch.float32 and fused.library() is not None
+def sparse_usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether `sparse` can run on `device` in `dtype` (CPU, float32, the C kernels built)."""
+    return device.type == "cpu" and dtype == torch.float32 and fused.library() is not None
 
 
 def _sparse_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -343,7 +343,7 @@ def sparse_parts(samples: int) -> int:
 def _sparse_forward(
     x, w, geo, channels_last=True, fallback="positions", max_density=SPARSE_MAX_DENSITY
 ):
-    if not sparse_usable(x, w.dtype):
+    if not sparse_usable(x.device, w.dtype):
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
     rows, layout = _sparse_rows(x)
     taps = _tap_rows(w).contiguous()
@@ -359,7 +359,7 @@ def _sparse_forward(
 def _sparse_weight_grad(
     x, g, geo, channels_last=True, fallback="positions", max_density=SPARSE_MAX_DENSITY
 ):
-    if not sparse_usable(x, g.dtype):
+    if not sparse_usable(x.device, g.dtype):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)
     rows, layout = _sparse_rows(x)
     g_last = is_channels_last(g) and not g.is_contiguous()

@@ -157,17 +157,12 @@ class _FiringPoints:
         return out
 
     def next(self) -> torch.Tensor:
-        if not self.buffer and self.chunked:
+        """The next step's firing points (`fill`ed STEPS steps at a time)."""
+        if not self.buffer:
             n = min(self.STEPS, self.left)
-            draws = fused.uniform(torch.Size((n, *self.shape)), self.generator)
-            self.chunked = draws is not None  # a generator state it does not know: torch
-            self.buffer = list(draws.unbind(0))[::-1] if draws is not None else []
-        self.left -= 1
-        if self.buffer:
-            step = self.buffer.pop()
-            return self.escape.prob_inverse(step, out=step)
-        kwargs = dict(generator=self.generator, device=self.device, dtype=self.dtype)
-        return self.escape.prob_inverse(torch.rand(self.shape, **kwargs))
+            block = torch.empty((n, *self.shape), dtype=self.dtype, device=self.device)
+            self.buffer = list(self.fill(block).unbind(0))[::-1]
+        return self.buffer.pop()
 
 
 class _LIFScan(torch.autograd.Function):
