@@ -51,7 +51,8 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _dbl = ctypes.c_double
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 7 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
+    "lif_forward": [_ptr] * 4 + [_i64, _f32] + [_ptr] * 4 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
+    "logit_points": [_ptr] * 2 + [_i64] * 2 + [_f32],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
     "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
@@ -234,12 +235,16 @@ def lif_forward(
     reset_full: bool,
     keep_syn: bool,
     delay: int = 0,
+    logit_beta: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(mem, fired, syn or None, spikes) of LIF neurons driven by time-major `cur` (see the
     C file); `fired` is boolean, `spikes` the same as float32 0 / 1.
 
     `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
-    None for the deterministic threshold. It may be laid out otherwise than cur (e.g.
+    None for the deterministic threshold. With `logit_beta`, it holds the uniform draws
+    themselves, and the kernel finds their points logit(u) / beta (`logit_points`) lazily,
+    through a table of brackets: only draws whose potential falls inside their bracket
+    compute the logarithm (the same spikes). It may be laid out otherwise than cur (e.g.
     contiguous, as the draws are made, while cur is channels-last): the kernel then reads it
     through an index table (`storage_order`) instead of copying it into cur's layout. With
     `delay`, step t receives cur[t - delay] (0 before), as `layers.delay_in_time` would
@@ -256,12 +261,45 @@ def lif_forward(
         spike_at = spike_at.contiguous()  # read through the index table unless cur is too
         if not cur.is_contiguous():
             order = storage_order(tuple(cur.shape[1:]), tuple(cur.stride()[1:]))
-    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), mem.data_ptr())
-    pointers += (fired.data_ptr(),)
+    lazy = logit_beta is not None and spike_at is not None
+    bracket = logit_bracket(logit_beta, BRACKETS) if lazy else None
+    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), _ptr_of(bracket))
+    pointers += (BRACKETS, logit_beta if lazy else 0.0)
+    pointers += (mem.data_ptr(), fired.data_ptr())
     pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return mem, fired, syn, spikes
+
+
+def logit_points(u: torch.Tensor, beta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """logit(u) / beta of contiguous CPU float32 `u` by the C kernel (within 2 ulp of the
+    exact value for every draw of torch.rand; see the C file), into `out` if given (may be
+    u itself), spread over torch's threads when large. Elementwise: the same numbers
+    however `u` is split, so a block of steps gives each step's own numbers."""
+    if out is None:
+        out = torch.empty_like(u)
+    if not (u.is_contiguous() and out.is_contiguous() and out.shape == u.shape):
+        raise ValueError("logit_points needs contiguous u and out of the same shape")
+    n = u.numel()
+    if n == 0:
+        return out
+    workers = max(1, min(torch.get_num_threads(), n // MIN_PARALLEL))
+    per = -(-n // workers)
+    calls = [(u.data_ptr(), out.data_ptr(), lo, min(n, lo + per), beta) for lo in range(0, n, per)]
+    parallel(library().logit_points, calls)
+    return out
+
+
+BRACKETS = 4096  # bracket table size of lif_forward's lazy logit: a power of 2, 16 KB
+
+
+@lru_cache(maxsize=16)
+def logit_bracket(beta: float, size: int) -> torch.Tensor:
+    """logit(k / size) / beta for k = 0 .. size (size a power of 2), by `logit_points`
+    itself: the brackets within which the kernel's lazily computed points lie."""
+    grid = torch.arange(size + 1, dtype=torch.float32) / size
+    return logit_points(grid, beta)
 
 
 def lif_backward(

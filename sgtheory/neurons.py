@@ -131,7 +131,8 @@ class _FiringPoints:
     `escape.sample` would make them step by step: on CPU in float32, STEPS steps at a time
     by the C generator (`fused.uniform`: the same numbers as torch.rand, about 15x faster),
     else step by step by torch.rand. Each step's inverse is computed on that step's draws
-    alone, as `sample` does, so the spikes are the same bitwise."""
+    alone, as `sample` does, so the spikes are the same bitwise (the C inverse of
+    SigmoidEscape is elementwise, so it takes a whole block at once)."""
 
     STEPS = 16  # steps drawn at once: a few MB even for an SHD-shaped layer
 
@@ -142,17 +143,23 @@ class _FiringPoints:
         self.chunked = fused.usable(cur)
         self.buffer: list[torch.Tensor] = []
 
-    def fill(self, out: torch.Tensor) -> torch.Tensor:
+    def fill(self, out: torch.Tensor, invert: bool = True) -> torch.Tensor:
         """Every step's firing points into contiguous `out` (steps, *shape): the numbers of
-        `next` called once per step, drawn straight into `out` (no copies)."""
+        `next` called once per step, drawn straight into `out` (no copies); with
+        invert=False the uniform draws themselves (for a scan that inverts them)."""
+        elementwise = hasattr(self.escape, "kernel_logit_beta") and fused.usable(out)
         for start in range(0, out.shape[0], self.STEPS):
             block = out[start : start + self.STEPS]
             if self.chunked:
                 self.chunked = fused.uniform(block.shape, self.generator, out=block) is not None
-            for step in block:
-                if not self.chunked:  # a generator state the C copy does not know: torch.rand
+            if not self.chunked:  # a generator state the C copy does not know: torch.rand
+                for step in block:
                     torch.rand(self.shape, generator=self.generator, out=step)
-                self.escape.prob_inverse(step, out=step)
+            if invert and elementwise:
+                self.escape.prob_inverse(block, out=block)
+            elif invert:
+                for step in block:
+                    self.escape.prob_inverse(step, out=step)
         self.left -= out.shape[0]
         return out
 
@@ -260,15 +267,20 @@ class _LIFScan(torch.autograd.Function):
         Stochastic escape noise: every step's firing points come from `_FiringPoints`, as
         the torch loop's do (the same numbers, bitwise, at any thread count), drawn in the
         logical order into one buffer, which the kernel reads in cur's layout through an
-        index table (no copy).
+        index table (no copy). For sigmoid escape noise the buffer keeps the uniform draws,
+        and the kernel computes a draw's point only where a bracket does not decide the
+        spike (`fused.lif_forward`): the same spikes, without a logarithm per neuron-step.
         """
         escape = spike_fn.escape
-        spike_at = None
+        spike_at, beta = None, None
         if not escape.deterministic:  # in the order drawn; the kernel reads it in cur's
             points = _FiringPoints(escape, spike_fn.generator, cur)
-            spike_at = points.fill(torch.empty(cur.shape, dtype=cur.dtype))
+            if hasattr(escape, "kernel_logit_beta"):  # the kernel inverts the draws lazily
+                beta = escape.kernel_logit_beta()
+            buffer = torch.empty(cur.shape, dtype=cur.dtype)
+            spike_at = points.fill(buffer, invert=beta is None)
         mem_all, fired, syn_all, spikes = fused.lif_forward(
-            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay
+            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay, beta
         )
         return fired, mem_all, syn_all, spikes
 

@@ -63,8 +63,20 @@ class SigmoidEscape(_Stochastic):
         return torch.sigmoid(self.beta * x)
 
     def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers)."""
+        """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers). On the CPU
+        in float32 by the C kernel (`fused.logit_points`: faster, and within 2 ulp also
+        near u = 1/2, where torch.logit's rounded quotient loses accuracy), which the fused
+        LIF scan evaluates too, so that both give the same spikes; else by torch."""
+        from . import fused  # here: fused imports this module
+
+        plain = u.is_contiguous() and not u.requires_grad
+        if fused.usable(u) and plain and (out is None or out.is_contiguous()):
+            return fused.logit_points(u, self.beta, out=out)
         return torch.div(torch.logit(u, out=out), self.beta, out=out)
+
+    def kernel_logit_beta(self) -> float:
+        """beta: the fused scan may find this escape noise's firing points itself."""
+        return self.beta
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,83 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #define BLOCK 256
+
+/* The sigmoid escape noise's firing point logit(u) / beta of a uniform draw u, computed
+ * here for the torch loop (SigmoidEscape.prob_inverse on CPU float32) and the fused scan
+ * alike, so that both give the same spikes.
+ *
+ * For u in [FLT_MIN, 1): u = 2^e1 m1 and 1 - u = 2^e2 m2 (m in [1, 2); 1 - u is exact for
+ * every draw k 2^-24 of torch.rand), and log(u / (1 - u)) = e ln2 + 2 atanh(s) with
+ * s = (m1 - m2) / (m1 + m2) after scaling m1 or m2 by 2 so that m1 / m2 lies within
+ * [1/sqrt2, sqrt2] (|s| <= 0.172; m1 - m2 is exact). So no quotient u / (1 - u) is rounded
+ * before the logarithm: the logit is within 1.6 ulp of the exact value for every draw
+ * (2 ulp after the division by beta), also near u = 1/2, where torch.logit's float
+ * quotient loses relative accuracy (a test walks all 2^24 draws). The atanh series is cut after s^9 (relative truncation below 1e-7).
+ * Written without branches (comparisons become integer masks), so that the loops over it
+ * vectorise under the default -ftrapping-math. */
+static inline float as_float(uint32_t b) {
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+static inline uint32_t as_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return b;
+}
+
+static inline float logit_normal(float u) {
+    const float ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-06f, sqrt2 = 1.41421354f;
+    const float w = 1.0f - u;
+    const uint32_t bu = as_bits(u), bw = as_bits(w);
+    float m1 = as_float((bu & 0x7fffffu) | 0x3f800000u);
+    float m2 = as_float((bw & 0x7fffffu) | 0x3f800000u);
+    const float up = (float)(int32_t)(as_bits(sqrt2 * m2 - m1) >> 31);   /* m1 > sqrt2 m2 */
+    const float down = (float)(int32_t)(as_bits(sqrt2 * m1 - m2) >> 31); /* m2 > sqrt2 m1 */
+    const float e = ((float)(int32_t)(bu >> 23) - (float)(int32_t)(bw >> 23)) + (up - down);
+    m2 = m2 + up * m2; /* exact doublings */
+    m1 = m1 + down * m1;
+    const float s = (m1 - m2) / (m1 + m2), z = s * s;
+    const float r = z * (0.666666687f + z * (0.400000006f + z * (0.285714298f + z * 0.222222224f)));
+    return e * ln2_hi + (2.0f * s + (s * r + e * ln2_lo));
+}
+
+/* 1 iff u lies in [FLT_MIN, 1), the range of logit_normal (an integer comparison of the
+ * bits: negative numbers and NaN fall outside) */
+static inline uint32_t logit_in_range(float u) {
+    return as_bits(u) - 0x00800000u < 0x3f800000u - 0x00800000u;
+}
+
+static float logit_point_outside(float u, float beta) {
+    if (u > 0.0f && u < 1.0f) /* subnormal: log(u / (1 - u)) = log(u 2^24) - 24 ln2 */
+        return (logit_normal(u * 16777216.0f) - 24.0f * 0.693147182f) / beta;
+    if (u == 0.0f) return -INFINITY / beta;
+    if (u == 1.0f) return INFINITY / beta;
+    return NAN;
+}
+
+static inline float logit_point(float u, float beta) {
+    return logit_in_range(u) ? logit_normal(u) / beta : logit_point_outside(u, beta);
+}
+
+/* out[i] = logit(u[i]) / beta for i in [begin, end): a vectorised pass, then the rare
+ * draws outside [FLT_MIN, 1) one by one. */
+void logit_points(const float *u, float *out, int64_t begin, int64_t end, float beta) {
+    uint32_t outside = 0; /* out may be u (in place): each i reads u[i] before out[i] */
+#pragma GCC ivdep
+    for (int64_t i = begin; i < end; i++) {
+        const uint32_t in = logit_in_range(u[i]), keep = (uint32_t)0 - in;
+        outside |= in ^ 1u;
+        out[i] = logit_normal(as_float((as_bits(u[i]) & keep) | (0x3f000000u & ~keep))) / beta;
+    }
+    if (outside)
+        for (int64_t i = begin; i < end; i++)
+            if (!logit_in_range(u[i])) out[i] = logit_point_outside(u[i], beta);
+}
 
 /* Forward.
  * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,
@@ -22,6 +97,13 @@
  *   step in another order of its neurons (the logical one, in which the draws are made) and
  *   neuron j of a step is spike_at[step * row + order[j]] (a gather: no copy into the
  *   arrays' layout).
+ * bracket: NULL, or spike_at holds the uniform draws u themselves and the firing point is
+ *   logit(u) / beta (sigmoid escape noise, logit_point), found lazily: bracket[k] is the
+ *   point of u = k / bracket_n (k = 0 .. bracket_n), and the points increase with u (a test
+ *   checks every draw), so a draw u in [k, k + 1) / bracket_n has its point within
+ *   [bracket[k], bracket[k + 1]]. A potential outside decides the spike; only one inside
+ *   (about 1 in 1000 of those near threshold) computes logit_point. The same spikes as the
+ *   points computed beforehand, without a logarithm per neuron and step.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
  * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
  * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
@@ -30,7 +112,8 @@
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 const int32_t *restrict order, float *restrict mem_all,
+                 const int32_t *restrict order, const float *restrict bracket,
+                 int64_t bracket_n, float beta, float *restrict mem_all,
                  uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
@@ -56,12 +139,35 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
             const float *at = spike_at ? spike_at + t * row : 0;
             const int32_t *at_order = order ? order + lo : 0;
+            if (bracket) { /* decide by the bracket, then the few undecided exactly */
+                uint8_t open[BLOCK];
+                uint32_t any_open = 0;
+                const float scale = (float)bracket_n;
+                for (int64_t j = 0; j < n; j++) {
+                    const float u = at_order ? at[at_order[j]] : at[lo + j];
+                    const float x = mem[j] - threshold;
+                    int32_t k = (int32_t)(u * scale); /* exact: bracket_n is a power of 2 */
+                    k = k < 0 ? 0 : (k >= bracket_n ? (int32_t)bracket_n - 1 : k);
+                    const uint8_t above = x > bracket[k + 1], below = !(x > bracket[k]);
+                    f_out[j] = above;
+                    open[j] = !above & !below;
+                    any_open |= open[j];
+                }
+                if (any_open)
+                    for (int64_t j = 0; j < n; j++)
+                        if (open[j]) {
+                            const float u = at_order ? at[at_order[j]] : at[lo + j];
+                            f_out[j] = mem[j] - threshold > logit_point(u, beta);
+                        }
+            } else
+                for (int64_t j = 0; j < n; j++) {
+                    const float point = !at ? threshold : at_order ? at[at_order[j]] : at[lo + j];
+                    f_out[j] = at ? (mem[j] - threshold > point) : (mem[j] > threshold);
+                }
             for (int64_t j = 0; j < n; j++) {
                 const float m = mem[j];
                 m_out[j] = m;
-                const float point = !at ? threshold : at_order ? at[at_order[j]] : at[lo + j];
-                const uint8_t s = at ? (m - threshold > point) : (m > threshold);
-                f_out[j] = s;
+                const uint8_t s = f_out[j];
                 float next;
                 if (reset_full) {
                     if (lerp_small)

@@ -288,3 +288,80 @@ def test_time_major_dense_keeps_step_blocks_and_copies_the_rest():
     assert fused.time_major_dense(batch_major).is_contiguous()
     sliced = torch.zeros(2, 3, 4, 10)[..., ::2]  # holes in every step: copied
     assert fused.time_major_dense(sliced).is_contiguous()
+
+
+def ulps(value: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """|value - exact| in units of the float32 spacing at the exactly rounded result."""
+    rounded = exact.float()
+    spacing = (rounded.nextafter(torch.tensor(float("inf"))) - rounded).abs().double()
+    return (value.double() - exact).abs() / spacing
+
+
+@needs_compiler
+def test_logit_points_within_ulps_of_the_exact_value_for_every_draw_and_increasing():
+    """Every float32 draw of torch.rand is k 2^-24: all 2^24 of them against float64, and
+    the points never decrease with u (the lazy scan's brackets rest on that)."""
+    draws = torch.arange(2**24, dtype=torch.float32) / 2**24
+    beta = 10.0
+    points = fused.logit_points(draws, beta)
+    exact = torch.logit(draws.double()) / beta
+    assert points[0].item() == float("-inf")
+    assert ulps(points[1:], exact[1:]).max() <= 2.0  # logit within 1.6, then / beta
+    assert bool((points[1:] >= points[:-1]).all())
+    # torch.logit's rounded quotient loses relative accuracy near 1/2; this does not
+    near_half = slice(2**23 - 64, 2**23 + 64)
+    assert ulps(points[near_half], exact[near_half]).max() <= 2.0
+
+
+@needs_compiler
+def test_logit_points_outside_the_draws_range():
+    u = torch.tensor([1.0, -0.0, -0.5, 1.5, float("nan"), float("inf"), 1e-40, 3e-39, 0.25])
+    points = fused.logit_points(u, 2.0)
+    assert points[0].item() == float("inf") and points[1].item() == float("-inf")
+    assert bool(points[2:6].isnan().all())
+    exact = torch.logit(u[6:].double()) / 2.0  # subnormal, just below FLT_MIN, normal
+    assert ulps(points[6:], exact).max() <= 2.0
+
+
+@needs_compiler
+def test_logit_points_are_elementwise_in_place_and_over_threads():
+    u = torch.rand(300_001, generator=torch.Generator().manual_seed(2))
+    whole = fused.logit_points(u, 10.0)
+    pieces = torch.cat([fused.logit_points(p.contiguous(), 10.0) for p in u.split(777)])
+    assert torch.equal(whole, pieces)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        in_place = u.clone()
+        assert fused.logit_points(in_place, 10.0, out=in_place) is in_place
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(whole, in_place)
+    escape = make_escape("sigmoid", beta=10.0)  # CPU float32: these numbers; float64: torch
+    assert torch.equal(escape.prob_inverse(u), whole)
+    assert torch.equal(escape.prob_inverse(u.double()), torch.logit(u.double()) / 10.0)
+
+
+@needs_compiler
+@pytest.mark.parametrize("brackets", [1, 4096])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
+    monkeypatch, brackets, channels_last
+):
+    """One bracket: every draw's point is computed in the kernel; 4096: almost none. Both
+    equal the scan on the points that logit_points computes beforehand."""
+    monkeypatch.setattr(fused, "BRACKETS", brackets)
+    gen = torch.Generator().manual_seed(4)
+    cur = torch.randn(30, 20, 7, 9, generator=gen) * 0.6 + 0.25
+    if channels_last:  # stored (T, B, L, C), as the conv currents are: draws via the table
+        cur = cur.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    draws = torch.rand(cur.shape, generator=gen)
+    draws[0, 0, 0, :3] = torch.tensor([0.0, 0.5, 1.0 - 2**-24])
+    beta = 10.0
+    for delay in (0, 2):
+        args = (0.8, 0.9, 1.0, True, False, delay)
+        on_points = fused.lif_forward(cur, fused.logit_points(draws, beta), *args)
+        lazy = fused.lif_forward(cur, draws, *args, logit_beta=beta)
+        assert 0.02 < on_points[1].float().mean() < 0.5
+        for a, b in zip(on_points, lazy, strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
