@@ -37,19 +37,25 @@ class ActivityRegularizer:
         check_choice("regularizer order", self.order, ORDERS)
 
     def __call__(self, spikes: torch.Tensor) -> torch.Tensor:
-        counts = sum_over_time(spikes)
+        return self.on_counts(sum_over_time(spikes))
+
+    def on_counts(self, counts: torch.Tensor) -> torch.Tensor:
+        """The penalty from counts already summed over time (batch, ...)."""
         if self.dims:
             counts = counts.mean(dim=tuple(self.dims))
         excess = counts - self.threshold if self.bound == "upper" else self.threshold - counts
         return self.strength * torch.relu(excess).pow(self.order).mean()
 
 
-def total_penalty(regularizers: Sequence[ActivityRegularizer], spikes: list) -> torch.Tensor:
-    """Sum of every regulariser over every hidden layer's spikes."""
+def total_penalty(
+    regularizers: Sequence[ActivityRegularizer], spikes: list, counted: bool = False
+) -> torch.Tensor:
+    """Sum of every regulariser over every hidden layer's spikes; counted=True: the list
+    holds each layer's counts (`SpikingNetwork(..., counts=True)`), the same penalty."""
     total = spikes[0].new_zeros(())
     for reg in regularizers:
         for s in spikes:
-            total = total + reg(s)
+            total = total + (reg.on_counts(s) if counted else reg(s))
     return total
 
 

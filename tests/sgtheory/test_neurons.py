@@ -129,41 +129,46 @@ def test_bad_settings_are_clear_errors():
         lif_scan(torch.zeros(1, 2, 3), spike_fn_for_method("superspike"), 0.5, 0.5, reset="soft")
 
 
-@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
-def test_network_time_major_fast_path_equals_per_step_baseline(method):
+def small_network(method: str):
+    """Two conv LIF layers (the first recurrent) and a readout, seeded."""
     from sgtheory.layers import SpikingNetwork
 
+    torch.manual_seed(2)
+    hidden = [
+        ConvLIFLayer(
+            1,
+            4,
+            5,
+            spike_fn_for_method(method, generator=torch.Generator().manual_seed(1)),
+            stride=2,
+            recurrent_kernel=3,
+            tau_mem=0.02,
+            tau_syn=0.01,
+            dt=0.002,
+        ),
+        ConvLIFLayer(
+            4,
+            6,
+            3,
+            spike_fn_for_method(method, generator=torch.Generator().manual_seed(2)),
+            tau_mem=0.02,
+            tau_syn=0.01,
+            dt=0.002,
+        ),
+    ]
+    for layer in hidden:
+        torch.nn.init.normal_(layer.weight, 0.0, 2.0)
+        if layer.rec_weight is not None:
+            torch.nn.init.normal_(layer.rec_weight, 0.0, 0.5)
+    readout = Readout(6 * 4, 3, 0.2, 0.01, 0.002)
+    torch.nn.init.normal_(readout.weight, 0.0, 0.5)
+    return SpikingNetwork(hidden, readout)
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_network_time_major_fast_path_equals_per_step_baseline(method):
     def build():
-        torch.manual_seed(2)
-        hidden = [
-            ConvLIFLayer(
-                1,
-                4,
-                5,
-                spike_fn_for_method(method, generator=torch.Generator().manual_seed(1)),
-                stride=2,
-                recurrent_kernel=3,
-                tau_mem=0.02,
-                tau_syn=0.01,
-                dt=0.002,
-            ),
-            ConvLIFLayer(
-                4,
-                6,
-                3,
-                spike_fn_for_method(method, generator=torch.Generator().manual_seed(2)),
-                tau_mem=0.02,
-                tau_syn=0.01,
-                dt=0.002,
-            ),
-        ]
-        for layer in hidden:
-            torch.nn.init.normal_(layer.weight, 0.0, 2.0)
-            if layer.rec_weight is not None:
-                torch.nn.init.normal_(layer.rec_weight, 0.0, 0.5)
-        readout = Readout(6 * 4, 3, 0.2, 0.01, 0.002)
-        torch.nn.init.normal_(readout.weight, 0.0, 0.5)
-        return SpikingNetwork(hidden, readout)
+        return small_network(method)
 
     x = (torch.rand(3, 25, 1, 15, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     results = []
@@ -235,3 +240,26 @@ def test_fast_readout_scan_equals_the_plain_one_and_its_adjoint_is_exact(after_u
     assert torch.autograd.gradcheck(
         lambda c: readout_scan(c, 0.8, 0.9, time_major, -1e-3, after_update, fast=True), (cur,)
     )
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike"])
+def test_network_counts_mode_gives_the_counts_penalty_and_gradients_of_the_spikes(method):
+    """counts=True (what training runs, to free each layer's spike trains early) returns
+    exactly sum_over_time of the spikes, and the same regulariser penalty and gradients."""
+    from sgtheory.regularizers import ActivityRegularizer, sum_over_time, total_penalty
+
+    regs = [ActivityRegularizer("upper", 2, 0.1, 1.0), ActivityRegularizer("lower", 1, 0.05, 2.0)]
+    x = (torch.rand(3, 25, 1, 15, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    results = []
+    for counts in (False, True):
+        net = small_network(method)
+        out, layers = net(x, counts=counts)
+        penalty = total_penalty(regs, layers, counted=counts)
+        (out.square().mean() + penalty).backward()
+        summed = layers if counts else [sum_over_time(s) for s in layers]
+        results.append((out, summed, penalty, [p.grad for p in net.parameters()]))
+    (o1, c1, p1, g1), (o2, c2, p2, g2) = results
+    assert p1 > 0 and all(c.sum() > 0 for c in c1)
+    assert torch.equal(o1, o2) and torch.equal(p1, p2)
+    assert all(torch.equal(a, b) for a, b in zip(c1, c2, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2, strict=True))
