@@ -51,7 +51,12 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _dbl = ctypes.c_double
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 4 + [_i64, _f32] + [_ptr] * 4 + [_i64] * 4 + [_f32] * 4 + [_int, _i64],
+    "lif_forward": [_ptr] * 3
+    + [_int, _f32, _f32]
+    + [_ptr] * 4
+    + [_i64] * 4
+    + [_f32] * 4
+    + [_int, _i64],
     "logit_points": [_ptr] * 2 + [_i64] * 2 + [_f32],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
     "mt_uniform": [_ptr] * 4 + [_i64],
@@ -242,9 +247,10 @@ def lif_forward(
 
     `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
     None for the deterministic threshold. With `logit_beta`, it holds the uniform draws
-    themselves, and the kernel finds their points logit(u) / beta (`logit_points`) lazily,
-    through a table of brackets: only draws whose potential falls inside their bracket
-    compute the logarithm (the same spikes). It may be laid out otherwise than cur (e.g.
+    themselves, and the kernel finds their points logit(u) / beta (`logit_points`) lazily:
+    an estimate of logit(u) from the bits of u and 1 - u decides most spikes, and only
+    potentials within LAZY_MARGIN / beta of it compute the logarithm (the same spikes; see
+    the C file). It may be laid out otherwise than cur (e.g.
     contiguous, as the draws are made, while cur is channels-last): the kernel then reads it
     through an index table (`storage_order`) instead of copying it into cur's layout. With
     `delay`, step t receives cur[t - delay] (0 before), as `layers.delay_in_time` would
@@ -262,9 +268,10 @@ def lif_forward(
         if not cur.is_contiguous():
             order = storage_order(tuple(cur.shape[1:]), tuple(cur.stride()[1:]))
     lazy = logit_beta is not None and spike_at is not None
-    bracket = logit_bracket(logit_beta, BRACKETS) if lazy else None
-    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), _ptr_of(bracket))
-    pointers += (BRACKETS, logit_beta if lazy else 0.0)
+    if lazy and not 0.0 < logit_beta < math.inf:
+        raise ValueError(f"logit_beta={logit_beta!r}: the lazy logit needs a positive beta")
+    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), int(lazy), LAZY_MARGIN)
+    pointers += (logit_beta if lazy else 1.0,)
     pointers += (mem.data_ptr(), fired.data_ptr())
     pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
@@ -291,15 +298,9 @@ def logit_points(u: torch.Tensor, beta: float, out: torch.Tensor | None = None) 
     return out
 
 
-BRACKETS = 4096  # bracket table size of lif_forward's lazy logit: a power of 2, 16 KB
-
-
-@lru_cache(maxsize=16)
-def logit_bracket(beta: float, size: int) -> torch.Tensor:
-    """logit(k / size) / beta for k = 0 .. size (size a power of 2), by `logit_points`
-    itself: the brackets within which the kernel's lazily computed points lie."""
-    grid = torch.arange(size + 1, dtype=torch.float32) / size
-    return logit_points(grid, beta)
+# lif_forward's lazy logit decides a spike from an estimate of logit(u) within 0.0597 where
+# the potential is more than this (in logit units) away from it: the rest compute the point
+LAZY_MARGIN = 0.07
 
 
 def lif_backward(

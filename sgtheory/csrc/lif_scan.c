@@ -97,13 +97,15 @@ void logit_points(const float *u, float *out, int64_t begin, int64_t end, float 
  *   step in another order of its neurons (the logical one, in which the draws are made) and
  *   neuron j of a step is spike_at[step * row + order[j]] (a gather: no copy into the
  *   arrays' layout).
- * bracket: NULL, or spike_at holds the uniform draws u themselves and the firing point is
- *   logit(u) / beta (sigmoid escape noise, logit_point), found lazily: bracket[k] is the
- *   point of u = k / bracket_n (k = 0 .. bracket_n), and the points increase with u (a test
- *   checks every draw), so a draw u in [k, k + 1) / bracket_n has its point within
- *   [bracket[k], bracket[k + 1]]. A potential outside decides the spike; only one inside
- *   (about 1 in 1000 of those near threshold) computes logit_point. The same spikes as the
- *   points computed beforehand, without a logarithm per neuron and step.
+ * lazy_logit: 0, or spike_at holds the uniform draws u themselves and the firing point is
+ *   logit(u) / beta (sigmoid escape noise, logit_point), found lazily. The bits of a
+ *   positive float, read as an integer and divided by 2^23, are log2 of it up to a
+ *   constant and an error in [-0.0861, 0] (the mantissa m - 1 in place of log2 m), so
+ *   (bits(u) - bits(1 - u)) ln2 / 2^23 is logit(u) within 0.0597. A potential more than
+ *   `margin` (in logit units, > 0.0597 plus rounding) above that estimate spikes, one as
+ *   far below does not; only the few in between (and draws outside [FLT_MIN, 1)) compute
+ *   logit_point. The same spikes as the points computed beforehand, without a logarithm
+ *   or a table lookup per neuron and step.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
  * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
  * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
@@ -112,8 +114,8 @@ void logit_points(const float *u, float *out, int64_t begin, int64_t end, float 
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
 void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 const int32_t *restrict order, const float *restrict bracket,
-                 int64_t bracket_n, float beta, float *restrict mem_all,
+                 const int32_t *restrict order, int lazy_logit, float margin, float beta,
+                 float *restrict mem_all,
                  uint8_t *restrict fired, float *restrict syn_all,
                  float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
                  float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
@@ -139,18 +141,20 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
             const float *at = spike_at ? spike_at + t * row : 0;
             const int32_t *at_order = order ? order + lo : 0;
-            if (bracket) { /* decide by the bracket, then the few undecided exactly */
+            if (lazy_logit) { /* decide by the estimate, then the few undecided exactly */
                 uint8_t open[BLOCK];
                 uint32_t any_open = 0;
-                const float scale = (float)bracket_n;
+                const float to_logit = 0.693147182f / 8388608.0f, inv_beta = 1.0f / beta;
                 for (int64_t j = 0; j < n; j++) {
                     const float u = at_order ? at[at_order[j]] : at[lo + j];
                     const float x = mem[j] - threshold;
-                    int32_t k = (int32_t)(u * scale); /* exact: bracket_n is a power of 2 */
-                    k = k < 0 ? 0 : (k >= bracket_n ? (int32_t)bracket_n - 1 : k);
-                    const uint8_t above = x > bracket[k + 1], below = !(x > bracket[k]);
-                    f_out[j] = above;
-                    open[j] = !above & !below;
+                    const int32_t diff = (int32_t)as_bits(u) - (int32_t)as_bits(1.0f - u);
+                    const float estimate = (float)diff * to_logit;
+                    const uint8_t above = x > (estimate + margin) * inv_beta;
+                    const uint8_t below = !(x > (estimate - margin) * inv_beta);
+                    const uint8_t inside = (uint8_t)logit_in_range(u);
+                    f_out[j] = above & inside;
+                    open[j] = !(inside & (above | below));
                     any_open |= open[j];
                 }
                 if (any_open)

@@ -1,6 +1,7 @@
 """The fused C kernels of the LIF scan against the torch loop and against plain autograd,
 the escape noises' inverse (on which the fused sampling rests), and the allocator switch."""
 
+import math
 import warnings
 
 import pytest
@@ -342,15 +343,27 @@ def test_logit_points_are_elementwise_in_place_and_over_threads():
     assert torch.equal(escape.prob_inverse(u.double()), torch.logit(u.double()) / 10.0)
 
 
+def test_logit_estimate_from_the_bits_is_within_its_bound_for_every_draw():
+    """The lazy scan's estimate (bits(u) - bits(1 - u)) ln2 / 2^23 of logit(u): within
+    0.0597 for all 2^24 draws (its margin LAZY_MARGIN must exceed that)."""
+    draws = torch.arange(1, 2**24, dtype=torch.float32) / 2**24
+    bits = draws.view(torch.int32).double() - (1.0 - draws).view(torch.int32).double()
+    estimate = bits * math.log(2.0) / 2**23
+    error = (estimate - torch.logit(draws.double())).abs().max().item()
+    assert 0.059 < error <= 0.0597 < fused.LAZY_MARGIN - 0.005
+
+
 @needs_compiler
-@pytest.mark.parametrize("brackets", [1, 4096])
+@pytest.mark.parametrize("margin", [math.inf, None])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
-    monkeypatch, brackets, channels_last
+    monkeypatch, margin, channels_last
 ):
-    """One bracket: every draw's point is computed in the kernel; 4096: almost none. Both
-    equal the scan on the points that logit_points computes beforehand."""
-    monkeypatch.setattr(fused, "BRACKETS", brackets)
+    """An infinite margin: every draw's point is computed in the kernel; the default: few
+    are. Both equal the scan on the points that logit_points computes beforehand, and a
+    margin of 0 (the estimate alone) would not."""
+    if margin is not None:
+        monkeypatch.setattr(fused, "LAZY_MARGIN", margin)
     gen = torch.Generator().manual_seed(4)
     cur = torch.randn(30, 20, 7, 9, generator=gen) * 0.6 + 0.25
     if channels_last:  # stored (T, B, L, C), as the conv currents are: draws via the table
@@ -365,3 +378,8 @@ def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
         assert 0.02 < on_points[1].float().mean() < 0.5
         for a, b in zip(on_points, lazy, strict=True):
             assert (a is None and b is None) or torch.equal(a, b)
+    monkeypatch.setattr(fused, "LAZY_MARGIN", 0.0)
+    estimate_only = fused.lif_forward(cur, draws, *args, logit_beta=beta)
+    assert not torch.equal(estimate_only[1], on_points[1])
+    with pytest.raises(ValueError, match="logit_beta=0.0"):
+        fused.lif_forward(cur, draws, *args, logit_beta=0.0)
