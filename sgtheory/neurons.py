@@ -268,8 +268,9 @@ class _LIFScan(torch.autograd.Function):
         the torch loop's do (the same numbers, bitwise, at any thread count), drawn in the
         logical order into one buffer, which the kernel reads in cur's layout through an
         index table (no copy). For sigmoid escape noise the buffer keeps the uniform draws,
-        and the kernel computes a draw's point only where a bracket does not decide the
-        spike (`fused.lif_forward`): the same spikes, without a logarithm per neuron-step.
+        and the kernel computes a draw's point only where an estimate from the draw's bits
+        does not decide the spike (`fused.lif_forward`): the same spikes, without a
+        logarithm per neuron-step.
         """
         escape = spike_fn.escape
         spike_at, beta = None, None

@@ -301,7 +301,7 @@ def ulps(value: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
 @needs_compiler
 def test_logit_points_within_ulps_of_the_exact_value_for_every_draw_and_increasing():
     """Every float32 draw of torch.rand is k 2^-24: all 2^24 of them against float64, and
-    the points never decrease with u (the lazy scan's brackets rest on that)."""
+    the points never decrease with u."""
     draws = torch.arange(2**24, dtype=torch.float32) / 2**24
     beta = 10.0
     points = fused.logit_points(draws, beta)
