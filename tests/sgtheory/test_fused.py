@@ -383,3 +383,18 @@ def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
     assert not torch.equal(estimate_only[1], on_points[1])
     with pytest.raises(ValueError, match="logit_beta=0.0"):
         fused.lif_forward(cur, draws, *args, logit_beta=0.0)
+
+
+@needs_compiler
+def test_sigmoid_escape_with_a_negative_beta_runs_fused_on_precomputed_points(monkeypatch):
+    """The lazy logit's estimate needs beta > 0; another beta takes the points computed
+    beforehand (no error), with the spikes of the torch loop."""
+    results = []
+    for use_fused in ("1", "0"):
+        monkeypatch.setenv("SGTHEORY_FUSED", use_fused)
+        cur = torch.randn(20, 30, 5, 7, generator=torch.Generator().manual_seed(0)) * 0.5
+        escape = ESCAPE_NOISES["sigmoid"](beta=-4.0)
+        spike = SpikeFn(escape, make_surrogate("superspike"), torch.Generator().manual_seed(1))
+        results.append(lif_scan(cur, spike, 0.8, 0.9)[0])
+    assert 0.01 < results[0].mean() < 0.5
+    assert torch.equal(results[0], results[1])
