@@ -278,7 +278,6 @@ class _LIFScan(torch.autograd.Function):
             points = _FiringPoints(escape, spike_fn.generator, cur)
             if hasattr(escape, "kernel_logit_beta"):  # the kernel inverts the draws lazily
                 beta = escape.kernel_logit_beta()
-                beta = beta if 0.0 < beta < math.inf else None  # (its estimate needs beta > 0)
             buffer = torch.empty(cur.shape, dtype=cur.dtype)
             spike_at = points.fill(buffer, invert=beta is None)
         mem_all, fired, syn_all, spikes = fused.lif_forward(

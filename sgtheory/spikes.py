@@ -74,9 +74,10 @@ class SigmoidEscape(_Stochastic):
             return fused.logit_points(u, self.beta, out=out)
         return torch.div(torch.logit(u, out=out), self.beta, out=out)
 
-    def kernel_logit_beta(self) -> float:
-        """beta: the fused scan may find this escape noise's firing points itself."""
-        return self.beta
+    def kernel_logit_beta(self) -> float | None:
+        """beta if the fused scan may find this escape noise's firing points itself (its
+        estimate of the logit decides by direction: beta > 0), else None."""
+        return self.beta if 0.0 < self.beta < math.inf else None
 
 
 @dataclass(frozen=True)
