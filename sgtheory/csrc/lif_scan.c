@@ -25,8 +25,8 @@
  * [1/sqrt2, sqrt2] (|s| <= 0.172; m1 - m2 is exact). So no quotient u / (1 - u) is rounded
  * before the logarithm: the logit is within 1.6 ulp of the exact value for every draw
  * (2 ulp after the division by beta), also near u = 1/2, where torch.logit's float
- * quotient loses relative accuracy (a test walks all 2^24 draws). The atanh series is cut after s^9 (relative truncation below 1e-7).
- * Written without branches (comparisons become integer masks), so that the loops over it
+ * quotient loses relative accuracy (a test walks all 2^24 draws). The atanh series is cut
+ * after s^9 (relative truncation below 1e-7). Written without branches (comparisons become integer masks), so that the loops over it
  * vectorise under the default -ftrapping-math. */
 static inline float as_float(uint32_t b) {
     float f;
