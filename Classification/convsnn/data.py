@@ -116,7 +116,7 @@ def _same(test: Split, cfg: Any) -> tuple[torch.Tensor, int]:
 
 
 def load_randman(cfg: Any) -> Data:
-    """Generate Randman from `dataset.seed` and split it."""
+    """Generate Randman from `dataset.seed` (shuffled once) and cut it into consecutive blocks."""
     ds = cfg.dataset
     x, y = make_randman(
         nb_classes=ds.nb_classes,
@@ -128,8 +128,9 @@ def load_randman(cfg: Any) -> Data:
         alpha=ds.alpha,
         dim_manifold=ds.dim_manifold,
         seed=ds.seed,
+        progress=bool(cfg.get("progress", True)),
     )
-    parts = split_dataset(x, y, tuple(ds.split), seed=ds.seed)
+    parts = split_dataset(x, y, tuple(ds.split))
     splits = {k: DenseSplit(*v) for k, v in parts.items()}
     _check_sizes(splits, cfg, "dataset.nb_samples", cfg.dataset.nb_samples)
     same, label = _same(splits["test"], cfg)

@@ -1,100 +1,152 @@
 """Randman: spike-latency classification data on smooth random manifolds (Zenke & Vogels 2021).
 
-Each class owns `nb_spikes` random manifolds of dimension `dim_manifold` embedded in `nb_units`
-dimensions. A sample is one point drawn uniformly on the class's manifold; each embedding
-coordinate, rescaled to [0, 1], sets the time of one spike of one unit. Everything is generated
-locally from the seed, so the same seed always gives the same data.
+Construction (that of the `randman` package with stork's `make_tempo_randman`, the generator of
+the paper's Randman task):
 
-Seeding: class `c`, spike `s` draws its manifold from `default_rng((seed, 0, c, s))` and class
-`c` draws its manifold coordinates from `default_rng((seed, 1, c))`, so a class's data does not
-depend on how many other classes are made. The final shuffle uses `default_rng((seed, 2))`.
+* Each class owns `nb_spikes` random manifolds of dimension D = `dim_manifold` embedded in
+  `nb_units` dimensions. Embedding coordinate u of a manifold is the product over manifold
+  dimensions j of a random function
+  f_uj(x) = sum_{k=0}^{K-1} a_ujk s_k sin(2 pi (k b_ujk x + c_ujk)),
+  with spectral weight s_k = 1 / ((k+1)^alpha + 1), a, b, c ~ U[0, 1) and a_uj0 = 0 (no constant
+  term) unless a bias is asked for. K = min(ceil(precision^(-1/alpha)), max_terms).
+* A class draws its samples x ~ U[0, 1)^D once; all its manifolds are evaluated at these x.
+* Each (class, manifold, unit) coordinate y is rescaled over the class's samples to
+  v = (y - min) / (max - min + 1e-7), in float32 like the original, so that v reaches 1.0 for
+  the largest sample whenever the float32 range is at least 2.
+* Spike step = int(nb_steps * (step_frac * v)): values v = 1.0 land on step
+  nb_steps * step_frac (step 50 for the defaults); a step >= nb_steps is dropped.
+* The samples of all classes are shuffled once; `split_dataset` then cuts consecutive blocks
+  without shuffling again.
+
+Seeding is this project's own (the original draws from numpy's and torch's global generators),
+so the same seed gives other samples than the original's: class `c`, manifold `s` draws its
+parameters from `default_rng((seed, 0, c, s))`, class `c` its manifold coordinates from
+`default_rng((seed, 1, c))`, so a class's data does not depend on how many other classes are
+made. The final shuffle uses `default_rng((seed, 2))`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, check_positive
 
-PRECISION = 1e-3  # smallest spectral weight (k+1)^-alpha kept in the random functions
+PRECISION = 1e-3  # `prec` of randman: sets the frequency cutoff K
 MAX_TERMS = 1000  # cap on the number of Fourier terms per random function
+RESCALE_EPS = 1e-7  # added to each unit's range before dividing (as the original does)
+# Generation is refused above this many evaluated Fourier terms: about 170 times the paper's
+# defaults (3e8 terms, ~7 s on one busy core), about 20 minutes.
+MAX_TERM_EVALUATIONS = 5e10
+PROGRESS_AFTER_S = 10.0  # show a progress bar when generation is estimated to take longer
+SECONDS_PER_TERM = 2.5e-8  # cost of one term on one core, for the estimate
 
 
-def _check_seed(seed: int) -> int:
+def _check_seed(seed: int, setting: str = "dataset.seed") -> int:
     """Seeds feed numpy's SeedSequence, which takes non-negative integers."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed={seed!r} is not valid; it must be a non-negative integer")
+        raise ConfigError(f"{setting}={seed!r} is not valid; it must be a non-negative integer")
     return int(seed)
 
 
 def spectral_cutoff(alpha: float, precision: float = PRECISION, max_terms: int = MAX_TERMS) -> int:
-    """Number of terms K: all k with (k+1)^-alpha >= precision, at most `max_terms`."""
-    check_positive("randman.alpha", alpha)
-    check_positive("randman.precision", precision)
-    check_positive("randman.max_terms", max_terms, integer=True)
-    # (k+1)^-alpha >= precision  <=>  k+1 <= precision^(-1/alpha); tiny slack for round-off.
-    bound = math.log(1.0 / precision) / alpha
-    if bound > math.log(max_terms):
-        return int(max_terms)
-    return max(1, int(math.floor(math.exp(bound) * (1 + 1e-12))))
+    """Number of Fourier terms K = min(ceil(precision^(-1/alpha)), max_terms), as in randman."""
+    check_positive("dataset.alpha", alpha)
+    check_positive("randman precision", precision)
+    check_positive("randman max_terms", max_terms, integer=True)
+    exponent = -1.0 / float(alpha)
+    if exponent * math.log(float(precision)) > math.log(max_terms):
+        return int(max_terms)  # also avoids overflow of precision**exponent for tiny alpha
+    return int(min(math.ceil(float(precision) ** exponent), int(max_terms)))
+
+
+def spectral_weights(alpha: float, nb_terms: int) -> np.ndarray:
+    """s_k = 1 / ((k+1)^alpha + 1) for k = 0..nb_terms-1 (float64)."""
+    k = np.arange(int(nb_terms), dtype=np.float64)
+    return 1.0 / ((k + 1.0) ** float(alpha) + 1.0)
 
 
 def random_function_params(
-    rng: np.random.Generator, nb_units: int, dim_manifold: int, nb_terms: int
+    rng: np.random.Generator,
+    nb_units: int,
+    dim_manifold: int,
+    nb_terms: int,
+    use_bias: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw a, b, c ~ U[0, 1), each shaped (nb_units, dim_manifold, nb_terms).
+    """Draw a, b, c ~ U[0, 1), each shaped (nb_units, dim_manifold, nb_terms); a[..., 0] = 0.
 
-    Drawn as one (units, dims, 3, terms) block so unit u's function does not change when more
-    units are requested.
+    Drawn as one (units, dims, 3, terms) block, the layout of randman's parameters, so unit
+    u's function does not change when more units are requested. The constant (k = 0) term's
+    amplitude is zero unless `use_bias`.
     """
     p = rng.random((nb_units, dim_manifold, 3, nb_terms))
+    if not use_bias:
+        p[:, :, 0, 0] = 0.0
     return p[:, :, 0], p[:, :, 1], p[:, :, 2]
 
 
 def eval_random_manifold(
     x: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, alpha: float
 ) -> np.ndarray:
-    """Embedding of manifold points x (samples, dims) -> (samples, units).
+    """Embedding of manifold points x (samples, dims) -> (samples, units), float64.
 
     Coordinate u is prod_j f_uj(x_j) with
-    f_uj(x) = sum_k a_ujk (k+1)^-alpha sin(2 pi (k b_ujk x + c_ujk)), k = 0..K-1.
-    The phase (up to ~K cycles) is formed in float64 and reduced mod 1; only then are the sine
-    and the weighted sum done in float32 (~1e-6 relative error, several times faster than
-    float64 sines), so precision is not lost to large sine arguments.
+    f_uj(x) = sum_k a_ujk s_k sin(2 pi (k b_ujk x + c_ujk)), s_k = 1 / ((k+1)^alpha + 1).
+    The phase is formed in float64 and reduced to [-1/2, 1/2); the sine is taken in float32
+    (float64 sines are ~25x slower here) and corrected to first order for the rounding of
+    its argument, and the weighted sum is accumulated in float64: ~1e-7 absolute error.
     """
     x = np.asarray(x, dtype=np.float64)
     nb_units, dims, nb_terms = a.shape
     if x.ndim != 2 or x.shape[1] != dims:
         raise ValueError(f"x must be shaped (samples, {dims}); got {x.shape}")
     k = np.arange(nb_terms, dtype=np.float64)
-    weight = (k + 1.0) ** (-float(alpha))
+    weight = spectral_weights(alpha, nb_terms)
     out = np.ones((x.shape[0], nb_units), dtype=np.float64)
-    phase = np.empty((x.shape[0], nb_terms), dtype=np.float64)  # buffers reused across units
-    whole = np.empty_like(phase)
-    sine = np.empty(phase.shape, dtype=np.float32)
-    two_pi = np.float32(2.0 * np.pi)
+    arg = np.empty((x.shape[0], nb_terms), dtype=np.float64)  # buffers reused across units
+    whole = np.empty_like(arg)
+    arg32 = np.empty(arg.shape, dtype=np.float32)
+    sine = np.empty(arg.shape, dtype=np.float32)
+    cosine = np.empty(arg.shape, dtype=np.float32)
     for u in range(nb_units):
         for j in range(dims):
-            np.multiply.outer(x[:, j], k * b[u, j], out=phase)
-            phase += c[u, j]
-            np.floor(phase, out=whole)
-            phase -= whole  # phase mod 1, in [0, 1)
-            sine[...] = phase
-            sine *= two_pi
-            np.sin(sine, out=sine)
-            out[:, u] *= sine @ (a[u, j] * weight).astype(np.float32)
+            np.multiply.outer(x[:, j], k * b[u, j], out=arg)
+            arg += c[u, j]
+            np.rint(arg, out=whole)
+            arg -= whole  # phase mod 1, in [-1/2, 1/2]
+            arg *= 2.0 * np.pi
+            arg32[...] = arg
+            np.sin(arg32, out=sine)
+            np.cos(arg32, out=cosine)
+            arg -= arg32  # rounding error of the float32 argument (< 2e-7)
+            cosine *= arg  # first-order correction: sin(t + d) = sin t + d cos t
+            sine += cosine
+            out[:, u] *= sine @ (a[u, j] * weight)
     return out
 
 
-def _rescale(y: np.ndarray) -> np.ndarray:
-    """Min/max rescale each column to [0, 1]; a constant column maps to 0."""
+def rescale(y: np.ndarray, eps: float = RESCALE_EPS) -> np.ndarray:
+    """Per column (y - min) / (max - min + eps), computed in float32 as the original does.
+
+    In float32, max - min + 1e-7 rounds back to max - min when the range is >= 2, so the
+    largest value maps to exactly 1.0; for smaller ranges it maps just below 1.
+    """
+    y = np.asarray(y, dtype=np.float32)
     lo, hi = y.min(axis=0), y.max(axis=0)
-    span = hi - lo
-    safe = np.where(span > 0, span, 1.0)
-    return np.where(span > 0, (y - lo) / safe, 0.0)
+    return (y - lo) / (hi - lo + np.float32(eps))
+
+
+def spike_steps(v: np.ndarray, nb_steps: int, step_frac: float) -> np.ndarray:
+    """Step of a rescaled value v in [0, 1]: int(nb_steps * (step_frac * v)), as the original.
+
+    Computed in float64 from the float32 v; v = 1.0 gives step nb_steps * step_frac
+    (truncated), e.g. 50 for 100 steps and step_frac 0.5.
+    """
+    scaled = float(nb_steps) * (float(step_frac) * np.asarray(v, dtype=np.float64))
+    return scaled.astype(np.int64)
 
 
 def make_randman(
@@ -108,48 +160,75 @@ def make_randman(
     dim_manifold: int = 1,
     seed: int = 1,
     shuffle: bool = True,
+    use_bias: bool = False,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Randman spike rasters: (nb_classes*nb_samples, nb_steps, nb_units) float32, labels int64.
 
-    Each unit fires `nb_spikes` times per sample (fewer only when two of its spikes fall into
-    the same step; the raster is binary). Values are rescaled per class and unit by min/max
-    over that class's samples (as in the original generator): exact, cheap, and every unit uses
-    the whole window; a dense grid would need >1e4 points per dimension for K=1000 terms.
-    Spike step = floor(value * step_frac * nb_steps), clipped so that every spike lies in the
-    first step_frac of the steps. `shuffle` mixes the classes (seeded); else class-ordered.
-    The paper's defaults use dt = 2 ms, i.e. 0.2 s per sample.
+    Each unit fires `nb_spikes` times per sample (fewer when two of its spikes fall into the
+    same step, the raster being binary, or when a spike falls at or after `nb_steps`, which
+    happens only for step_frac = 1). `shuffle` mixes the classes (seeded); else class-ordered.
+    Generation estimated to take longer than PROGRESS_AFTER_S shows a progress bar on stderr
+    (if `progress`); more than MAX_TERM_EVALUATIONS terms are refused. The paper's defaults
+    use dt = 2 ms, i.e. 0.2 s per sample.
     """
     for name, value in [
-        ("randman.nb_classes", nb_classes),
-        ("randman.nb_units", nb_units),
-        ("randman.nb_steps", nb_steps),
-        ("randman.nb_samples", nb_samples),
-        ("randman.nb_spikes", nb_spikes),
-        ("randman.dim_manifold", dim_manifold),
+        ("dataset.nb_classes", nb_classes),
+        ("dataset.nb_units", nb_units),
+        ("dataset.nb_steps", nb_steps),
+        ("dataset.nb_samples", nb_samples),
+        ("dataset.nb_spikes", nb_spikes),
+        ("dataset.dim_manifold", dim_manifold),
     ]:
         check_positive(name, value, integer=True)
-    check_positive("randman.alpha", alpha)
-    check_positive("randman.step_frac", step_frac)
+    check_positive("dataset.alpha", alpha)
+    check_positive("dataset.step_frac", step_frac)
     if step_frac > 1:
-        raise ConfigError(f"randman.step_frac={step_frac!r} is not valid; it must be in (0, 1]")
+        raise ConfigError(f"dataset.step_frac={step_frac!r} is not valid; it must be in (0, 1]")
     seed = _check_seed(seed)
     nb_classes, nb_units, nb_steps = int(nb_classes), int(nb_units), int(nb_steps)
     nb_samples, nb_spikes, dim_manifold = int(nb_samples), int(nb_spikes), int(dim_manifold)
 
     nb_terms = spectral_cutoff(alpha)
-    window = step_frac * nb_steps
-    last_step = max(0, math.ceil(window - 1e-9) - 1)  # last step inside the first step_frac
+    work = float(nb_classes) * nb_spikes * nb_samples * nb_units * dim_manifold * nb_terms
+    if work > MAX_TERM_EVALUATIONS:
+        minutes = work * SECONDS_PER_TERM / 60
+        raise ConfigError(
+            f"dataset.nb_spikes={nb_spikes} is not valid with dataset.nb_classes={nb_classes}, "
+            f"nb_samples={nb_samples}, nb_units={nb_units}, dim_manifold={dim_manifold} and "
+            f"{nb_terms} Fourier terms (alpha={alpha}): generating would evaluate {work:.1e} "
+            f"terms (about {minutes:.0f} min on one core); at most {MAX_TERM_EVALUATIONS:.0e} "
+            "are allowed: use fewer spikes, samples, classes or units"
+        )
+    bar = None
+    if progress and work * SECONDS_PER_TERM > PROGRESS_AFTER_S:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=nb_classes * nb_spikes,
+            desc=f"Randman ({work * SECONDS_PER_TERM / 60:.0f} min estimated)",
+            unit="manifold",
+            file=sys.stderr,
+        )
     raster = np.zeros((nb_classes, nb_samples, nb_steps, nb_units), dtype=np.float32)
-    sample_idx = np.arange(nb_samples)[:, None]
-    unit_idx = np.arange(nb_units)[None, :]
-    for cls in range(nb_classes):
-        x = np.random.default_rng((seed, 1, cls)).random((nb_samples, dim_manifold))
-        for spike in range(nb_spikes):
-            rng = np.random.default_rng((seed, 0, cls, spike))
-            a, b, c = random_function_params(rng, nb_units, dim_manifold, nb_terms)
-            value = _rescale(eval_random_manifold(x, a, b, c, alpha))
-            steps = np.clip(np.floor(value * window).astype(np.int64), 0, last_step)
-            raster[cls, sample_idx, steps, unit_idx] = 1.0
+    sample_idx = np.broadcast_to(np.arange(nb_samples)[:, None], (nb_samples, nb_units))
+    unit_idx = np.broadcast_to(np.arange(nb_units)[None, :], (nb_samples, nb_units))
+    try:
+        for cls in range(nb_classes):
+            x = np.random.default_rng((seed, 1, cls)).random((nb_samples, dim_manifold))
+            for spike in range(nb_spikes):
+                rng = np.random.default_rng((seed, 0, cls, spike))
+                a, b, c = random_function_params(rng, nb_units, dim_manifold, nb_terms, use_bias)
+                steps = spike_steps(
+                    rescale(eval_random_manifold(x, a, b, c, alpha)), nb_steps, step_frac
+                )
+                keep = steps < nb_steps  # dropped like events beyond the input window
+                raster[cls, sample_idx[keep], steps[keep], unit_idx[keep]] = 1.0
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     spikes = raster.reshape(nb_classes * nb_samples, nb_steps, nb_units)
     labels = np.repeat(np.arange(nb_classes, dtype=np.int64), nb_samples)
     if shuffle:
@@ -158,16 +237,25 @@ def make_randman(
     return torch.from_numpy(np.ascontiguousarray(spikes)), torch.from_numpy(labels)
 
 
+def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
+    """Block sizes int(f_i / sum(f) * n), as stork's `split_dataset`; the remainder is unused."""
+    f = np.asarray(fractions, dtype=np.float64)
+    f = f / f.sum()
+    return [int(fi * n) for fi in f]
+
+
 def split_dataset(
     x: torch.Tensor,
     y: torch.Tensor,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-    seed: int = 1,
+    seed: int | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffle (seeded) and split into dict(train=(x, y), valid=(x, y), test=(x, y)).
+    """Cut (x, y) into consecutive train / valid / test blocks: dict(train=(x, y), ...).
 
-    Valid and test get round(fraction * N) samples; train gets the rest. Works for dense and
-    sparse COO x (split along dim 0).
+    Block sizes are int(fraction * N) (see `split_sizes`), taken in order; samples left over
+    by the rounding are in no block. Randman data comes shuffled from `make_randman`, so it is
+    not shuffled again (seed None), as in the original; with a seed the samples are first
+    permuted by `default_rng(seed)`. Works for dense and sparse COO x (split along dim 0).
     """
     fractions = tuple(fractions)
     if len(fractions) != 3 or any(
@@ -175,25 +263,28 @@ def split_dataset(
         for f in fractions
     ):
         raise ConfigError(
-            f"fractions={fractions!r} is not valid; give three non-negative numbers "
+            f"dataset.split={list(fractions)!r} is not valid; give three non-negative numbers "
             "(train, valid, test) that sum to 1"
         )
     if abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
         raise ConfigError(
-            f"fractions={fractions!r} is not valid; they must sum to 1 with train > 0"
+            f"dataset.split={list(fractions)!r} is not valid; they must sum to 1 with train > 0"
         )
-    seed = _check_seed(seed)
     n = int(y.shape[0])
     if x.shape[0] != n:
         raise ValueError(f"x has {x.shape[0]} samples but y has {n}")
-    n_valid, n_test = round(fractions[1] * n), round(fractions[2] * n)
-    n_train = n - n_valid - n_test
+    n_train, n_valid, n_test = split_sizes(n, fractions)
     if n_train <= 0:
-        raise ConfigError(f"fractions={fractions!r} leave no training samples out of {n}")
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+        raise ConfigError(
+            f"dataset.split={list(fractions)!r} leaves no training samples out of {n}"
+        )
+    if seed is None:
+        order = torch.arange(n)
+    else:
+        order = torch.from_numpy(np.random.default_rng(_check_seed(seed)).permutation(n))
     parts = {
         "train": order[:n_train],
         "valid": order[n_train : n_train + n_valid],
-        "test": order[n_train + n_valid :],
+        "test": order[n_train + n_valid : n_train + n_valid + n_test],
     }
     return {k: (x.index_select(0, idx), y.index_select(0, idx)) for k, idx in parts.items()}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, check_choice, check_positive
-from .randman import split_dataset
+from .randman import _check_seed
 
 SHD_URL = "https://zenkelab.org/datasets"
 SHD_FILES = {"train": "shd_train.h5", "test": "shd_test.h5"}
@@ -339,11 +339,20 @@ def load_shd(
 def split_validation(
     x: torch.Tensor, y: torch.Tensor, fraction: float = 0.1, seed: int = 1
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Split a seeded `fraction` of training data off as validation: dict(train=..., valid=...)."""
+    """Hold out a seeded share of the training data for validation: dict(train=..., valid=...).
+
+    As the original: the samples are permuted (here by `default_rng(seed)`), the first
+    int((1 - fraction) * N) of the permutation train, the rest validate.
+    """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ConfigError(f"dataset.valid_fraction={fraction!r} is not valid; it must be in (0, 1)")
-    parts = split_dataset(x, y, (1.0 - fraction, fraction, 0.0), seed=seed)
-    return {"train": parts["train"], "valid": parts["valid"]}
+    n = int(y.shape[0])
+    if x.shape[0] != n:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {n}")
+    order = torch.from_numpy(np.random.default_rng(_check_seed(seed)).permutation(n))
+    n_train = int((1.0 - fraction) * n)
+    parts = {"train": order[:n_train], "valid": order[n_train:]}
+    return {k: (x.index_select(0, idx), y.index_select(0, idx)) for k, idx in parts.items()}
 
 
 # ----------------------------------------------------------------------------- download

@@ -342,11 +342,11 @@ def test_cli_wrong_type_and_device_are_one_line(tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("dataset.max_samples=1", "dataset.max_samples=1 is not valid: it leaves the valid"),
-        ("dataset.valid_fraction=0.001", "dataset.valid_fraction=0.001 is not valid: it leaves"),
+        ("dataset.max_samples=1", "dataset.max_samples=1 is not valid: it leaves the train"),
+        ("dataset.valid_fraction=0.99", "dataset.valid_fraction=0.99 is not valid: it leaves"),
     ],
 )
-def test_an_empty_validation_set_is_refused_before_training(compose, tmp_path, override, message):
+def test_an_empty_split_is_refused_before_training(compose, tmp_path, override, message):
     from convsnn.data import load_data, shd_paths
 
     datadir = _shd_files(tmp_path)

@@ -1,4 +1,5 @@
-"""Randman: determinism, shapes, spike counts and timing window, the formula, separability."""
+"""Randman: determinism, shapes, spike counts and timing window, the formula, its spectrum,
+the step mapping, the split and the task's difficulty."""
 
 import math
 
@@ -7,13 +8,19 @@ import pytest
 import torch
 
 from sgtheory.data import make_randman, same_set, split_dataset
-from sgtheory.data.randman import eval_random_manifold, random_function_params, spectral_cutoff
+from sgtheory.data.randman import (
+    eval_random_manifold,
+    random_function_params,
+    rescale,
+    spectral_cutoff,
+    spike_steps,
+)
 from sgtheory.errors import ConfigError
 
 SMALL = dict(nb_classes=4, nb_units=12, nb_steps=40, nb_samples=60, seed=3)
 
 
-def spike_steps(x: torch.Tensor) -> np.ndarray:
+def steps_of(x: torch.Tensor) -> np.ndarray:
     """(N, T, U) rasters with one spike per unit -> (N, U) spike step indices."""
     return x.argmax(dim=1).numpy()
 
@@ -49,13 +56,45 @@ def test_two_spikes_per_unit_except_collisions():
 @pytest.mark.parametrize("nb_steps,step_frac", [(40, 0.5), (17, 0.3), (10, 1.0)])
 def test_spikes_lie_in_first_step_frac_and_fill_it(nb_steps, step_frac):
     x, y = make_randman(**{**SMALL, "nb_steps": nb_steps, "step_frac": step_frac})
-    steps = spike_steps(x)
-    assert steps.max() < step_frac * nb_steps
-    # values are min/max rescaled per class and unit: each class uses both ends of the window
-    last = math.ceil(step_frac * nb_steps) - 1
+    steps = steps_of(x)
+    last = int(nb_steps * step_frac)  # v = 1.0 lands here (dropped if it is nb_steps)
+    assert steps.max() <= min(last, nb_steps - 1)
+    # values are min/max rescaled per class and unit: each class starts the window at step 0
+    # and reaches its end (last, or last - 1 where the float32 range is below 2; with
+    # step_frac 1 the maximum's spike at step nb_steps is dropped)
     for c in range(4):
         s = steps[y.numpy() == c]
-        assert np.all(s.min(axis=0) == 0) and np.all(s.max(axis=0) == last)
+        assert np.all(s.min(axis=0) == 0)
+        if last < nb_steps:
+            assert np.all(s.max(axis=0) >= last - 1)
+
+
+def test_step_mapping_by_hand():
+    """int(nb_steps * step_frac * v) of the float32 rescale (y - min) / (max - min + 1e-7).
+
+    Range 3: 3 + 1e-7 rounds to 3 in float32 (half an ulp is 1.2e-7), so v = 0, 0.5, 1 and
+    the steps are 0, 25, 50. Range 1.5: 1.5 + 1e-7 rounds up to 1.5 + 2^-23, v_max =
+    1.5 / (1.5 + 2^-23) rounds to 1 - 2^-24, 50 v_max = 49.999997: step 49. A constant
+    unit maps to step 0. With step_frac 1, v = 1 is step 100 = nb_steps: outside the input.
+    """
+    y = np.array([[0.0, 0.0, 7.0], [1.5, 0.75, 7.0], [3.0, 1.5, 7.0]])
+    v = rescale(y)
+    assert v.dtype == np.float32
+    assert v[2, 0] == 1.0 and v[2, 1] == np.float32(1 - 2**-24)
+    np.testing.assert_array_equal(spike_steps(v, 100, 0.5), [[0, 0, 0], [25, 24, 0], [50, 49, 0]])
+    assert spike_steps(v, 100, 1.0)[2, 0] == 100
+    x, _ = make_randman(**{**SMALL, "nb_steps": 10, "step_frac": 1.0})
+    assert x.shape[1] == 10 and x.sum(dim=1).min() >= 0  # step 10 events are dropped
+    assert (x.sum(dim=1) == 0).any()  # ... which leaves the largest value's unit silent
+
+
+def test_default_data_reaches_step_50_like_the_original():
+    """With the defaults' window of 50 steps the class maxima land on step 50 (v = 1.0)."""
+    x, y = make_randman(**{**SMALL, "nb_steps": 100, "step_frac": 0.5, "nb_samples": 200})
+    steps = steps_of(x)
+    assert steps.max() == 50
+    for c in range(4):  # per class and unit the maximum is at 50, or 49 for float32 ranges < 2
+        assert set(np.unique(steps[y.numpy() == c].max(axis=0))) <= {49, 50}
 
 
 def test_class_data_does_not_depend_on_other_classes():
@@ -65,41 +104,118 @@ def test_class_data_does_not_depend_on_other_classes():
 
 
 def test_spectral_cutoff():
-    assert spectral_cutoff(2.0) == 31  # 31^-2 = 1.04e-3 kept, 32^-2 = 9.8e-4 dropped
+    """K = min(ceil(prec^(-1/alpha)), 1000) with prec = 1e-3, as randman sets it."""
+    assert spectral_cutoff(2.0) == 32  # 1e-3^(-1/2) = 31.6 -> 32
     assert spectral_cutoff(1.0, precision=0.1) == 10
+    assert spectral_cutoff(3.0) == 10  # 1e-3^(-1/3) = 10 (up to round-off) -> 10
     assert spectral_cutoff(0.5) == 1000  # 1e6 terms would be needed: capped
+    assert spectral_cutoff(1e-6) == 1000  # no overflow for tiny alpha
 
 
-def test_random_manifold_matches_direct_formula():
+def test_parameters_uniform_and_no_constant_term():
+    rng = np.random.default_rng(1)
+    a, b, c = random_function_params(rng, nb_units=200, dim_manifold=2, nb_terms=50)
+    assert a.shape == b.shape == c.shape == (200, 2, 50)
+    assert np.all(a[:, :, 0] == 0)  # the k = 0 (constant) amplitude is zero without a bias
+    for p in (a[:, :, 1:], b, c):  # U[0, 1): mean 1/2, variance 1/12 (n ~ 2e4: 5 sigma)
+        assert np.all((p >= 0) & (p < 1))
+        assert abs(p.mean() - 0.5) < 5 * math.sqrt(1 / 12 / p.size)
+        assert abs(p.var() - 1 / 12) < 5 * math.sqrt(1 / 180 / p.size)
+    a, _, _ = random_function_params(np.random.default_rng(1), 200, 2, 50, use_bias=True)
+    assert np.all(a[:, :, 0] > 0)
+
+
+def _randman_formula(x, a, b, c, alpha):
+    """The randman embedding written out in float64: prod_j sum_k a s_k sin(2 pi (k b x + c))."""
+    nb_units, dims, nb_terms = a.shape
+    k = np.arange(nb_terms, dtype=np.float64)
+    s = 1.0 / ((k + 1.0) ** alpha + 1.0)
+    want = np.ones((x.shape[0], nb_units))
+    for u in range(nb_units):
+        for j in range(dims):
+            arg = 2 * np.pi * (np.outer(x[:, j], k * b[u, j]) + c[u, j])
+            want[:, u] *= (a[u, j] * s * np.sin(arg)).sum(axis=1)
+    return want
+
+
+@pytest.mark.parametrize("alpha,nb_terms,dims", [(0.5, 1000, 1), (0.7, 300, 2), (2.0, 32, 3)])
+def test_random_manifold_matches_direct_formula(alpha, nb_terms, dims):
     rng = np.random.default_rng(0)
-    alpha, nb_terms = 0.7, 50
-    a, b, c = random_function_params(rng, nb_units=3, dim_manifold=2, nb_terms=nb_terms)
-    x = rng.random((5, 2))
+    a, b, c = random_function_params(rng, nb_units=4, dim_manifold=dims, nb_terms=nb_terms)
+    x = rng.random((300, dims))
     got = eval_random_manifold(x, a, b, c, alpha)
-    want = np.ones((5, 3))
-    for n in range(5):
-        for u in range(3):
-            for j in range(2):
-                f = 0.0
-                for k in range(nb_terms):
-                    f += (
-                        a[u, j, k]
-                        / (k + 1) ** alpha
-                        * math.sin(2 * math.pi * (k * x[n, j] * b[u, j, k] + c[u, j, k]))
-                    )
-                want[n, u] *= f
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, _randman_formula(x, a, b, c, alpha), rtol=0, atol=1e-6)
+    # the old (k+1)^-alpha weighting differs by far more than this tolerance
+    k = np.arange(nb_terms)
+    s_old = (k + 1.0) ** -alpha / (1.0 / ((k + 1.0) ** alpha + 1.0))
+    assert np.abs(_randman_formula(x, a * s_old, b, c, alpha) - got).max() > 1e-4
 
 
-def test_default_classes_are_distinguishable():
+def test_spectrum_follows_the_weight_law():
+    """Power per frequency of generated functions ~ s_k^2 = ((k+1)^alpha + 1)^-2.
+
+    With b = 1 every term has integer frequency k, so the FFT of f on N = 512 grid points has
+    |F_k| = N/2 a_k s_k. Averaged over 1000 functions, E[a^2] = 1/3 makes the power
+    N^2/12 s_k^2 (relative noise sqrt(4/5)/sqrt(1000) = 2.8 % for one k, less in the wider
+    log-spaced bands). The fit of a constant times the law must hold within 10 % in every
+    band; (k+1)^(-2 alpha) misses by a factor up to 2.9 at low k and fails.
+    """
+    alpha, nb_terms, n = 0.5, 100, 256
+    rng = np.random.default_rng(5)
+    a, b, c = random_function_params(rng, nb_units=1000, dim_manifold=1, nb_terms=nb_terms)
+    b[:] = 1.0
+    x = (np.arange(n) / n)[:, None]
+    f = eval_random_manifold(x, a, b, c, alpha)  # (n, functions)
+    power = (np.abs(np.fft.rfft(f, axis=0)) ** 2).mean(axis=1)[:nb_terms]
+    assert power[0] < 1e-12 * power[1]  # no constant term
+    k = np.arange(1, nb_terms)
+    bands = np.unique(np.geomspace(1, nb_terms, 12).astype(int))
+    for law in ("randman", "power"):
+        w2 = (
+            (1.0 / ((k + 1.0) ** alpha + 1.0)) ** 2
+            if law == "randman"
+            else (k + 1.0) ** (-2 * alpha)
+        )
+        ratio = power[1:] / w2
+        per_band = np.array([ratio[lo - 1 : hi - 1].mean() for lo, hi in zip(bands, bands[1:])])
+        scale = np.exp(np.log(per_band).mean())
+        misfit = np.abs(np.log(per_band / scale)).max()
+        if law == "randman":
+            assert misfit < 0.1, misfit
+            assert abs(scale / (n**2 / 12) - 1) < 0.1  # the absolute level as well
+        else:
+            assert misfit > 0.3, misfit
+
+
+@pytest.mark.slow
+def test_default_task_is_as_hard_as_the_original():
+    """1-nearest-neighbour accuracy on the spike steps of the default task (test vs train).
+
+    The original generator (randman + stork, 3 seeds) gives 0.821; the same measure on this
+    generator gives 0.812 / 0.833 / 0.816 for seeds 1 / 2 / 3, and 0.897 / 0.907 / 0.885 with
+    the spectral weight (k+1)^-alpha instead of randman's 1 / ((k+1)^alpha + 1).
+    """
     x, y = make_randman()  # paper defaults: 15 classes x 1000 samples, 100 steps, 20 units
     assert x.shape == (15000, 100, 20)
-    parts = split_dataset(x.argmax(dim=1).float(), y, seed=0)
+    parts = split_dataset(x.argmax(dim=1).float(), y)
     (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
-    means = torch.stack([xtr[ytr == c].mean(0) for c in range(15)])
-    pred = torch.cdist(xte, means).argmin(1)
-    accuracy = (pred == yte).float().mean().item()
-    assert accuracy > 3 / 15, accuracy  # chance is 1/15
+    accuracy = (ytr[torch.cdist(xte, xtr).argmin(1)] == yte).float().mean().item()
+    assert 0.79 < accuracy < 0.86, accuracy
+
+
+def test_split_is_consecutive_blocks_of_int_sizes():
+    """As stork's split_dataset(shuffle=False): sizes int(f N), in order, remainder unused."""
+    x = torch.arange(15.0).reshape(15, 1, 1)
+    y = torch.arange(15)
+    parts = split_dataset(x, y, (0.8, 0.1, 0.1))  # int(12.0), int(1.5), int(1.5)
+    assert [parts[k][1].tolist() for k in ("train", "valid", "test")] == [
+        list(range(12)),
+        [12],
+        [13],
+    ]
+    parts = split_dataset(torch.zeros(15000, 1), torch.arange(15000))
+    assert [len(parts[k][1]) for k in ("train", "valid", "test")] == [12000, 1500, 1500]
+    assert parts["test"][1][0] == 13500
 
 
 def test_split_dataset_sizes_disjoint_and_seeded():
@@ -120,12 +236,13 @@ def test_split_dataset_sizes_disjoint_and_seeded():
 @pytest.mark.parametrize(
     "kwargs,setting",
     [
-        ({"nb_units": 0}, "randman.nb_units"),
-        ({"nb_classes": 2.5}, "randman.nb_classes"),
-        ({"step_frac": 1.5}, "randman.step_frac"),
-        ({"step_frac": 0}, "randman.step_frac"),
-        ({"alpha": -1}, "randman.alpha"),
-        ({"seed": -1}, "seed"),
+        ({"nb_units": 0}, "dataset.nb_units=0"),
+        ({"nb_classes": 2.5}, "dataset.nb_classes=2.5"),
+        ({"step_frac": 1.5}, "dataset.step_frac=1.5"),
+        ({"step_frac": 0}, "dataset.step_frac=0"),
+        ({"alpha": -1}, "dataset.alpha=-1"),
+        ({"seed": -1}, "dataset.seed=-1"),
+        ({"nb_spikes": 100000}, "dataset.nb_spikes=100000"),
     ],
 )
 def test_bad_settings_are_named(kwargs, setting):
@@ -138,7 +255,7 @@ def test_bad_settings_are_named(kwargs, setting):
 )
 def test_bad_fractions(fractions):
     x, y = torch.zeros(10, 1, 1), torch.zeros(10, dtype=torch.int64)
-    with pytest.raises(ConfigError, match="fractions"):
+    with pytest.raises(ConfigError, match="dataset.split"):
         split_dataset(x, y, fractions)
 
 
