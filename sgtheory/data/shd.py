@@ -5,9 +5,11 @@ with md5 checksums in `md5sums.txt`). Layout: `spikes/times` (per sample a float
 times in s), `spikes/units` (per sample a uint16 array of input units 0..699), `labels`
 (20 classes), optional `extra/` metadata. h5py and pooch are imported only when needed.
 
-Binning: a spike at time t goes to step floor(t/dt) (with a 1e-9-step slack so that spikes at
-exact bin edges are not pushed back by round-off); spikes at or after nb_steps*dt are dropped;
-several spikes of one unit in one step count once (binary raster, matching the network input).
+Binning (the original's, stork's `HDF5Dataset`): a spike at time t goes to step
+trunc(float32(t * (1/dt))), the product taken in the dtype the file stores t in (float16 times
+stay float16, as numpy computes them there); spikes whose scaled time is >= nb_steps are
+dropped; several spikes of one unit in one step count once (binary raster). Spike times must
+be floating-point seconds: integer times are refused (their unit cannot be known).
 """
 
 from __future__ import annotations
@@ -177,7 +179,16 @@ def read_shd_events(
         raise DataError(
             f"{path}: labels must be a 1-D integer array, got {raw_l.shape} {raw_l.dtype}"
         )
-    times = [t.astype(np.float64) for t in _per_sample(path, raw_t, "spikes/times", "fiu")]
+    if raw_t.dtype.kind in "iub" or (
+        raw_t.dtype == object and len(raw_t) and np.asarray(raw_t[0]).dtype.kind in "iub"
+    ):
+        kind = raw_t.dtype if raw_t.dtype != object else np.asarray(raw_t[0]).dtype
+        raise DataError(
+            f"{path}: spikes/times has integer dtype {kind}; SHD stores spike times as "
+            "floating-point seconds, and integer times (steps? milliseconds?) cannot be binned "
+            "without knowing their unit: convert them to float seconds"
+        )
+    times = _per_sample(path, raw_t, "spikes/times", "f")
     units = [u.astype(np.int64) for u in _per_sample(path, raw_u, "spikes/units", "iu")]
     if not (len(times) == len(units) == len(raw_l)) or not len(raw_l):
         raise DataError(
@@ -194,7 +205,8 @@ def read_shd_events(
     if bad_t.any():
         k = int(np.flatnonzero(bad_t)[0])
         raise DataError(
-            f"{path}: sample {_first_sample(counts_t, k)}: spike time {flat_t[k]} is not valid; "
+            f"{path}: sample {_first_sample(counts_t, k)}: spike time {float(flat_t[k])} is not "
+            "valid; "
             "times must be finite and >= 0 (seconds)"
         )
     if (flat_u < 0).any():
@@ -239,8 +251,8 @@ def check_shd_events(
             f"{path}: sample {i}: label {labels[i]} is out of range for "
             f"dataset.nb_classes={nb_classes} (valid: 0..{nb_classes - 1})"
         )
-    flat_t = np.concatenate(list(times)) if len(times) else np.zeros(0)
-    late = np.floor(flat_t / dt + 1e-9) >= nb_steps  # the rule of `bin_spikes`
+    flat_t = _concat_times(times)
+    late = scaled_times(flat_t, dt) >= nb_steps  # the rule of `bin_spikes`
     sample = np.repeat(np.arange(len(counts)), counts)
     kept = np.bincount(sample[~late], minlength=len(counts))
     silent = np.flatnonzero(kept == 0)
@@ -261,6 +273,28 @@ def check_shd_events(
     return report
 
 
+def _concat_times(times_list: Sequence[np.ndarray]) -> np.ndarray:
+    """All spike times in one array, in their stored float dtype (lists become float64)."""
+    arrays = [np.asarray(t) for t in times_list]
+    arrays = [a if a.dtype.kind == "f" else a.astype(np.float64) for a in arrays]
+    if not arrays:
+        return np.zeros(0)
+    return np.concatenate([a.ravel() for a in arrays])
+
+
+def scaled_times(times: np.ndarray, dt: float) -> np.ndarray:
+    """float32(times * (1/dt)) with the product in the dtype of `times`: the time in steps.
+
+    As stork's `HDF5Dataset` (time_scale / time_step = 1/dt); a spike's step is the
+    truncation of this value, and values >= nb_steps lie outside the input.
+    """
+    times = np.asarray(times)
+    if times.dtype.kind != "f":
+        times = times.astype(np.float64)
+    scale = float(1.0 / float(dt))  # a Python float keeps float16/float32 times in their dtype
+    return (times * scale).astype(np.float32)
+
+
 def bin_spikes(
     times_list: Sequence[np.ndarray],
     units_list: Sequence[np.ndarray],
@@ -279,7 +313,7 @@ def bin_spikes(
     check_positive("dataset.nb_units", nb_units, integer=True)
     nb_steps, nb_units, n = int(nb_steps), int(nb_units), len(times_list)
     counts = np.fromiter((len(t) for t in times_list), dtype=np.int64, count=n)
-    times = np.concatenate([np.asarray(t, np.float64).ravel() for t in times_list] or [[]])
+    times = _concat_times(times_list)
     units = np.concatenate([np.asarray(u).ravel() for u in units_list] or [[]]).astype(np.int64)
     if len(units) != len(times):
         raise ValueError(f"{len(times)} spike times but {len(units)} unit indices")
@@ -291,9 +325,10 @@ def bin_spikes(
             f"(valid: 0..{nb_units - 1}); SHD has {SHD_UNITS} input units"
         )
     sample = np.repeat(np.arange(n, dtype=np.int64), counts)
-    step = np.floor(times / dt + 1e-9).astype(np.int64)
-    keep = step < nb_steps
-    flat = (sample[keep] * nb_steps + step[keep]) * nb_units + units[keep]
+    scaled = scaled_times(times, dt)
+    keep = scaled < nb_steps
+    step = scaled[keep].astype(np.int64)  # truncation (scaled >= 0)
+    flat = (sample[keep] * nb_steps + step) * nb_units + units[keep]
     shape = (n, nb_steps, nb_units)
     if sparse:
         # sort and merge duplicates -> binary and coalesced (np.unique is far slower here)

@@ -47,7 +47,8 @@ def write_pair(folder: Path, seed: int = 0) -> dict:
     return events
 
 
-def test_round_trip_spike_lands_in_floor_t_over_dt(tmp_path):
+def test_round_trip_spike_lands_in_the_originals_step(tmp_path):
+    """Step = trunc(t * 500) with the product in float32, the stored dtype (dt = 2 ms)."""
     times, units, labels = random_events(1)
     path = write_shd_like(tmp_path / "f.h5", times, units, labels, speakers=[0] * len(labels))
     x, y = load_shd(path, nb_steps=350, dt=2e-3)
@@ -56,7 +57,7 @@ def test_round_trip_spike_lands_in_floor_t_over_dt(tmp_path):
     expected = set()
     for s, (ts, us) in enumerate(zip(times, units)):
         for t, u in zip(ts.tolist(), us.tolist()):
-            b = int(np.floor(t / 2e-3))
+            b = int(np.float32(t) * np.float32(500.0))
             if b < 350:
                 expected.add((s, b, u))
     assert expected, "test data should have spikes inside the window"
@@ -72,6 +73,29 @@ def test_bin_edges_and_late_spikes_exact():
     x = bin_spikes(times, units, nb_steps=4, dt=0.25, nb_units=7)
     got = {tuple(i) for i in x[0].nonzero().tolist()}
     assert got == {(0, 0), (1, 1), (2, 2), (2, 3), (3, 3), (3, 4)}  # 1.0 and 1.5 s dropped
+
+
+def test_float16_times_are_scaled_in_float16_like_the_original(tmp_path):
+    """float16(0.19995) = 0.199951171875; 500 t = 99.9755859375, which float16 (spacing
+    0.0625 in [64, 128)) rounds to 100.0: step 100, where floor(t / dt) would give 99.
+    float16(0.2999) = 0.2998046875; 500 t = 149.90234375 rounds to 149.875: step 149."""
+    t16 = [np.array([0.19995, 0.2999], dtype=np.float16)]
+    x = bin_spikes(t16, [np.array([0, 1])], nb_steps=350, dt=2e-3, nb_units=2)
+    assert {tuple(i) for i in x[0].nonzero().tolist()} == {(100, 0), (149, 1)}
+    path = write_raw(tmp_path / "f16.h5", t16, [[0, 1]], np.arange(1), vlen=(np.float16, np.uint16))
+    times, _, _ = read_shd_events(path)
+    assert times[0].dtype == np.float16  # kept as stored, so the rule above applies
+    loaded, _ = load_shd(path, nb_steps=350, dt=2e-3, nb_units=2)
+    assert torch.equal(loaded, x)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64])
+def test_integer_spike_times_are_refused(tmp_path, dtype):
+    path = write_raw(
+        tmp_path / "int.h5", [[0, 1], [2]], [[1, 2], [3]], np.arange(2), vlen=(dtype, np.uint16)
+    )
+    with pytest.raises(DataError, match="spikes/times has integer dtype .*floating-point seconds"):
+        read_shd_events(path)
 
 
 def test_repeated_spikes_in_one_bin_count_once():
@@ -94,6 +118,13 @@ def test_split_validation_seeded_ten_percent():
     x, y = torch.arange(50.0).reshape(50, 1, 1), torch.arange(50)
     parts = split_validation(x, y, fraction=0.1, seed=2)
     assert len(parts["train"][1]) == 45 and len(parts["valid"][1]) == 5
+    # the original's rule: the first int(0.9 N) of the permutation train, the rest validate
+    order = np.random.default_rng(2).permutation(50)
+    assert parts["train"][1].tolist() == order[:45].tolist()
+    assert parts["valid"][1].tolist() == order[45:].tolist()
+    n = 8156  # the official training file: int(0.9 * 8156) = 7340 train, 816 valid
+    sizes = split_validation(torch.zeros(n, 1), torch.arange(n), 0.1, seed=1)
+    assert [len(sizes[k][1]) for k in ("train", "valid")] == [7340, 816]
     assert torch.equal(parts["valid"][1], split_validation(x, y, 0.1, seed=2)["valid"][1])
     assert not set(parts["valid"][1].tolist()) & set(parts["train"][1].tolist())
 
