@@ -5,9 +5,10 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where needed: the command line starts without it
+    import torch
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,8 @@ def first_nonfinite(named: Sequence[tuple[str, torch.Tensor | None]]) -> str | N
     (NaN and inf propagate; inf - inf is NaN). Cheap enough for every weight, gradient and
     optimiser state after every step (~0.3 ms for the 16 tensors of the default network).
     """
+    import torch
+
     pairs = [(n, t.detach()) for n, t in named if t is not None and t.is_floating_point()]
     if not pairs:
         return None
@@ -81,6 +84,43 @@ def check_positive(setting: str, value: Any, integer: bool = False) -> Any:
         ok = float(value).is_integer()
     if not ok or not math.isfinite(float(value)) or value <= 0:
         raise ConfigError(f"{setting}={value!r} is not valid; it must be {kind}")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seed(setting: str, value: Any) -> int:
+    """Return `value` if it is a seed: an integer from 0 to 2**63 - 1 (both experiments)."""
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise ConfigError(
+            f"{setting}={value!r} is not valid; it must be an integer from 0 to 2**63 - 1"
+        )
+    return value
+
+
+def check_threads(setting: str, value: Any) -> int | None:
+    """Return `value` if it is null or a positive integer not above the usable cores.
+
+    More threads than cores make every step several times slower (spinning threads wait on
+    each other); null means all usable cores. The same rule in both experiments.
+    """
+    from .threads import usable_cores
+
+    if value is None:
+        return None
+    cores = usable_cores()
+    if not _is_int(value) or value < 1:
+        raise ConfigError(
+            f"{setting}={value!r} is not valid; it must be a positive integer (at most {cores}, "
+            "the cores this process may run on) or null (all of them)"
+        )
+    if value > cores:
+        raise ConfigError(
+            f"{setting}={value} is not valid: this process may run on {cores} core(s), and "
+            f"more threads than cores slow every step down; use at most {cores}, or null"
+        )
     return value
 
 

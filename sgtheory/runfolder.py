@@ -17,6 +17,11 @@ Guarantees:
   run in the folder raises RunFolderError naming the folder and the holder's pid. A folder
   whose results still say "running" but whose lock is free belonged to a killed run: on
   taking the folder over its status becomes "interrupted" (`read_status` reports the same).
+* A run folder holds only runs. A folder is taken only if it is absent, empty (Hydra's own
+  `.hydra/` and log files aside) or marked as a run folder of this project by `.sgtheory-run`
+  (written when a run first takes it) and holding nothing but a run's files (`cli.RUN_FILES`
+  and the experiment's `run_files`); anything else is refused with RunFolderError naming the
+  folder and its files. Temporary files of an interrupted save are removed by the next holder.
 * Never two runs in one folder. `resume` compares the checkpoint's settings with this
   run's: equal (up to `ignore`) -> resume; different -> ConfigError listing each setting,
   both values and the exact `mv` command that moves the old run aside; files of an earlier
@@ -30,13 +35,15 @@ Guarantees:
   results, from which the next holder restores results.json when the ids differ.
   On any exception inside `with`, results.json is rewritten from the last saved pair with
   status "failed" ("interrupted" for Ctrl-C or SIGTERM) and the error on one line; the
-  exception then propagates. Files keep the process's umask.
+  exception then propagates. A run recorded as completed stays completed with its results:
+  a failure after `complete` (figures, wandb) is logged, never recorded over them. Files
+  keep the process's umask.
 * Entry points report errors with `exit_on_error`: one line `error: <message>` on stderr
   and exit status 1 (`EXIT_ERROR`); messages start with `<setting>=<value>`.
 
 Files: `results.json` (the experiment's dict plus `status`), `checkpoint.pt` (the
 experiment's state plus `config` (the settings), `wandb_id`, `hydra` (texts of `.hydra/`)),
-`.lock` (pid of the holder).
+`.lock` (pid of the holder), `.sgtheory-run` (the marker: project, experiment, creation time).
 """
 
 from __future__ import annotations
@@ -59,6 +66,15 @@ from typing import Any, NoReturn
 
 import torch
 
+from .cli import (
+    MARKER,
+    RUN_FILES,
+    foreign_entries,
+    is_marked,
+    mark,
+    refuse_foreign,
+    remove_temp_files,
+)
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -85,7 +101,7 @@ CHECKPOINT = "checkpoint.pt"
 LOCK = ".lock"
 HYDRA = ".hydra"
 # belong to the current job, never moved aside: Hydra's own files and the sweep callback's
-KEEP = (HYDRA, LOCK, "job_status.json")
+KEEP = (HYDRA, LOCK, "job_status.json", MARKER)
 EXIT_ERROR = 1
 STATUSES = ("running", "completed", "failed", "interrupted")
 # checkpoint keys the folder adds to the experiment's state
@@ -107,6 +123,10 @@ def exit_on_error(err: BaseException, multirun: bool = False) -> NoReturn:
         text += "; rerun the same command to resume from the last checkpoint"
     print(f"error: {text}", file=sys.stderr, flush=True)
     if multirun:
+        try:
+            err.reported = True  # type: ignore[attr-defined]  # cli.report: printed once
+        except AttributeError:
+            pass
         raise err
     sys.exit(EXIT_ERROR)
 
@@ -194,8 +214,10 @@ def changed_settings(
 class RunFolder:
     """One run's folder, held by this process between `acquire` and `release` (or `with`)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, experiment: str = "run", run_files: Sequence[str] = ()):
         self.path = Path(path)
+        self.experiment = experiment  # recorded in the marker
+        self.run_files = tuple(run_files)  # names the experiment writes besides cli.RUN_FILES
         self.results_path = self.path / RESULTS
         self.checkpoint_path = self.path / CHECKPOINT
         self.settings: dict | None = None
@@ -212,6 +234,11 @@ class RunFolder:
     def acquire(self) -> RunFolder:
         """Create the folder, check that it is writable, take its lock; mark a killed run."""
         where = f"hydra.run.dir={self.path}"
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{where} is a file, not a folder; choose a folder")
+        foreign = foreign_entries(self.path, self.run_files)
+        if foreign:
+            refuse_foreign(self.path, where, foreign)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe_fd, probe = tempfile.mkstemp(dir=self.path, prefix=".probe.")
@@ -235,6 +262,10 @@ class RunFolder:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         try:
+            if not is_marked(self.path):
+                self._write(lambda: mark(self.path, self.experiment), MARKER)
+            for path in remove_temp_files(self.path):
+                log.info("removed %s, left by an interrupted save", path)
             self._hydra = self._read_hydra()
             self._mark_interrupted()
         except BaseException:
@@ -350,9 +381,9 @@ class RunFolder:
         )
 
     def _earlier_run_files(self) -> list[Path]:
-        return sorted(
-            p for p in self.path.iterdir() if p.name not in KEEP and not p.name.endswith(".log")
-        )
+        """The earlier run's own files (the folder holds no others: see `acquire`)."""
+        own = set(RUN_FILES) | set(self.run_files)
+        return sorted(p for p in self.path.iterdir() if p.name in own and p.name not in KEEP)
 
     def _aside_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -387,6 +418,7 @@ class RunFolder:
         for name, text in ((ckpt or {}).get("hydra") or {}).items():
             (target / HYDRA).mkdir(exist_ok=True)
             (target / HYDRA / name).write_text(text)
+        shutil.copy2(self.path / MARKER, target / MARKER)  # a run folder of its own
         log.warning("moved the files of an earlier run in %s to %s", self.path, target)
         return target
 
@@ -471,9 +503,13 @@ class RunFolder:
         """Record `err` in results.json (the last saved results, status failed/interrupted).
 
         Nothing is written if this run wrote no results yet (a refused start leaves an
-        earlier run's files as they were). A write error here is logged, not raised.
+        earlier run's files as they were) or if it already completed (its results stay). A
+        write error here is logged, not raised.
         """
         if self._committed is None:
+            return
+        if self._committed.get("status") == "completed":
+            log.error("after the run completed: %s (its results are kept)", one_line(err))
             return
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         known = isinstance(err, (ValueError, RuntimeError, OSError, KeyboardInterrupt))

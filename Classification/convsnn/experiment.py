@@ -350,7 +350,7 @@ def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """
     geo = validate(cfg)
     shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
-    with RunFolder(run_dir) as folder:
+    with RunFolder(run_dir, experiment="classification") as folder:
         run = Run(cfg, folder, geo, shd)
         run.start_wandb()
         folder.write_results(run.record())

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sgtheory import runfolder
+from sgtheory.cli import MARKER, is_marked, mark
 from sgtheory.errors import (
     CheckpointError,
     ConfigError,
@@ -155,6 +156,7 @@ def test_refusal_restores_the_old_runs_hydra_files(tmp_path):
 def test_an_earlier_run_without_checkpoint_is_moved_aside(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
+    mark(run, "test")
     (run / "results.json").write_text('{"status": "failed"}')
     (run / "data").mkdir()
     (run / "data" / "x_1.npy").write_bytes(b"old")
@@ -163,8 +165,9 @@ def test_an_earlier_run_without_checkpoint_is_moved_aside(tmp_path):
         assert folder.resume(SETTINGS) is None
         aside = folder.moved_to
     assert aside.parent == tmp_path and aside.name.startswith("run.old-")
-    assert sorted(p.name for p in run.iterdir()) == [".lock", "main.log"]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", MARKER, "main.log"]
     assert (aside / "data" / "x_1.npy").read_bytes() == b"old"
+    assert is_marked(aside)  # a run folder of its own: it can be resumed or moved again
     assert (aside / "main.log").read_text() == "log" and (run / "main.log").read_text() == ""
     assert json.loads((aside / "results.json").read_text()) == {"status": "failed"}
 
@@ -202,7 +205,12 @@ def test_a_full_disk_keeps_checkpoint_and_results_in_agreement(tmp_path, monkeyp
     assert "No space left on device" in str(err.value)
     res = _results(tmp_path)
     assert res["status"] == "failed" and res["epochs_done"] == _ckpt(tmp_path)["epoch"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.pt", "results.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock",
+        MARKER,
+        "checkpoint.pt",
+        "results.json",
+    ]
 
 
 def test_every_write_failing_leaves_the_last_pair(tmp_path, monkeypatch):
@@ -376,3 +384,184 @@ def test_output_dirs_on_the_command_line_are_checked_before_hydra(tmp_path):
         runfolder.check_output_dirs([f"hydra.run.dir={blocker / 'run'}"])
     with pytest.raises(RunFolderError, match="^hydra.sweep.dir="):
         runfolder.check_output_dirs([f"hydra.sweep.dir={blocker}"])
+
+
+# ------------------------------------------------------------------ whose folder
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"notes.txt": "mine"},  # a user's folder
+        {"results.json": "{}", "checkpoint.pt": "x"},  # looks like a run, but not marked
+        {"deep_convSNN.py": "code", "config_stork/config.yaml": "a: 1"},  # the source folder
+    ],
+)
+def test_a_folder_with_other_files_is_refused_and_left_as_it_was(tmp_path, files):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(RunFolderError) as err:
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS, fresh=True)
+    message = str(err.value)
+    assert message.startswith(f"hydra.run.dir={tmp_path} holds files that are not a run")
+    assert sorted(files)[0].split("/")[0] in message and "\n" not in message
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.old-*"))
+
+
+def test_a_run_folder_with_a_users_file_is_refused_too(tmp_path):
+    _saved_run(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match=r"\(notes.txt\)"):
+        RunFolder(tmp_path).acquire()
+    assert _ckpt(tmp_path)["epoch"] == 2 and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_empty_folder_or_one_with_only_hydras_files_is_taken_and_marked(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (tmp_path / "job.log").write_text("")
+    assert not is_marked(tmp_path)
+    with RunFolder(tmp_path, experiment="test"):
+        pass
+    marker = json.loads((tmp_path / MARKER).read_text())
+    assert marker["project"] == "surrogate-gradient-theory" and marker["experiment"] == "test"
+    empty = tmp_path / "new" / "run"
+    with RunFolder(empty):
+        assert is_marked(empty)
+
+
+def test_temporary_files_of_an_interrupted_save_are_removed_by_the_next_holder(tmp_path):
+    _saved_run(tmp_path)
+    (tmp_path / "data").mkdir()
+    left = [
+        tmp_path / ".checkpoint.pt.k2j_x9ab.tmp",
+        tmp_path / ".results.json.0aq3z1mm.tmp",
+        tmp_path / "data" / ".x_1.npy.pq81_z0a.tmp",
+    ]
+    for path in left:
+        path.write_bytes(b"half")
+    kept = tmp_path / "data" / "x_1.npy"
+    kept.write_bytes(b"whole")
+    with RunFolder(tmp_path) as folder:
+        assert folder.resume(SETTINGS)["epoch"] == 2
+    assert not any(p.exists() for p in left) and kept.read_bytes() == b"whole"
+
+
+def test_a_completed_run_stays_completed_whatever_fails_after(tmp_path):
+    with pytest.raises(MemoryError):
+        with RunFolder(tmp_path) as folder:
+            folder.resume(SETTINGS)
+            folder.save({"epoch": 1}, {"epochs_done": 1})
+            folder.complete({"epochs_done": 1, "test": {"acc": 0.5}, "other": {"acc": 0.4}})
+            raise MemoryError("drawing a figure")  # e.g. plotting after the results
+    res = _results(tmp_path)
+    assert res["status"] == "completed" and res["test"] == {"acc": 0.5}
+    assert res["other"] == {"acc": 0.4} and "error" not in res
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    """A small Hydra config folder: a group `method` (a, b) and a few settings."""
+    folder = tmp_path / "conf"
+    (folder / "method").mkdir(parents=True)
+    (folder / "method" / "a.yaml").write_text("name: a\nlr: 0.1\n")
+    (folder / "method" / "b.yaml").write_text("name: b\nlr: 0.2\n")
+    (folder / "config.yaml").write_text(
+        "defaults:\n  - method: a\n  - _self_\nseed: 1\nnb_epochs: 2\n"
+        "hydra:\n  run:\n    dir: runs/${method.name}\n"
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["foo=1"], "foo=1 is not a setting of this experiment; the settings"),
+        (["nb_epoch=3"], "nb_epoch=3 is not a setting of this experiment; did you mean nb_epochs?"),
+        (["seed={a:1}"], "seed={a:1} is not valid; it takes a single value (default 1), not a"),
+        (
+            ["seed=[1,2]"],
+            "seed=[1,2] is not valid; it takes a single value (default 1), not a list",
+        ),
+        (["method.name=[1]"], "method.name=[1] is not valid; it takes a single value"),
+        (["method=5"], "method=5 is not valid; choose one of: a, b"),
+        (["method=c"], "method=c is not valid; choose one of: a, b"),
+        (["-m", "method=a,c"], "method=a,c is not valid; choose one of: a, b"),
+        (["--config-name=nonexistent"], "--config-name=nonexistent is not valid; choose one of"),
+        (["-cn", "nope"], "--config-name=nope is not valid; choose one of: config"),
+        (["method=a,b"], "method=a,b gives several values; add -m to run one job per value"),
+        (["seed=1,2"], "seed=1,2 gives several values; add -m"),
+        (["--foo"], "--foo is not an option of this command"),
+        (["seed"], "seed is not a setting; give settings as <setting>=<value>"),
+        (["seed=[1"], "seed=[1 cannot be read as a setting"),
+        (["hydra.run.dir="], "hydra.run.dir= is not valid; give a folder for the run"),
+    ],
+)
+def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, message):
+    from sgtheory.cli import prepare
+
+    run_dir = [] if args[-1] == "hydra.run.dir=" else [f"hydra.run.dir={tmp_path / 'run'}"]
+    with pytest.raises(ConfigError) as err:
+        prepare([*args, *run_dir], config_dir)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
+    from sgtheory.cli import prepare
+
+    assert prepare(["seed=2", "method=b"], config_dir) == ["seed=2", "method=b"]  # runs/b
+    odd = tmp_path / "a b, é's"
+    args = prepare([f"hydra.run.dir={odd}"], config_dir)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (parsed,) = OverridesParser.create().parse_overrides(args)
+    assert parsed.value() == str(odd)  # quoted, so Hydra reads the path typed
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    with pytest.raises(RunFolderError, match=f"hydra.run.dir={mine} holds files that are not"):
+        prepare([f"hydra.run.dir={mine}"], config_dir)
+    monkeypatch.chdir(mine)
+    with pytest.raises(RunFolderError, match=rf"hydra.run.dir=\. \({mine}\) holds files"):
+        prepare(["hydra.run.dir=."], config_dir)
+    with pytest.raises(RunFolderError, match=f"hydra.sweep.dir={mine} holds files"):
+        prepare(["-m", "seed=1,2", f"hydra.sweep.dir={mine}"], config_dir)
+    assert (mine / "notes.txt").read_text() == "x" and len(list(mine.iterdir())) == 1
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(RunFolderError, match="the disk holding .* is full"):
+        prepare([f"hydra.run.dir={tmp_path / 'new'}"], config_dir)
+
+
+def test_run_cli_reports_anything_escaping_as_one_line_and_exit_1(config_dir, capsys):
+    from sgtheory.cli import run_cli
+
+    def interrupted_in_the_imports():
+        raise KeyboardInterrupt
+
+    def hydra_fails():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/x/.hydra/config.yaml")
+
+    for app, message in [
+        (interrupted_in_the_imports, "error: stopped by Ctrl-C before the run started"),
+        (hydra_fails, "error: /x/.hydra/config.yaml: the disk is full"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            run_cli(app, config_dir, argv=["seed=3"])
+        assert exit_.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: None, config_dir, argv=["foo=1"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith("error: foo=1 is not a setting")

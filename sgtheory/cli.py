@@ -1,0 +1,554 @@
+"""The command line of every experiment: Hydra's own failures as one line, and whose folder.
+
+Each entry point hands its Hydra app to `run_cli`; it imports nothing heavy itself, so a
+Ctrl-C during the imports is reported like any other stop::
+
+    def app() -> None:                      # the heavy imports happen in here
+        import hydra
+        ...
+        hydra.main(...)(main)()
+
+    if __name__ == "__main__":
+        run_cli(app, CONFIG_DIR)
+
+Before Hydra starts, `run_cli` reads the command line as Hydra will, composes the config and
+checks the run folder, so that everything a user can type either runs or stops with one line
+`error: <setting>=<value> ...` on stderr and exit status 1: unknown settings (`foo=1`), a
+mapping or list where a single value belongs, a config name that does not exist, several
+values without `-m`, run folders that cannot be written, are full, or hold someone else's
+files, and a Ctrl-C before the run began. Anything escaping the app after that is reported the
+same way (no traceback; `SGTHEORY_TRACEBACK=1` prints it).
+
+A run folder is marked by a small JSON file `.sgtheory-run` when a run first takes it; a run
+starts only in a folder that is absent, empty (Hydra's own `.hydra/` and log files aside), or
+marked and holding nothing but a run's files. A folder with anything else in it (the current
+directory, an experiment's source folder, a user's notes) is refused, never emptied.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import ConfigError, RunFolderError, one_line
+
+PROJECT = "surrogate-gradient-theory"
+MARKER = ".sgtheory-run"
+# what a run of this project writes into its folder (an experiment may add names)
+RUN_FILES = (
+    MARKER,
+    ".hydra",
+    ".lock",
+    "results.json",
+    "checkpoint.pt",
+    "Plots",
+    "wandb",
+    "data",
+    "job_status.json",
+    "status.json",
+)
+# Hydra writes these into the run folder before any code of the run is called
+HYDRA_FILES = (".hydra", "job_status.json")
+# temporary files of an interrupted atomic write (`runs._write_temp`, the writability probe)
+TEMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.probe\.[a-z0-9_]{8}")
+EXIT_ERROR = 1
+# Hydra's options: name -> takes a value
+OPTIONS = {
+    "-m": False,
+    "--multirun": False,
+    "-cn": True,
+    "--config-name": True,
+    "-cp": True,
+    "--config-path": True,
+    "-cd": True,
+    "--config-dir": True,
+    "--resolve": False,
+    "-r": False,
+    "--run": False,
+}
+# options after which Hydra prints something instead of running: left to Hydra
+INFO_OPTIONS = (
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--version",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-p",
+    "--package",
+    "-sc",
+    "--shell-completion",
+    "--experimental-rerun",
+)
+# characters Hydra's grammar does not take in an unquoted value
+PLAIN_VALUE = re.compile(r"[A-Za-z0-9_\-+./:\\%@?&!*~ ]*")
+PATH_SETTINGS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
+
+
+# ---------------------------------------------------------------------- run folders
+def is_marked(path: str | Path) -> bool:
+    """True if `path` holds this project's marker file, i.e. was made by one of its runs."""
+    try:
+        data = json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("project") == PROJECT
+
+
+def is_temp(name: str) -> bool:
+    """True for a temporary file an interrupted write of a run leaves behind."""
+    return TEMP.fullmatch(name) is not None
+
+
+def foreign_entries(path: str | Path, run_files: Iterable[str] = ()) -> list[str]:
+    """Names in folder `path` that are not a run's (sorted; [] for an absent folder).
+
+    Hydra's own files (`.hydra/`, `*.log`, the sweep callback's `job_status.json`) belong to
+    the job that is starting. A marked folder may also hold the files a run writes
+    (`RUN_FILES` and `run_files`); an unmarked one nothing else: results.json without the
+    marker is somebody's file, not this project's run.
+    """
+    path = Path(path)
+    try:
+        names = sorted(p.name for p in path.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []  # absent (or below a file: reported as not writable)
+    own = set(RUN_FILES) | set(run_files) if is_marked(path) else set(HYDRA_FILES)
+    return [n for n in names if n not in own and not n.endswith(".log") and not is_temp(n)]
+
+
+def mark(path: str | Path, experiment: str) -> None:
+    """Write the marker that makes `path` a run folder of this project (atomically)."""
+    text = json.dumps(
+        {"project": PROJECT, "experiment": experiment, "created": time.strftime("%FT%T%z")}
+    )
+    target = Path(path) / MARKER
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{MARKER}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def shown(names: Sequence[str], limit: int = 4) -> str:
+    """A few names for a message: 'a, b, c, d and 3 more'."""
+    head = ", ".join(names[:limit])
+    return head + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def refuse_foreign(path: Path, where: str, foreign: Sequence[str]) -> NoReturn:
+    """RunFolderError: `where` (`<setting>=<value>`) holds files that are not a run's."""
+    raise RunFolderError(
+        f"{where} holds files that are not a run of this project ({shown(foreign)}); a run "
+        "starts only in a new or empty folder or in a run folder of its own (marked by "
+        f"{MARKER}), so nothing there is moved or overwritten: choose another folder"
+    )
+
+
+def check_run_dir(path: str | Path, where: str, run_files: Iterable[str] = ()) -> None:
+    """RunFolderError unless a run may start in `path`: absent (creatable) or empty or a run
+    folder of this project, on a disk with room for a run's first files.
+
+    `where` names the setting (`hydra.run.dir=...`) in the message.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{where} is a file, not a folder; choose a folder")
+    foreign = foreign_entries(path, run_files)
+    if foreign:
+        refuse_foreign(path, where, foreign)
+    probe_writable(path, where)
+
+
+def probe_writable(path: Path, where: str) -> None:
+    """RunFolderError if the nearest existing folder of `path` cannot take a small file
+    (no permission, read-only, disk full): what Hydra would hit first, with a traceback."""
+    ancestor = next(p for p in (path, *path.parents) if p.exists())
+    if not ancestor.is_dir():
+        raise RunFolderError(f"{where} is not writable ({ancestor} is a file); choose a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".probe.", suffix="")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        why = err.strerror or str(err)
+        if err.errno == errno.ENOSPC:
+            raise RunFolderError(
+                f"{where} cannot be written: the disk holding {ancestor} is full ({why}); free "
+                "some space or choose a folder on another disk"
+            ) from None
+        raise RunFolderError(
+            f"{where} is not writable ({ancestor}: {why}); choose a folder you can write to"
+        ) from None
+
+
+def remove_temp_files(path: Path) -> list[Path]:
+    """Delete the temporary files interrupted writes left in run folder `path` and in its
+    subfolders (not `wandb/`, which is wandb's); return what was removed."""
+    removed = []
+    folders = [path, *(p for p in path.iterdir() if p.is_dir() and p.name != "wandb")]
+    for folder in folders:
+        for entry in folder.iterdir():
+            if entry.is_file() and is_temp(entry.name):
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+# ---------------------------------------------------------------------- the command line
+def _split(args: Sequence[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """(options as given, overrides, option values) of a Hydra command line."""
+    options, overrides, values = [], [], {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if arg.startswith("-") and name in OPTIONS:
+            if OPTIONS[name] and not eq:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"{name} is given without a value; e.g. {name}=config")
+                value = args[i + 1]
+                options += [arg, value]
+                i += 2
+            else:
+                options.append(arg)
+                i += 1
+            values[name] = value
+            continue
+        if arg.startswith("-") and not arg.startswith("~"):
+            known = ", ".join(o for o in OPTIONS if o.startswith("--"))
+            raise ConfigError(
+                f"{arg} is not an option of this command; settings are given as "
+                f"<setting>=<value>, options are -m, {known}"
+            )
+        overrides.append(arg)
+        i += 1
+    return options, overrides, values
+
+
+def quote_paths(overrides: Sequence[str]) -> list[str]:
+    """Run-folder settings with characters Hydra's grammar does not take unquoted (letters
+    outside ASCII, commas, quotes, brackets) given quoted, so they mean the path typed."""
+    out = []
+    for arg in overrides:
+        key, eq, value = arg.partition("=")
+        plain = PLAIN_VALUE.fullmatch(value) is not None
+        quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+        if (
+            eq
+            and key.lstrip("+") in PATH_SETTINGS
+            and not plain
+            and not quoted
+            and "${" not in value
+        ):
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            arg = f"{key}='{escaped}'"
+        out.append(arg)
+    return out
+
+
+def _parse(overrides: Sequence[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in overrides:
+        if "=" not in arg and not arg.startswith("~"):
+            raise ConfigError(
+                f"{arg} is not a setting; give settings as <setting>=<value> (e.g. seed=2)"
+            )
+        try:
+            parsed.append(parser.parse_override(arg))
+        except HydraException as err:  # OverrideParseException and the grammar's own
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            why = lines[0] if lines else "cannot be read"
+            raise ConfigError(
+                f"{arg} cannot be read as a setting ({why}); quote a value with special "
+                f"characters: {arg.partition('=')[0]}='...'"
+            ) from None
+    return parsed
+
+
+def _first_values(parsed: Sequence[Any]) -> list[str]:
+    """The overrides with each sweep replaced by its first value (to compose one job)."""
+    prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~", "CHANGE": ""}
+    out = []
+    for o in parsed:
+        if o.is_sweep_override():
+            try:
+                first = next(iter(o.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - a sweep without values (intervals): skip it
+                continue
+            out.append(f"{prefix[o.type.name]}{o.get_key_element()}={first}")
+        else:
+            out.append(o.input_line)
+    return out
+
+
+def _config_names(config_dir: Path) -> list[str]:
+    return sorted(p.stem for p in config_dir.glob("*.yaml"))
+
+
+def _compose(config_dir: Path, name: str, overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=True)
+
+
+def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
+    if isinstance(tree, dict):
+        return [k for key, v in tree.items() for k in _leaf_keys(v, f"{prefix}{key}.")]
+    return [prefix[:-1]]
+
+
+def _composition_error(err: Exception, parsed: Sequence[Any], config_dir: Path, base: Any):
+    """A ConfigError naming the override Hydra could not apply."""
+    text = str(err)
+    by_key = {o.key_or_group: o for o in parsed}
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        choices = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        return ConfigError(f"{group}={option} is not valid; choose one of: {', '.join(choices)}")
+    over = re.search(
+        r"Could not (?:override|append to config|delete from config)[^']*'([^']+)'", text
+    )
+    if over and over.group(1) in by_key:
+        key = over.group(1)
+        arg = by_key[key].input_line.lstrip("+~")
+        keys = []
+        if base is not None:
+            from omegaconf import OmegaConf
+
+            tree = OmegaConf.to_container(base, resolve=False)
+            keys = [k for k in _leaf_keys(tree) if not k.startswith("hydra.")]
+        close = difflib.get_close_matches(key, keys, n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return ConfigError(
+            f"{arg} is not a setting of this experiment; {hint}the settings and their "
+            f"defaults are in {config_dir}"
+        )
+    cause = f" ({one_line(err.__cause__)})" if err.__cause__ is not None else ""
+    return ConfigError(f"{one_line(err)}{cause}")
+
+
+def _check_shapes(parsed: Sequence[Any], base: Any, config_dir: Path) -> None:
+    """ConfigError for a mapping or list given where the config holds a single value, and
+    for a single value given where it holds a group of settings."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    for o in parsed:
+        skip = o.is_sweep_override() or o.type.name == "DEL"
+        if skip or o.key_or_group.startswith("hydra.") or (config_dir / o.key_or_group).is_dir():
+            continue  # a sweep, a deletion, Hydra's own or a group's option (checked before)
+        value = o.value()
+        node = OmegaConf.select(base, o.key_or_group, default=None, throw_on_missing=False)
+        if node is None:
+            continue
+        given = o.input_line.partition("=")[2]
+        if not isinstance(node, (DictConfig, ListConfig)) and isinstance(value, (dict, list)):
+            kind = "a mapping" if isinstance(value, dict) else "a list"
+            raise ConfigError(
+                f"{o.key_or_group}={given} is not valid; it takes a single value (default "
+                f"{node!r}), not {kind}"
+            )
+        if isinstance(node, DictConfig) and not isinstance(value, dict):
+            first = next(iter(node.keys()), "x")
+            raise ConfigError(
+                f"{o.key_or_group}={given} is not valid; it is a group of settings: set its "
+                f"members, e.g. {o.key_or_group}.{first}=..."
+            )
+
+
+def _group_overrides(parsed: Sequence[Any], config_dir: Path) -> list[str]:
+    """The overrides that choose a config group's option, each checked to name one."""
+    chosen = []
+    for o in parsed:
+        folder = config_dir / o.key_or_group
+        if not folder.is_dir() or o.type.name == "DEL":
+            continue
+        options = sorted(p.stem for p in folder.glob("*.yaml"))
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            if not isinstance(value, str) or value not in options:
+                given = o.input_line.partition("=")[2]
+                raise ConfigError(
+                    f"{o.key_or_group}={given} is not valid; choose one of: {', '.join(options)}"
+                )
+        if not o.is_sweep_override():
+            chosen.append(o.input_line)
+    return chosen
+
+
+def _folder_setting(cfg: Any, key: str, typed: dict[str, str]) -> tuple[Path, str] | None:
+    from omegaconf import OmegaConf
+
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - resolved by Hydra at run time only: checked then
+        return None
+    if value is None:
+        return None
+    value = str(value)
+    shown_as = typed.get(key, value)
+    if not value.strip():
+        raise ConfigError(f"{key}={shown_as} is not valid; give a folder for the run")
+    path = Path(value).expanduser()
+    where = f"{key}={shown_as}"
+    if str(path.absolute()) != shown_as:
+        where += f" ({path.absolute()})"
+    return path, where
+
+
+def prepare(
+    args: Sequence[str], config_dir: str | Path, run_files: Iterable[str] = ()
+) -> list[str]:
+    """Check a command line as Hydra will read it; return it (paths quoted) or raise.
+
+    ConfigError names the override; RunFolderError the run folder (see `check_run_dir`;
+    in a sweep the sweep folder may also hold the job folders of earlier sweeps).
+    """
+    config_dir = Path(config_dir)
+    if any(a.partition("=")[0] in INFO_OPTIONS for a in args):
+        return list(args)
+    options, overrides, values = _split(args)
+    overrides = quote_paths(overrides)
+    parsed = _parse(overrides)
+    multirun = "-m" in values or "--multirun" in values
+    sweeps = [o for o in parsed if o.is_sweep_override()]
+    if sweeps and not multirun:
+        o = sweeps[0]
+        key = o.get_key_element()
+        given = list(o.sweep_string_iterator())
+        raise ConfigError(
+            f"{o.input_line} gives several values; add -m to run one job per value, or write "
+            f"{key}=[{','.join(given)}] for a list, or {key}='{o.input_line.partition('=')[2]}' "
+            "for one string"
+        )
+    name = values.get("--config-name", values.get("-cn", None))
+    if name is None:
+        name = "config"
+    if {"--config-path", "-cp", "--config-dir", "-cd"} & set(values):
+        return [*options, *overrides]  # another config folder: Hydra reports on its own
+    if name not in _config_names(config_dir):
+        raise ConfigError(
+            f"--config-name={name} is not valid; choose one of: "
+            f"{', '.join(_config_names(config_dir))}"
+        )
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    first = _first_values(parsed)
+    try:
+        base = _compose(config_dir, name, _group_overrides(parsed, config_dir))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _composition_error(err, parsed, config_dir, None) from None
+    try:
+        cfg = _compose(config_dir, name, first)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _composition_error(err, parsed, config_dir, base) from None
+    _check_shapes(parsed, base, config_dir)
+    typed = {
+        o.key_or_group: o.input_line.partition("=")[2] for o in parsed if not o.is_sweep_override()
+    }
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    found = _folder_setting(cfg, key, typed)
+    if found is not None:
+        path, where = found
+        if multirun:
+            check_sweep_dir(path, where)
+        else:
+            check_run_dir(path, where, run_files)
+    return [*options, *overrides]
+
+
+def check_sweep_dir(path: Path, where: str) -> None:
+    """A sweep folder holds Hydra's multirun.yaml, logs and job folders (checked each when
+    its job starts); any file besides is someone else's: refused."""
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{where} is a file, not a folder; choose a folder")
+    if path.is_dir() and not is_marked(path):
+        foreign = sorted(
+            p.name
+            for p in path.iterdir()
+            if not p.is_dir() and p.name != "multirun.yaml" and not p.name.endswith(".log")
+        )
+        if foreign:
+            refuse_foreign(path, where, foreign)
+    probe_writable(path, where)
+
+
+def describe(err: BaseException) -> str:
+    """One line for an error that escaped an entry point's own handling."""
+    if isinstance(err, KeyboardInterrupt):
+        return "stopped by Ctrl-C before the run started; nothing was recorded"
+    if isinstance(err, (ConfigError, RunFolderError)):
+        return one_line(err)
+    name = type(err).__name__
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        if err.errno == errno.ENOSPC:
+            return f"{where}the disk is full ({err.strerror}); free some space and rerun"
+        return f"{where}{err.strerror or one_line(err)} ({name})"
+    if isinstance(err, MemoryError):
+        return "out of memory (MemoryError); use smaller sizes"
+    if name in ("ConfigCompositionException", "MissingConfigException", "OverrideParseException"):
+        cause = f" ({one_line(err.__cause__)})" if err.__cause__ is not None else ""
+        return f"{one_line(err)}{cause}"
+    return f"{name}: {one_line(err)} (unexpected; SGTHEORY_TRACEBACK=1 shows where it happened)"
+
+
+def report(err: BaseException) -> NoReturn:
+    """Print `error: ...` (one line) on stderr unless already printed; exit with status 1."""
+    if os.environ.get("SGTHEORY_TRACEBACK") == "1":
+        import traceback
+
+        traceback.print_exception(err)
+    if not getattr(err, "reported", False):
+        print(f"error: {describe(err)}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_ERROR)
+
+
+def run_cli(
+    app: Callable[[], Any],
+    config_dir: str | Path,
+    run_files: Iterable[str] = (),
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Run Hydra `app` for the command line `argv` (default: sys.argv[1:]), every failure
+    before, inside or after it one line `error: ...` and exit status 1.
+
+    `config_dir`: the app's config folder; `run_files`: names the experiment writes into a
+    run folder besides `RUN_FILES`. Hydra's own exceptions reach here (HYDRA_FULL_ERROR=1)
+    instead of being printed by Hydra over several lines.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        sys.argv[1:] = prepare(args, config_dir, run_files)
+        app()
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - the point: no traceback for any input
+        report(err)
