@@ -25,9 +25,33 @@ from sgtheory.data import (
     split_validation,
 )
 from sgtheory.data.shd import check_shd_events
-from sgtheory.errors import ConfigError, DataError
+from sgtheory.errors import ConfigError, DataError, check_choice
 
 log = logging.getLogger(__name__)
+
+# How a split's loss and accuracy are averaged over its batches: "batch" gives every batch
+# the same weight (the original's convention: the mean of per-batch values, so a partial last
+# batch weighs as much as a full one), "sample" gives every sample the same weight.
+METRIC_AVERAGES = ("batch", "sample")
+
+
+def metric_average(cfg: Any) -> str:
+    """The checked `dataset.metric_average` setting ("batch" where a config lacks it)."""
+    value = cfg.dataset.get("metric_average", "batch")
+    return check_choice("dataset.metric_average", value, METRIC_AVERAGES)
+
+
+def mean_over_batches(values: Sequence[float], sizes: Sequence[int], average: str) -> float:
+    """Mean of per-batch means `values` of batches of `sizes` samples, weighted as `average`.
+
+    "batch": sum(values) / len(values); "sample": sum(values * sizes) / sum(sizes).
+    """
+    check_choice("dataset.metric_average", average, METRIC_AVERAGES)
+    if len(values) != len(sizes) or not len(values):
+        raise ValueError(f"{len(values)} batch values for {len(sizes)} batch sizes")
+    if average == "batch":
+        return float(sum(values) / len(values))
+    return float(sum(v * n for v, n in zip(values, sizes)) / sum(sizes))
 
 
 class Split:
@@ -35,6 +59,7 @@ class Split:
 
     labels: torch.Tensor
     device: torch.device | str = "cpu"  # where `batch` puts its tensors
+    average: str = "batch"  # how its loss and accuracy are averaged (METRIC_AVERAGES)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -102,6 +127,13 @@ class Data:
         for split in (self.train, self.valid, self.test):
             split.device = device
         self.same = self.same.to(device)
+        return self
+
+    def averaged(self, average: str) -> Data:
+        """Make every split report loss and accuracy averaged as `average` (METRIC_AVERAGES)."""
+        check_choice("dataset.metric_average", average, METRIC_AVERAGES)
+        for split in (self.train, self.valid, self.test):
+            split.average = average
         return self
 
 
@@ -219,6 +251,7 @@ def load_shd_splits(cfg: Any, paths: dict[str, Path]) -> Data:
 
 def load_data(cfg: Any, shd: dict[str, Path] | None = None) -> Data:
     """The config's dataset (SHD files from `shd_paths` if already resolved)."""
+    average = metric_average(cfg)
     if cfg.dataset.name == "randman":
-        return load_randman(cfg)
-    return load_shd_splits(cfg, shd if shd is not None else shd_paths(cfg))
+        return load_randman(cfg).averaged(average)
+    return load_shd_splits(cfg, shd if shd is not None else shd_paths(cfg)).averaged(average)

@@ -10,28 +10,30 @@ from sgtheory.layers import SpikingNetwork
 from sgtheory.losses import accuracy, loss_fn
 from sgtheory.stats import fano_factor, firing_rate
 
-from .data import Split
+from .data import Split, mean_over_batches
 
 
 @torch.no_grad()
 def evaluate(
     net: SpikingNetwork, split: Split, batch_size: int, loss_type: str, dt: float
 ) -> dict[str, Any]:
-    """Mean loss, accuracy and per-layer firing rate (Hz) over a whole split."""
+    """Loss, accuracy (averaged over batches as `split.average`) and per-layer firing rate
+    (Hz, over samples) of a whole split."""
     lossf = loss_fn(loss_type)
-    total, loss_sum, correct = 0, 0.0, 0.0
+    total, losses, accs, sizes = 0, [], [], []
     rates: list[float] = []
     for x, y in split.batches(batch_size):
         out, spikes = net(x)
         n = int(y.shape[0])
-        loss_sum += float(lossf(out, y)) * n
-        correct += accuracy(out, y, loss_type) * n
+        losses.append(float(lossf(out, y)))
+        accs.append(accuracy(out, y, loss_type))
+        sizes.append(n)
         batch_rates = [firing_rate(s, dt) * n for s in spikes]
         rates = batch_rates if not rates else [a + b for a, b in zip(rates, batch_rates)]
         total += n
     return {
-        "loss": loss_sum / total,
-        "acc": correct / total,
+        "loss": mean_over_batches(losses, sizes, split.average),
+        "acc": mean_over_batches(accs, sizes, split.average),
         "rates": [r / total for r in rates],
     }
 

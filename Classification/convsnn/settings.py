@@ -117,6 +117,7 @@ TYPES = {
     **dict.fromkeys(["method.name", "method.other", "regularizer.name"], "str"),
     **dict.fromkeys(["method.lr", "method.target_sigma_u"], "number"),
     **dict.fromkeys(["dataset.name", "fano.mode", "wandb.mode", "wandb.project"], "str"),
+    "dataset.metric_average": "str",
     **dict.fromkeys(["dataset.datadir", "dataset.cache_dir", "wandb.entity"], "str?"),
     **dict.fromkeys(["dataset.download", "dataset.allow_silent_samples"], "bool"),
     **{
@@ -272,6 +273,9 @@ def check_anneal(cfg: Any) -> None:
 
 
 def _check_dataset(cfg: Any) -> None:
+    from .data import metric_average
+
+    metric_average(cfg)
     ds = cfg.dataset
     if ds.name == "randman":
         _positive(cfg, ["dataset.nb_samples", "dataset.nb_spikes", "dataset.dim_manifold"], True)

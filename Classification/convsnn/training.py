@@ -14,7 +14,7 @@ from sgtheory.losses import accuracy, loss_fn
 from sgtheory.regularizers import ActivityRegularizer, total_penalty
 from sgtheory.runfolder import RunFolder
 
-from .data import Split
+from .data import Split, mean_over_batches
 from .settings import REGULARIZER_TERMS
 
 
@@ -41,14 +41,17 @@ def train_epoch(
     epoch: int,
     bar: tqdm | None = None,
 ) -> dict[str, float]:
-    """Train one epoch; return mean loss (task loss), penalty and accuracy over samples.
+    """Train one epoch; return mean loss (task loss), penalty and accuracy over its batches,
+    averaged as `split.average` (the progress bar shows means over samples).
 
     Raises NonFiniteError if a batch loss is not finite (before the optimiser step) or if
     after a step any gradient, weight or optimiser state is not (see `check_step`).
     """
     lossf = loss_fn(cfg.loss_type)
     order = torch.randperm(len(split), generator=shuffle)
-    total, loss_sum, reg_sum, correct = 0, 0.0, 0.0, 0.0
+    total, loss_sum, correct = 0, 0.0, 0.0
+    batches: dict[str, list[float]] = {"loss": [], "reg": [], "acc": []}
+    sizes: list[int] = []
     for start in range(0, len(split), int(cfg.batch_size)):
         x, y = split.batch(order[start : start + int(cfg.batch_size)])
         out, counts = net(x, counts=True)  # counts: no layer's spike trains kept (memory)
@@ -65,14 +68,17 @@ def train_epoch(
         optimizer.step()
         check_step(net, optimizer, where, _hint(cfg))
         n = int(y.shape[0])
+        sizes.append(n)
+        batches["loss"].append(float(task.detach()))
+        batches["reg"].append(float(penalty.detach()))
+        batches["acc"].append(accuracy(out.detach(), y, cfg.loss_type))
         total += n
-        loss_sum += float(task.detach()) * n
-        reg_sum += float(penalty.detach()) * n
-        correct += accuracy(out.detach(), y, cfg.loss_type) * n
+        loss_sum += batches["loss"][-1] * n
+        correct += batches["acc"][-1] * n
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
-    return {"loss": loss_sum / total, "reg": reg_sum / total, "acc": correct / total}
+    return {k: mean_over_batches(v, sizes, split.average) for k, v in batches.items()}
 
 
 def _hint(cfg: Any) -> str:
