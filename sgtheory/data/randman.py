@@ -192,12 +192,13 @@ def make_randman(
     nb_terms = spectral_cutoff(alpha)
     work = float(nb_classes) * nb_spikes * nb_samples * nb_units * dim_manifold * nb_terms
     if work > MAX_TERM_EVALUATIONS:
-        minutes = work * SECONDS_PER_TERM / 60
+        hours = work * SECONDS_PER_TERM / 3600
+        took = f"{hours:.3g} h" if hours >= 2 else f"{hours * 60:.0f} min"
         raise ConfigError(
             f"dataset.nb_spikes={nb_spikes} is not valid with dataset.nb_classes={nb_classes}, "
             f"nb_samples={nb_samples}, nb_units={nb_units}, dim_manifold={dim_manifold} and "
             f"{nb_terms} Fourier terms (alpha={alpha}): generating would evaluate {work:.1e} "
-            f"terms (about {minutes:.0f} min on one core); at most {MAX_TERM_EVALUATIONS:.0e} "
+            f"terms (about {took} on one core); at most {MAX_TERM_EVALUATIONS:.0e} "
             "are allowed: use fewer spikes, samples, classes or units"
         )
     bar = None
@@ -210,11 +211,19 @@ def make_randman(
             unit="manifold",
             file=sys.stderr,
         )
-    raster = np.zeros((nb_classes, nb_samples, nb_steps, nb_units), dtype=np.float32)
-    sample_idx = np.broadcast_to(np.arange(nb_samples)[:, None], (nb_samples, nb_units))
+    n = nb_classes * nb_samples
+    # sample i of class c is written straight to its place after the shuffle (no copy)
+    order = np.random.default_rng((seed, 2)).permutation(n) if shuffle else np.arange(n)
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    spikes = np.zeros((n, nb_steps, nb_units), dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
     unit_idx = np.broadcast_to(np.arange(nb_units)[None, :], (nb_samples, nb_units))
     try:
         for cls in range(nb_classes):
+            rows = place[cls * nb_samples : (cls + 1) * nb_samples]
+            labels[rows] = cls
+            row_idx = np.broadcast_to(rows[:, None], (nb_samples, nb_units))
             x = np.random.default_rng((seed, 1, cls)).random((nb_samples, dim_manifold))
             for spike in range(nb_spikes):
                 rng = np.random.default_rng((seed, 0, cls, spike))
@@ -223,18 +232,13 @@ def make_randman(
                     rescale(eval_random_manifold(x, a, b, c, alpha)), nb_steps, step_frac
                 )
                 keep = steps < nb_steps  # dropped like events beyond the input window
-                raster[cls, sample_idx[keep], steps[keep], unit_idx[keep]] = 1.0
+                spikes[row_idx[keep], steps[keep], unit_idx[keep]] = 1.0
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    spikes = raster.reshape(nb_classes * nb_samples, nb_steps, nb_units)
-    labels = np.repeat(np.arange(nb_classes, dtype=np.int64), nb_samples)
-    if shuffle:
-        order = np.random.default_rng((seed, 2)).permutation(len(labels))
-        spikes, labels = spikes[order], labels[order]
-    return torch.from_numpy(np.ascontiguousarray(spikes)), torch.from_numpy(labels)
+    return torch.from_numpy(spikes), torch.from_numpy(labels)
 
 
 def split_sizes(n: int, fractions: tuple[float, ...]) -> list[int]:
