@@ -36,7 +36,7 @@ def sweep(launcher: str, out: Path, epochs: int, threads: int) -> float:
         "hydra.sweep.subdir=${method.name}_${seed}",
         f"nb_epochs={epochs}",
         f"logging_freq={epochs}",
-        f"num_threads={threads}",
+        f"threads={threads}",
         "save_spk=false",
         "wandb.mode=disabled",
         "progress=false",

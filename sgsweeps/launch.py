@@ -26,7 +26,7 @@ def n_jobs_for(threads: Any, cores: int | None = None) -> int:
     if threads is None or str(threads).lower() in ("none", "null", ""):
         raise ValueError(
             "hydra/launcher=joblib_local needs the torch threads per job: add threads=1 "
-            "(Classification) or num_threads=1 (Spike_train_matching) to the command line, or "
+            "(both experiments) to the command line, or "
             "set hydra.launcher.n_jobs=<N> yourself; threads=null would give every job all cores"
         )
     threads = int(threads)

@@ -3,7 +3,8 @@
 Run from this folder:  python3 run_image_task_1hid.py --config-name=config [overrides]
 e.g. `method=stochasticsuperspike`, `dataset=oxford dataset.data_path=/path/to/image.png`,
 or a sweep with `-m seed=1,2,3`. See ../README.md for what a run writes. Bad settings and
-faults end with one line `error: <setting>=<value> ...` on stderr and exit status 1.
+faults (Hydra's own: unknown settings, wrong types, missing config names, bad run folders)
+end with one line `error: <setting>=<value> ...` on stderr and exit status 1.
 """
 
 # ruff: noqa: E402
@@ -13,36 +14,35 @@ import time
 
 _T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
-import logging
-import sys
 from pathlib import Path
 
-from sgtheory.errors import RUN_ERRORS
-from sgtheory.runfolder import check_output_dirs, exit_on_error
-from stm.settings import precheck_argv, validate
-from stm.training import run
+from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
 
 
-def main() -> None:
-    """Command-line entry: check the method/dataset names, then hand over to Hydra."""
-    logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
-    try:
-        check_output_dirs(sys.argv[1:])  # Hydra would create them with a traceback
-        precheck_argv(sys.argv, CONFIG_DIR)
-    except RUN_ERRORS as err:
-        exit_on_error(err)
+def app() -> None:
+    """Check the method/dataset names of every job, then hand over to Hydra."""
+    import logging
+    import sys
+
     import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from sgtheory.errors import RUN_ERRORS
+    from sgtheory.runfolder import exit_on_error
+    from stm.settings import precheck_argv, validate
+    from stm.training import run
+
+    logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
+    precheck_argv(sys.argv, CONFIG_DIR)  # every value of a sweep, before its first job
 
     @hydra.main(version_base="1.3", config_path="config_experiments", config_name="config")
     def _app(cfg) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
         hydra_cfg = HydraConfig.get()
         try:
-            checked = validate(cfg, CONFIG_DIR)
+            checked = validate(cfg, CONFIG_DIR, dict(hydra_cfg.runtime.choices))
             run(cfg, Path(hydra_cfg.runtime.output_dir), checked, _T0)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:  # SIGTERM too (runfolder.Interrupted)
             exit_on_error(err, multirun=hydra_cfg.mode == RunMode.MULTIRUN)
@@ -51,4 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(app, CONFIG_DIR)

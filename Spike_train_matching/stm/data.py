@@ -22,6 +22,11 @@ def load_target(
     import matplotlib.image as mpimg
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"dataset.data_path={str(path)!r} is a directory, not a file; give the path of an "
+            "image file (PNG) in it"
+        )
     if not path.is_file():
         hint = ""
         if dataset == "oxford":
@@ -45,7 +50,30 @@ def load_target(
             f" the network needs {nb_outputs} rows (dataset.nb_outputs) x {nb_steps} columns "
             "(dataset.nb_steps)"
         )
+    check_target(raster, chan, out_prob, path)
     return raster
+
+
+def check_target(raster: np.ndarray, pixels: np.ndarray, out_prob: float, path: Path) -> None:
+    """A target with no spike or with a spike everywhere is degenerate: refused.
+
+    Names out_prob (and the pixel range that a useful out_prob lies in), or the image itself
+    where every pixel has the same value.
+    """
+    if raster.any() and not raster.all():
+        return
+    low, high = float(np.min(pixels)), float(np.max(pixels))
+    what = "a spike in every step of every output" if raster.all() else "no spike at all"
+    if low == high:
+        raise ConfigError(
+            f"dataset.data_path={str(path)!r} is not a usable target: every pixel is {low:.3g}, "
+            f"so the target has {what}; give an image with dark and light pixels"
+        )
+    raise ConfigError(
+        f"out_prob={out_prob!r} is not valid for dataset.data_path={str(path)!r}: a spike is "
+        f"placed where a pixel is below out_prob, so the target would have {what}; choose "
+        f"out_prob above {low:.3g} (the darkest pixel) and at most {high:.3g} (the lightest)"
+    )
 
 
 def poisson_input(
@@ -53,6 +81,14 @@ def poisson_input(
 ) -> torch.Tensor:
     """Frozen Poisson input (T, batch, N_in) bool: a spike with probability rate * dt."""
     return torch.rand((nb_steps, batch, nb_inputs), generator=generator) < rate * dt
+
+
+def log_init_std(n_pre: int, sigma_u: float, rate: float, tau_mem: float, tau_syn: float) -> float:
+    """log of the initial weights' std sigma_u / sqrt(N nu eps_hat), computed in logs so that
+    no intermediate over- or underflows; eps_hat = tau_syn^2 / (2 (tau_syn + tau_mem))."""
+    log_ts, log_tm = math.log(tau_syn), math.log(tau_mem)
+    log_eps_hat = 2 * log_ts - math.log(2.0) - float(np.logaddexp(log_ts, log_tm))
+    return math.log(sigma_u) - 0.5 * (math.log(n_pre) + math.log(rate) + log_eps_hat)
 
 
 def init_weights(
@@ -64,10 +100,9 @@ def init_weights(
     tau_syn: float,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Centred normal weights, std sigma_u / sqrt(N nu eps_hat).
+    """Centred normal weights, std sigma_u / sqrt(N nu eps_hat) (`log_init_std`).
 
     eps_hat = tau_syn^2 / (2 (tau_syn + tau_mem)); N the fan-in, nu the input rate.
     """
-    eps_hat = tau_syn**2 / (2.0 * (tau_syn + tau_mem))
-    std = sigma_u / math.sqrt(n_pre * rate * eps_hat)
+    std = math.exp(log_init_std(n_pre, sigma_u, rate, tau_mem, tau_syn))
     return std * torch.randn((n_pre, n_post), generator=generator)

@@ -1,22 +1,36 @@
-"""Check a run's settings before any work: names, numbers, escape noises, the target image.
+"""Check a run's settings before any work: names, numbers, sizes, derived quantities, the
+target image.
 
-The Hydra entry point calls `precheck_argv` on the raw command line (an unknown method or
-dataset would otherwise fail inside Hydra's composition) and `validate` on the composed
-config. Both raise `ConfigError` naming the setting, the value and what is allowed.
+The entry point calls `precheck_argv` on the raw command line (every value of a sweep) and
+`validate` on each composed config: types (a float is never taken for an integer), ranges,
+the memory the run needs against the memory available (`stm.memory`), the quantities that
+several settings make together (`stm.derived`) and the target. Each raises `ConfigError`
+naming the setting, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sgtheory.errors import ConfigError, check_choice, check_known, check_positive
+from sgtheory.errors import (
+    ConfigError,
+    check_choice,
+    check_known,
+    check_positive,
+    check_seed,
+    check_threads,
+)
 from sgtheory.spikes import METHODS
 
+from . import derived, memory
 from .data import load_target
+from .derived import get, ranked, shown
 from .methods import VALID_ESCAPES, Params
+from .model import eps_kernel
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "experiments" / "config_experiments"
 
@@ -27,14 +41,9 @@ def choices(config_dir: Path, group: str) -> tuple[str, ...]:
 
 
 def precheck_argv(argv: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject an unknown method/dataset on the command line before Hydra composes anything.
-
-    Settings of earlier versions that a method now fixes are named with what replaced them.
-    """
+    """Reject an unknown method/dataset on the command line, every value of a sweep
+    (`-m method=a,b`) before its first job starts, and a pair without learning rates."""
     for arg in argv[1:]:
-        key, _, value = arg.lstrip("+~").partition("=")
-        if key in REPLACED:
-            raise ConfigError(f"{key}={value} is not a setting any more: {REPLACED[key]}")
         match = re.fullmatch(r"\+{0,2}(method|dataset)=(.*)", arg)
         if not match:
             continue
@@ -71,7 +80,7 @@ def resolve_data_path(path: str, base: Path = CONFIG_DIR.parent) -> Path:
 # Settings by kind; dotted names reach into the groups.
 POSITIVE_INTS = (
     "nb_epochs logging_freq fano_window method.nb_trials valid_nb_trials dataset.nb_inputs "
-    "dataset.nb_hidden dataset.nb_outputs dataset.nb_steps dataset.batch_size num_threads"
+    "dataset.nb_hidden dataset.nb_outputs dataset.nb_steps dataset.batch_size"
 ).split()
 POSITIVE_FLOATS = (
     "dt tau_mem tau_syn threshold eps0 beta_h beta_o delta_u_h delta_u_o p0 input_rate sigma_u "
@@ -83,49 +92,45 @@ BOOLS = (
 ).split()
 STRINGS = ("dataset.data_path", "device", "wandb.project")
 OTHERS = (
-    "seed max_chunks wandb.entity wandb.mode dataset_method.lr_h dataset_method.lr_o "
+    "seed threads max_chunks wandb.entity wandb.mode dataset_method.lr_h dataset_method.lr_o "
     "dataset.name method.name valid_escape"
 ).split()
 KNOWN = (*POSITIVE_INTS, *POSITIVE_FLOATS, *BOOLS, *STRINGS, *OTHERS)  # every setting
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit integer
-# settings of earlier versions, and what replaced them
-REPLACED = {
-    "stochastic_escape_h": "the escape noise comes from the method (sgtheory.spikes.METHODS, "
-    "method.sigm); a deterministic method is validated with valid_escape",
-    "method.surrogate_h": "the surrogate comes from the method (sgtheory.spikes.METHODS, "
-    "method.sigm)",
-    "method.stochastic": "the method (sgtheory.spikes.METHODS, method.sigm) says whether it is "
-    "stochastic",
-}
-REPLACED["stochastic_escape_o"] = REPLACED["stochastic_escape_h"]
+# sizes that set the memory a run needs (stm.memory)
+SIZES = (
+    "dataset.batch_size method.nb_trials valid_nb_trials dataset.nb_hidden dataset.nb_outputs "
+    "dataset.nb_inputs dataset.nb_steps logging_freq nb_epochs"
+).split()
 
 
-def _get(cfg, dotted: str) -> Any:
-    value = cfg
-    for key in dotted.split("."):
-        value = value[key]
+def check_int(name: str, value: Any) -> int:
+    """`value` if it is a positive integer; a float (even 200.0) is refused like a string."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = ""
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and value > 0:
+            hint = f" (write {int(value)}, without a decimal point)"
+        raise ConfigError(f"{name}={value!r} is not valid; it must be a positive integer{hint}")
     return value
 
 
 def _check_types(cfg) -> None:
     """Every setting of the right type and range: one ConfigError naming the first bad one."""
     for name in POSITIVE_INTS:
-        check_positive(name, _get(cfg, name), integer=True)
+        check_int(name, get(cfg, name))
     for name in POSITIVE_FLOATS:
-        check_positive(name, _get(cfg, name))
+        check_positive(name, get(cfg, name))
     for name in BOOLS:
-        value = _get(cfg, name)
+        value = get(cfg, name)
         if not isinstance(value, bool):
             raise ConfigError(f"{name}={value!r} is not valid; it must be true or false")
     for name in STRINGS:
-        value = _get(cfg, name)
+        value = get(cfg, name)
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{name}={value!r} is not valid; it must be a non-empty string")
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed={seed!r} is not valid; it must be an integer in [0, 2**63 - 1]")
+    check_seed("seed", cfg.seed)
+    check_threads("threads", cfg.threads)
     if cfg.max_chunks is not None:
-        check_positive("max_chunks", cfg.max_chunks, integer=True)
+        check_int("max_chunks", cfg.max_chunks)
     if cfg.wandb.entity is not None and not isinstance(cfg.wandb.entity, str):
         raise ConfigError(f"wandb.entity={cfg.wandb.entity!r} is not valid; a name or null")
 
@@ -169,18 +174,71 @@ def _check_ranges(cfg) -> None:
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: cpu")
 
 
-def validate(cfg, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
+def _check_name(cfg, chosen: Mapping[str, Any] | None) -> None:
+    """dataset.name labels the run; it must name the dataset whose data the run uses."""
+    group = (chosen or {}).get("dataset")
+    if group is not None and cfg.dataset.name != group:
+        raise ConfigError(
+            f"dataset.name={cfg.dataset.name!r} does not match the dataset chosen (dataset="
+            f"{group}, whose image is {cfg.dataset.data_path}); the name only labels the run: "
+            f"choose the dataset itself with dataset={cfg.dataset.name}"
+        )
+
+
+def _check_memory(cfg, defaults: dict[str, Any]) -> None:
+    """Refuse a run whose arrays cannot fit in the memory available (before allocating)."""
+    need, parts = memory.estimate(cfg)
+    have = memory.available()
+    if have is None or need <= have:
+        return
+    first = ranked(cfg, SIZES, defaults)[0]
+    big = ", ".join(
+        f"{k} {memory.human(v)}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3]
+    )
+    raise ConfigError(
+        f"{first}={get(cfg, first)!r} is not valid here: the run would need about "
+        f"{memory.human(need)} of memory ({big}), more than the {memory.human(have)} available "
+        f"on this machine; lower the sizes ({shown(cfg, SIZES[:6])})"
+    )
+
+
+def _chosen(chosen: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The config groups chosen on the command line (Hydra's runtime choices if running)."""
+    if chosen is not None:
+        return chosen
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return dict(HydraConfig.get().runtime.choices)
+    except (ImportError, ValueError):
+        return None
+
+
+def validate(
+    cfg, config_dir: Path = CONFIG_DIR, chosen: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Check every setting and load the target; raise ConfigError before any work.
 
-    Returns the method's parameters (`stm.methods.Params`) and the target raster.
+    `chosen`: the config groups picked ({"dataset": "scene", ...}; Hydra's own choices when
+    run by Hydra). Returns the method's parameters (`stm.methods.Params`), the target raster
+    and the shipped defaults (`stm.derived.shipped_defaults`, for naming settings later).
     """
     _check_known(cfg)
     check_choice("method", cfg.method.name, (*choices(config_dir, "method"), *METHODS))
     check_choice("dataset", cfg.dataset.name, choices(config_dir, "dataset"))
+    chosen = _chosen(chosen)
+    _check_name(cfg, chosen)
     _check_types(cfg)
     _check_ranges(cfg)
     check_choice("valid_escape", cfg.valid_escape, VALID_ESCAPES)
     check_choice("wandb.mode", cfg.wandb.mode, ("offline", "online", "disabled"))
+    group = (chosen or {}).get("dataset", cfg.dataset.name)
+    defaults = derived.shipped_defaults(config_dir, group, cfg.method.name)
+    _check_memory(cfg, defaults)
+    derived.check_decay(cfg, defaults)
+    derived.check_init(cfg, defaults)
+    eps = eps_kernel(cfg.dataset.nb_steps, cfg.dt, cfg.tau_mem, cfg.tau_syn, cfg.eps0)
+    derived.check_kernel(cfg, defaults, eps)
     params = Params(cfg.beta_h, cfg.beta_o, cfg.p0, cfg.delta_u_h, cfg.delta_u_o)
     target = load_target(
         resolve_data_path(cfg.dataset.data_path, config_dir.parent),
@@ -189,4 +247,5 @@ def validate(cfg, config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
         cfg.dataset.nb_outputs,
         cfg.dataset.name,
     )
-    return {"params": params, "target": target}
+    derived.check_range(cfg, POSITIVE_FLOATS)
+    return {"params": params, "target": target, "defaults": defaults}

@@ -7,7 +7,9 @@ is the experiment's own: the set-up, the epoch, the histories and the summary.
 
 from __future__ import annotations
 
+import math
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -17,16 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError
 from sgtheory.runfolder import RunFolder, read_status
 from sgtheory.runs import make_generator, read_json, save_npy_atomic, versions
 from sgtheory.stats import fano_factor, firing_rate
+from sgtheory.threads import default_threads
 
-from . import learning, model
+from . import derived, learning, model
 from .data import init_weights, poisson_input
 from .methods import Mode, Params, make_modes
 
-# settings that may change when a run is resumed (run control, not the result)
-RUN_CONTROL = ("max_chunks", "wandb", "resume", "num_threads", "progress", "nb_epochs")
+# settings that may change when a run is resumed (run control, not the result);
+# checkpoints may name the thread count num_threads, the same setting's other name
+RUN_CONTROL = ("max_chunks", "wandb", "resume", "threads", "num_threads", "progress", "nb_epochs")
+LAYERS = ("hidden", "output")
 
 
 @dataclass
@@ -40,6 +46,7 @@ class Setup:
     train: Mode
     valid: Mode
     generator: torch.Generator
+    hint: str = "dataset_method.lr_h dataset_method.lr_o: lower the learning rates"
 
 
 @dataclass
@@ -51,19 +58,39 @@ class State:
     w_ho: torch.Tensor
     hist: dict[str, list[float]] = field(default_factory=dict)
     first: dict | None = None  # spike statistics of the first epoch
+    last: dict | None = None  # spike statistics of the last epoch trained
+    timing: dict | None = None  # the timing record of the session that trained last
     elapsed: float = 0.0  # seconds spent in earlier sessions
+    silent: dict[str, dict] = field(default_factory=dict)  # layer -> silent epochs
+    warned: bool = False  # a silent layer was reported in this process
 
 
 def make_setup(cfg, params: Params, target: np.ndarray) -> tuple[Setup, State]:
-    """Draw the frozen input and the initial weights from the seed; build the network."""
+    """Draw the frozen input and the initial weights from the seed; build the network.
+
+    ConfigError (naming input_rate) if the frozen input holds no spike: nothing could drive
+    the network.
+    """
     dtype = torch.float32
     gen = make_generator(cfg.seed)
     ds = cfg.dataset
     x = poisson_input(ds.nb_steps, ds.batch_size, ds.nb_inputs, cfg.input_rate, cfg.dt, gen)
+    if not bool(x.any()):
+        raise ConfigError(
+            f"input_rate={cfg.input_rate!r} is not valid here: with dt={cfg.dt!r} the frozen "
+            f"input ({ds.nb_inputs} inputs x {ds.nb_steps} steps x batch {ds.batch_size}, a "
+            f"spike with probability input_rate * dt = {cfg.input_rate * cfg.dt:.3g}) holds no "
+            "spike, so nothing drives the network; raise input_rate"
+        )
     weights = [
         init_weights(n_pre, n_post, cfg.sigma_u, cfg.input_rate, cfg.tau_mem, cfg.tau_syn, gen)
         for n_pre, n_post in ((ds.nb_inputs, ds.nb_hidden), (ds.nb_hidden, ds.nb_outputs))
     ]
+    RunFolder.check_finite(
+        [("W_ih", weights[0].to(dtype)), ("W_ho", weights[1].to(dtype))],
+        "at initialisation",
+        derived.shown(cfg, ["sigma_u", "input_rate", "tau_mem", "tau_syn"]).replace(", ", " "),
+    )
     z = torch.from_numpy(target).unsqueeze(1).expand(-1, ds.batch_size, -1).to(dtype)
     kernels = model.make_kernels(ds.nb_steps, cfg.dt, cfg.tau_mem, cfg.tau_syn, cfg.eps0, dtype)
     net = model.Net(
@@ -163,12 +190,8 @@ def run_epoch(
         s.net, s.xbar_i, s.z, state.w_ho, trial, m.spike_h.surrogate, cfg.delta_u_o, lr_h, lr_o
     )
     state.w_ih, state.w_ho = state.w_ih + dw_ih, state.w_ho + dw_ho
-    RunFolder.check_finite(
-        [("W_ih", state.w_ih), ("W_ho", state.w_ho)],
-        f"in epoch {state.epoch + 1}",
-        f"dataset_method.lr_h={cfg.dataset_method.lr_h} dataset_method.lr_o="
-        f"{cfg.dataset_method.lr_o}: lower the learning rates",
-    )
+    where = f"in epoch {state.epoch + 1}"
+    RunFolder.check_finite([("W_ih", state.w_ih), ("W_ho", state.w_ho)], where, s.hint)
     rec = {"loss_hist_vRd": vrd, "loss_hist_L2": l2}
     rec["dw0_mean_hist"], rec["dw1_mean_hist"] = (
         float(dw_ih.abs().mean()),
@@ -187,10 +210,44 @@ def run_epoch(
             s.net, s.z, vtrial.spk_o
         )
         store_trial(buf, i, vtrial, "_valid")
+    for key, value in rec.items():  # every recorded number, not only the weights
+        if not math.isfinite(value):
+            raise NonFiniteError(f"{s.hint}: {key} became NaN or infinite {where}")
+    note_silence(state, trial)
     for key, value in rec.items():
         buf.put(key, i, value)
         state.hist.setdefault(key, []).append(value)
     return trial, vtrial
+
+
+def note_silence(state: State, trial: model.Trial) -> None:
+    """Count the epochs in which a layer fired no spike at all in the training pass (first
+    and last such epoch, 1-based); the first time in this process, one warning line."""
+    for layer, spk in zip(LAYERS, (trial.spk_h, trial.spk_o), strict=True):
+        if bool(spk.any()):
+            continue
+        epoch = state.epoch + 1
+        rec = state.silent.setdefault(layer, {"epochs": 0, "first": epoch, "last": epoch})
+        rec["epochs"] += 1
+        rec["last"] = epoch
+        if not state.warned:
+            state.warned = True
+            print(
+                f"warning: the {layer} layer fired no spike in epoch {epoch}; training goes on "
+                "(the surrogate gradient may revive it) and results.json counts the silent "
+                "epochs under warnings",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def warnings(state: State) -> list[str]:
+    """Lines for results.json about layers that were silent (none when all fired)."""
+    return [
+        f"the {layer} layer fired no spike in {rec['epochs']} of {state.epoch} epochs "
+        f"(first in epoch {rec['first']}, last in epoch {rec['last']})"
+        for layer, rec in state.silent.items()
+    ]
 
 
 def pass_stats(cfg, trial: model.Trial, vtrial: model.Trial | None) -> dict[str, Any]:
@@ -201,8 +258,9 @@ def pass_stats(cfg, trial: model.Trial, vtrial: model.Trial | None) -> dict[str,
     return out
 
 
-def summary(state: State, last: dict | None) -> dict[str, Any]:
-    """Losses (first, final, means of the first and last 10 epochs) and spike statistics."""
+def summary(state: State) -> dict[str, Any]:
+    """Losses (first, final, means of the first and last 10 epochs), spike statistics of the
+    first and last epoch, the timing of the last session that trained, silent layers."""
     losses = {k: v for k, v in state.hist.items() if k.startswith("loss")}
     out: dict[str, Any] = {"epochs": state.epoch}
     out["losses"] = {
@@ -212,8 +270,13 @@ def summary(state: State, last: dict | None) -> dict[str, Any]:
         "mean_first_10": {k: float(np.mean(v[:10])) for k, v in losses.items()},
     }
     out["spike_stats"] = {"first_epoch": state.first}
-    if last is not None:
-        out["spike_stats"]["final_epoch"] = last
+    if state.last is not None:
+        out["spike_stats"]["final_epoch"] = state.last
+    if state.timing is not None:
+        out["timing"] = state.timing
+    out["warnings"] = warnings(state)
+    if state.silent:
+        out["silent_epochs"] = state.silent
     return out
 
 
@@ -241,10 +304,18 @@ class Clock:
 
 
 def restore(state: State, ckpt: dict, generator: torch.Generator) -> None:
-    """Continue from a checkpoint: weights, generator, histories, first-epoch statistics."""
+    """Continue from a checkpoint: weights, generator, histories, spike statistics, timing.
+
+    A checkpoint without the last epoch's statistics and timing of its own takes them from
+    the copy of its results that the run folder keeps in it (if any).
+    """
     state.epoch, state.elapsed = ckpt["epoch"], ckpt["elapsed"]
     state.w_ih, state.w_ho = ckpt["w_ih"].float(), ckpt["w_ho"].float()
     state.hist, state.first = ckpt["hist"], ckpt.get("first")
+    saved = ckpt.get("results") if isinstance(ckpt.get("results"), dict) else {}
+    state.last = ckpt.get("last", (saved.get("spike_stats") or {}).get("final_epoch"))
+    state.timing = ckpt.get("timing", saved.get("timing"))
+    state.silent = ckpt.get("silent", saved.get("silent_epochs") or {})
     generator.set_state(ckpt["generator"])
 
 
@@ -258,6 +329,9 @@ def checkpoint_state(state: State, generator: torch.Generator, clock: Clock) -> 
         "hist": state.hist,
         "elapsed": state.elapsed + time.perf_counter() - clock.start,
         "first": state.first,
+        "last": state.last,
+        "timing": state.timing,
+        "silent": state.silent,
     }
 
 
@@ -269,14 +343,13 @@ def log_chunk(wb, state: State, n: int) -> None:
 
 def run_chunks(
     cfg, s: Setup, state: State, folder: RunFolder, wb, clock: Clock, base: dict
-) -> dict | None:
-    """Train chunk by chunk until nb_epochs (or max_chunks); return the last epoch's stats.
-
-    None when max_chunks stopped the run early (results.json then reads "interrupted").
-    """
+) -> dict:
+    """Train chunk by chunk until nb_epochs (or max_chunks); return the last saved results
+    (their status is "interrupted" when max_chunks stopped the run early)."""
     from tqdm import tqdm
 
-    total, freq, chunks, last = int(cfg.nb_epochs), int(cfg.logging_freq), 0, None
+    total, freq, chunks = int(cfg.nb_epochs), int(cfg.logging_freq), 0
+    results = {**base, **summary(state)}
     bar = tqdm(
         total=total, initial=state.epoch, desc=cfg.method.name, unit="ep", disable=not cfg.progress
     )
@@ -292,47 +365,58 @@ def run_chunks(
                     state.first = pass_stats(cfg, trial, vtrial)
                 clock.epochs.append(time.perf_counter() - t0)
                 bar.update(1)
-            last = pass_stats(cfg, trial, vtrial)
+            state.last = pass_stats(cfg, trial, vtrial)
             folder.write_files(partial(buf.write, folder.path / "data", state.epoch, n), "data/")
             log_chunk(wb, state, n)
-            results = {**base, **summary(state, last), "timing": clock.timing(state)}
+            state.timing = clock.timing(state)
+            results = {**base, **summary(state)}
             folder.save(checkpoint_state(state, s.generator, clock), results)
             chunks += 1
             if cfg.max_chunks is not None and chunks >= cfg.max_chunks and state.epoch < total:
                 folder.write_results(results, "interrupted")
-                return None
-    return last
+                return {**results, "status": "interrupted"}
+    return results
 
 
 def run(cfg, run_dir: Path, checked: dict, process_start: float) -> dict[str, Any]:
-    """Train (or resume) one run in `run_dir`; return its results (status included)."""
+    """Train (or resume) one run in `run_dir`; return its results (status included).
+
+    The frozen input, weights and kernels are made (and checked) before the run folder is
+    touched. A checkpoint that holds every epoch but whose results.json does not say
+    completed (damaged, or a failure after the last save) is completed from the checkpoint's
+    own record: no recorded result is dropped.
+    """
     from omegaconf import OmegaConf
 
     settings = OmegaConf.to_container(cfg, resolve=True)
-    torch.set_num_threads(int(cfg.num_threads))
-    with RunFolder(run_dir) as folder:
+    torch.set_num_threads(default_threads(cfg.threads))
+    s, state = make_setup(cfg, checked["params"], checked["target"])
+    s.hint = derived.nonfinite_hint(cfg, checked.get("defaults", {}))
+    with RunFolder(run_dir, experiment="spike_train_matching") as folder:
         ckpt = folder.resume(settings, ignore=RUN_CONTROL, fresh=not cfg.resume)
-        if (
-            ckpt is not None
-            and ckpt["epoch"] >= cfg.nb_epochs
-            and read_status(run_dir) == "completed"
-        ):
+        done = ckpt is not None and ckpt["epoch"] >= cfg.nb_epochs
+        if done and read_status(run_dir) == "completed":
             print(f"{run_dir}: already completed ({ckpt['epoch']} epochs); nothing to do")
             return read_json(run_dir / "results.json")
-        s, state = make_setup(cfg, checked["params"], checked["target"])
         folder.write_files(lambda: write_inputs(run_dir / "data", s), "data/")
         if ckpt is not None:
             restore(state, ckpt, s.generator)
+        if done and (state.last is None or state.timing is None):
+            raise CheckpointError(
+                f"hydra.run.dir={run_dir}: its checkpoint holds all {state.epoch} epochs but not "
+                "the last epoch's spike statistics and timing, and results.json does not record "
+                "the run as completed; rerun with a larger nb_epochs to train on, or move the "
+                "folder aside to start afresh"
+            )
         name = f"{cfg.method.name}-{cfg.dataset.name}-seed{cfg.seed}"
         wb = folder.start_wandb(cfg.wandb.mode, cfg.wandb.project, cfg.wandb.entity, settings, name)
         clock = Clock(startup=time.perf_counter() - process_start)
         base = {"config": settings, "versions": versions()}
-        folder.write_results({**base, **summary(state, None)})
-        last = run_chunks(cfg, s, state, folder, wb, clock, base)
-        if last is None and state.epoch < cfg.nb_epochs:
+        folder.write_results({**base, **summary(state)})
+        results = run_chunks(cfg, s, state, folder, wb, clock, base)
+        if results.get("status") == "interrupted":
             print(f"stopped at epoch {state.epoch} (max_chunks={cfg.max_chunks})")
-            return {"status": "interrupted", "epochs": state.epoch}
-        results = {**base, **summary(state, last), "timing": clock.timing(state)}
+            return results
         folder.complete(results)
         wb.log({"final_vRd": state.hist["loss_hist_vRd"][-1]}, step=state.epoch - 1)
     vrd = state.hist["loss_hist_vRd"]

@@ -104,10 +104,10 @@ def test_wandb_offline_run(tmp_path, tiny_png):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("method=foo", "method='foo' is not valid; choose one of: multilayerspiker"),
-        ("dataset=bar", "dataset='bar' is not valid; choose one of: oxford, scene"),
+        ("method=foo", "method=foo is not valid; choose one of: multilayerspiker"),
+        ("dataset=bar", "dataset=bar is not valid; choose one of: oxford, scene"),
         ("tau_mem=-1", "tau_mem=-1"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer in [0, 2**63 - 1]"),
+        ("seed=abc", "seed='abc' is not valid; it must be an integer from 0 to 2**63 - 1"),
         ("fano_window=1000", "fano_window=1000 is not valid; it must be at most"),
         ("stochastic_escape_h=exponential", "stochastic_escape_h=exponential is not a setting"),
     ],
@@ -131,7 +131,7 @@ def test_bad_input_cli(tmp_path, tiny_png, override, message):
         ("valid_escape=foo", "valid_escape='foo' is not valid; choose one of"),
         ("method.name=foo", "method='foo' is not valid; choose one of"),
         ("method.sigm=maybe", "method.sigm='maybe' is not valid; it must be true or false"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer in [0, 2**63 - 1]"),
+        ("seed=abc", "seed='abc' is not valid; it must be an integer from 0 to 2**63 - 1"),
         ("seed=1.5", "seed=1.5 is not valid"),
         ("seed=99999999999999999999", "seed=99999999999999999999 is not valid"),
         ("+foo=1", "foo=1 is not a setting of this experiment"),

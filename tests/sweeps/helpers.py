@@ -52,7 +52,7 @@ def stm_tiny(target: Path) -> list[str]:
         "logging_freq=3",
         "wandb.mode=disabled",
         "progress=false",
-        "num_threads=1",
+        "threads=1",
         "dataset.nb_inputs=12",
         "dataset.nb_hidden=12",
         "dataset.nb_outputs=12",
