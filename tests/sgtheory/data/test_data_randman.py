@@ -268,3 +268,16 @@ def test_same_set_repeats_one_sample():
     assert x[7].sum() == 12
     with pytest.raises(ConfigError, match="same_set.index"):
         same_set(x, index=10_000)
+
+
+def test_long_generation_shows_progress_and_huge_is_refused_with_estimate(monkeypatch, capsys):
+    import sgtheory.data.randman as randman
+
+    monkeypatch.setattr(randman, "PROGRESS_AFTER_S", 0.0)
+    make_randman(**SMALL)
+    assert "Randman" in capsys.readouterr().err  # the bar, on stderr
+    make_randman(**SMALL, progress=False)
+    assert capsys.readouterr().err == ""
+    # 15 x 1e5 x 1000 x 20 x 1000 terms = 3e13, 600 times the bound: refused before any work
+    with pytest.raises(ConfigError, match=r"would evaluate 3\.0e\+13 terms \(about 208 h"):
+        make_randman(nb_spikes=100_000)
