@@ -7,7 +7,11 @@ parameter (flattened in the order of the params dict), and the trials' losses (N
 * `reinforce_samples`: (L - b) d log P(trial) / d theta, b = 0 or the leave-one-out mean;
 * `stochad_samples`: unbiased stochastic AD for Bernoulli spikes (Arya et al. 2022) with
   pruning: one alternative trajectory per trial and parameter, coupled by common uniforms;
-* `smoothed_samples`: the smoothed stochastic derivative of given trials, by forward mode.
+* `smoothed_samples`: the smoothed stochastic derivative of given trials, by forward mode,
+  conditioned on each spike's input or on its sampled outcome (`ops.smoothing_weight`).
+
+Parameters have a leading dimension 1 (shared by all trials) or n (one set per trial: many
+networks or initialisations side by side, as in the learning study).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch.autograd.forward_ad as fwad
 from ..spikes import SpikeFn
 from .exact import flat
 from .ops import (
+    TINY,
     Coupled,
     Replay,
     Sample,
@@ -29,8 +34,6 @@ from .ops import (
     forward_tangent,
     log_prob,
 )
-
-TINY = 1e-300
 
 
 @dataclass
@@ -50,8 +53,16 @@ class Samples:
         return self.values.std(0) / self.values.shape[0] ** 0.5
 
 
+def tile(v: torch.Tensor, times: int) -> torch.Tensor:
+    """v (n, ...) repeated `times` times along the first dimension, block after block."""
+    return v.repeat(times, *([1] * (v.dim() - 1)))
+
+
 def per_trial(params: dict, n: int) -> dict:
-    """One leaf copy of every parameter per trial: (n, ...), for per-trial gradients."""
+    """One leaf copy of every parameter per trial: (n, ...), for per-trial gradients.
+
+    Parameters with a leading dimension n are copied row by row.
+    """
     return {
         k: v.detach().expand(n, *v.shape[1:]).clone().requires_grad_() for k, v in params.items()
     }
@@ -70,13 +81,31 @@ def sg_samples(net, params: dict, escape, surrogate, n: int, gen: torch.Generato
     return Samples(flat(grads), loss.detach(), op.detached_spikes())
 
 
+def leave_one_out_mean(loss: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """For each trial the mean loss of the other trials of its group (n / groups in a row).
+
+    Independent of the trial itself, so subtracting it keeps REINFORCE unbiased.
+    """
+    rows = loss.reshape(groups, -1)
+    if rows.shape[1] < 2:
+        raise ValueError("a leave-one-out baseline needs at least 2 trials per group")
+    return ((rows.sum(1, keepdim=True) - rows) / (rows.shape[1] - 1)).reshape(-1)
+
+
 def reinforce_samples(
-    net, params: dict, escape, n: int, gen: torch.Generator, baseline: bool = False
+    net,
+    params: dict,
+    escape,
+    n: int,
+    gen: torch.Generator,
+    baseline: bool = False,
+    groups: int = 1,
 ) -> Samples:
     """Score-function estimates (L - b) grad log P of n trials drawn by `escape.sample`.
 
-    With `baseline`, b is the mean loss of the other n - 1 trials (independent of the
-    trial, so the estimate stays unbiased); otherwise b = 0.
+    With `baseline`, b is the mean loss of the other trials of the same group
+    (`leave_one_out_mean`; `groups` consecutive blocks of n / groups trials, e.g. one per
+    network when parameters differ by row); otherwise b = 0.
     """
     leaves = per_trial(params, n)
     op = SampleFixed(escape, gen)
@@ -86,7 +115,7 @@ def reinforce_samples(
     score = flat(
         torch.autograd.grad(log_prob(escape, op.inputs, op.spikes).sum(), list(leaves.values()))
     )
-    b = (loss.sum() - loss) / (n - 1) if baseline else torch.zeros_like(loss)
+    b = leave_one_out_mean(loss, groups) if baseline else torch.zeros_like(loss)
     return Samples((loss - b)[:, None] * score, loss, op.detached_spikes())
 
 
@@ -96,7 +125,7 @@ def _directions(params: dict):
     for name, value in params.items():
         for i in range(value[0].numel()):
             tangents = {k: torch.zeros_like(v) for k, v in params.items()}
-            tangents[name].view(-1)[i] = 1.0
+            tangents[name].view(value.shape[0], -1)[:, i] = 1.0
             yield j, tangents
             j += 1
 
@@ -107,20 +136,32 @@ def _dual_forward(net, params: dict, tangents: dict, op, n: int) -> torch.Tensor
     return forward_tangent(net.forward(duals, op, n))
 
 
-def smoothed_samples(net, params: dict, escape, spikes: list[torch.Tensor]) -> Samples:
+def smoothed_samples(
+    net, params: dict, escape, spikes: list[torch.Tensor], conditioning: str = "input"
+) -> Samples:
     """Smoothed stochastic derivative dL~/dtheta of given trials (spikes per stage).
 
-    Forward mode: every spike keeps its sampled value and carries the tangent of its
-    escape probability, escape'(x) x_dot, where x_dot collects the tangents of all paths
-    into x (weights, earlier spikes, the membrane and the reset).
+    Forward mode: every spike keeps its sampled value and carries the tangent c escape'(x)
+    x_dot, where x_dot collects the tangents of all paths into x (weights, earlier spikes,
+    the membrane and the reset); c = 1 conditioned on the input ("input"), c = 1 / (2 (1 -
+    p)) or 1 / (2 p) conditioned on the sampled outcome as well ("output").
     """
     n = spikes[0].shape[0]
     values = torch.zeros(n, nb_parameters(params), dtype=torch.float64)
     with fwad.dual_level():
         for j, tangents in _directions(params):
-            values[:, j] = _dual_forward(net, params, tangents, Smoothed(escape, spikes), n)
+            op = Smoothed(escape, spikes, conditioning)
+            values[:, j] = _dual_forward(net, params, tangents, op, n)
         loss = fwad.unpack_dual(net.forward(params, Replay(spikes), n)).primal
     return Samples(values, loss.detach(), spikes)
+
+
+def bernoulli_rates(p: torch.Tensor, p_dot: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Rate of a Bernoulli spike's jump under s = [u < p]: p_dot / (1 - p) for a silent unit
+    when p_dot > 0, -p_dot / p for a firing one when p_dot < 0, else 0."""
+    up = torch.where(s == 0, p_dot.clamp(min=0) / (1 - p).clamp(min=TINY), 0.0)
+    down = torch.where(s > 0, (-p_dot).clamp(min=0) / p.clamp(min=TINY), 0.0)
+    return up + down
 
 
 def jump_rates(net, params: dict, escape, spikes: list[torch.Tensor]) -> torch.Tensor:
@@ -141,9 +182,7 @@ def jump_rates(net, params: dict, escape, spikes: list[torch.Tensor]) -> torch.T
             per_stage = []
             for x, s in zip(op.inputs, spikes):
                 p, p_dot = escape_jvp(escape, x)
-                up = torch.where(s == 0, p_dot.clamp(min=0) / (1 - p).clamp(min=TINY), 0.0)
-                down = torch.where(s > 0, (-p_dot).clamp(min=0) / p.clamp(min=TINY), 0.0)
-                per_stage.append((up + down).flatten(1))
+                per_stage.append(bernoulli_rates(p, p_dot, s).flatten(1))
             rates.append(torch.cat(per_stage, dim=1))
     return torch.stack(rates)
 
@@ -171,7 +210,8 @@ def stochad_samples(net, params: dict, escape, n: int, gen: torch.Generator) -> 
     choice = torch.multinomial(weights, 1, generator=gen).squeeze(1)
     flips = torch.nn.functional.one_hot(choice, nb_vars).bool().split(sizes, dim=1)
     alt_uniforms = [u.repeat(nb_params, 1) for u in uniforms]
+    alt_params = {k: v if v.shape[0] == 1 else tile(v, nb_params) for k, v in params.items()}
     with torch.no_grad():
-        alt = net.forward(params, Coupled(escape, alt_uniforms, list(flips)), nb_params * n)
+        alt = net.forward(alt_params, Coupled(escape, alt_uniforms, list(flips)), nb_params * n)
     values = total * (alt.reshape(nb_params, n) - loss)
     return Samples(values.T.contiguous(), loss, spikes)

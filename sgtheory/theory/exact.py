@@ -5,12 +5,13 @@ chunks) the network is run with the pattern's spikes imposed: the inputs x of ev
 follow, hence the pattern's probability P = prod_i p(x_i)^s_i (1 - p(x_i))^(1 - s_i) and
 its loss L. Then E[L] = sum P L and its exact gradient is autograd through that sum. The
 exact mean of the surrogate gradient is sum P * SG(pattern), the SG of each pattern being
-the library's backward pass with the pattern's spikes.
+the library's backward pass with the pattern's spikes; the same for further surrogates
+(e.g. `ops.OutputSmoothing`, whose SG is the output-conditioned smoothed derivative).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -28,6 +29,7 @@ class Exact:
     expected_sg: torch.Tensor | None
     total_probability: float
     nb_patterns: int
+    expected_others: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def patterns(sizes: list[int], start: int, stop: int) -> list[torch.Tensor]:
@@ -50,11 +52,20 @@ def flat(grads) -> torch.Tensor:
     return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
 
 
-def exact_moments(net, params: dict, escape, surrogate=None, chunk: int = 1 << 15) -> Exact:
+def exact_moments(
+    net,
+    params: dict,
+    escape,
+    surrogate=None,
+    chunk: int = 1 << 15,
+    others: dict | None = None,
+) -> Exact:
     """E[L], d E[L] / d params and (given a surrogate) E[SG], by enumeration.
 
-    `params` have a leading dimension 1. Patterns are processed `chunk` at a time.
+    `params` have a leading dimension 1. Patterns are processed `chunk` at a time. `others`
+    (name -> surrogate) adds the exact mean of each one's SG to `expected_others`.
     """
+    others = dict(others or {})
     sizes = net.stage_sizes()
     nb_vars = sum(sizes)
     if nb_vars > MAX_VARIABLES:
@@ -65,6 +76,7 @@ def exact_moments(net, params: dict, escape, surrogate=None, chunk: int = 1 << 1
     expected, mass = 0.0, 0.0
     grad = torch.zeros(sum(v.numel() for v in values), dtype=torch.float64)
     sg = grad.clone() if surrogate is not None else None
+    extra = {name: grad.clone() for name in others}
     for start in range(0, total, chunk):
         stop = min(total, start + chunk)
         spikes = patterns(sizes, start, stop)
@@ -78,4 +90,8 @@ def exact_moments(net, params: dict, escape, surrogate=None, chunk: int = 1 << 1
         if surrogate is not None:
             sg_loss = net.forward(leaves, Replay(spikes, surrogate), stop - start)
             sg += flat(torch.autograd.grad((prob.detach() * sg_loss).sum(), values))[0]
-    return Exact(expected, grad, sg, mass, total)
+        for name, other in others.items():
+            other_loss = net.forward(leaves, Replay(spikes, other), stop - start)
+            grads = torch.autograd.grad((prob.detach() * other_loss).sum(), values)
+            extra[name] += flat(grads)[0]
+    return Exact(expected, grad, sg, mass, total, extra)

@@ -12,10 +12,14 @@ import numpy as np
 from ..runs import write_json_atomic
 
 NUMBERS = "theory_numbers.json"
-FIGURES = ("sg_bias.png", "estimator_variance.png", "single_neuron.png")
+FIGURES = ("sg_bias.png", "estimator_variance.png", "single_neuron.png", "learning.png")
 ESTIMATOR_LABELS = {
+    "exact": "exact gradient",
     "surrogate_gradient": "SG",
-    "smoothed_stochastic_derivative": "smoothed SD",
+    "smoothed_stochastic_derivative": "smoothed SD (input-cond.)",
+    "smoothed_input": "smoothed SD (input-cond.)",
+    "smoothed_output_conditioned": "smoothed SD (output-cond.)",
+    "smoothed_output": "smoothed SD (output-cond.)",
     "stochastic_ad": "stochastic AD",
     "reinforce": "REINFORCE",
     "reinforce_baseline": "REINFORCE + baseline",
@@ -37,40 +41,55 @@ def save_figure(fig, path: str | Path) -> None:
             os.unlink(tmp)
 
 
-def _band(ax, xs, rows, key, label):
+def _band(ax, xs, rows, key, label, style="o-"):
     med = [rows[k][key]["median"] for k in rows]
     lo = [rows[k][key]["q25"] for k in rows]
     hi = [rows[k][key]["q75"] for k in rows]
-    ax.plot(xs, med, "o-", label=label)
-    ax.fill_between(xs, lo, hi, alpha=0.25)
+    ax.plot(xs, med, style, label=label)
+    ax.fill_between(xs, lo, hi, alpha=0.2)
+
+
+METRICS = (
+    ("cosine", "cos(E[est], grad E[L])"),
+    ("relative_error", "|E[est] - grad E[L]| / |grad E[L]|"),
+    ("sign_disagreement", "fraction of params, opposite sign"),
+)
+
+
+def _smoothings(rows: dict) -> list[tuple[dict, str, str]]:
+    """(rows, label, line style) of the SG (input-conditioned) and the output-conditioned."""
+    output = {k: row["output_smoothing"] for k, row in rows.items()}
+    return [(rows, "E[SG]", "o-"), (output, "output-cond.", "s--")]
 
 
 def plot_bias(record: dict) -> plt.Figure:
-    """E[SG] against the exact gradient: cosine and relative error vs depth and vs beta."""
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    """E[SG] and the output-conditioned smoothing against the exact gradient: cosine,
+    relative error and sign disagreement, vs depth and vs beta."""
+    fig, axes = plt.subplots(3, 2, figsize=(10, 10), constrained_layout=True)
     for loss, rows in record["depth"].items():
         depths = [int(d) for d in rows]
-        label = "L = output" if loss == "output" else "L = (output - 1)^2"
-        _band(axes[0, 0], depths, rows, "cosine", label)
-        _band(axes[1, 0], depths, rows, "relative_error", label)
+        name = "L = output" if loss == "output" else "L = (output - 1)^2"
+        for part, label, style in _smoothings(rows):
+            for row, (key, _) in enumerate(METRICS):
+                _band(axes[row, 0], depths, part, key, f"{label}, {name}", style)
     rows = record["beta"]
     betas = [float(b) for b in rows]
     depth = record["settings"]["beta_depth"]
-    _band(axes[0, 1], betas, rows, "cosine", f"depth {depth}, L = output")
-    _band(axes[1, 1], betas, rows, "relative_error", f"depth {depth}, L = output")
+    for part, label, style in _smoothings(rows):
+        for row, (key, _) in enumerate(METRICS):
+            _band(axes[row, 1], betas, part, key, f"{label}, depth {depth}", style)
     for ax in axes[:, 1]:
         ax.set_xscale("log")
         ax.set_xlabel("beta (escape noise and surrogate)")
     for ax in axes[:, 0]:
         ax.set_xlabel("number of spiking layers")
         ax.set_xticks(depths)
-    for ax in axes[0]:
-        ax.set_ylabel("cos(E[SG], grad E[L])")
-    for ax in axes[1]:
-        ax.set_ylabel("|E[SG] - grad E[L]| / |grad E[L]|")
+    for row, (_, ylabel) in enumerate(METRICS):
+        for ax in axes[row]:
+            ax.set_ylabel(ylabel)
     for ax in axes.flat:
-        ax.legend(fontsize=8)
-    fig.suptitle("Exact bias of the surrogate gradient (median, quartiles over random nets)")
+        ax.legend(fontsize=7)
+    fig.suptitle("Exact bias of the two smoothings (median, quartiles over random nets)")
     return fig
 
 
@@ -135,11 +154,39 @@ def plot_single_neuron(record: dict) -> plt.Figure:
     return fig
 
 
+def plot_learning(record: dict) -> plt.Figure:
+    """Exact E[L] against trials used, mean and quartiles over initialisations."""
+    tasks = record.get("learning", {}).get("tasks", {})
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(5.5 * max(1, len(tasks)), 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, (name, task) in zip(axes, tasks.items()):
+        xs = np.asarray(task["samples_used"])
+        for key, row in task["estimators"].items():
+            band = row["expected_loss"]
+            style = "k-" if key == "exact" else "-"
+            (line,) = ax.plot(xs, band["mean"], style, lw=1.5, label=ESTIMATOR_LABELS[key])
+            ax.fill_between(xs, band["q25"], band["q75"], color=line.get_color(), alpha=0.12)
+        ax.axhline(task["optimum"], color="grey", lw=0.8, ls=":")
+        ax.set_title(
+            f"{name}: {task['nb_spike_variables']} spikes, {task['nb_parameters']} params, "
+            f"lr {task['learning_rate']:g}",
+            fontsize=9,
+        )
+        ax.set_xlabel("sampled trials used (exact gradient: same steps)")
+        ax.set_ylabel("exact E[L] (mean, quartiles)")
+        ax.legend(fontsize=7)
+    if not tasks:
+        axes[0].set_title("learning study off")
+    fig.tight_layout()
+    return fig
+
+
 def write_outputs(record: dict, numbers_path: str | Path, figures_dir: str | Path) -> list[Path]:
-    """Write the numbers (JSON) and the three figures (PNG); return the paths written."""
+    """Write the numbers (JSON) and the four figures (PNG); return the paths written."""
     write_json_atomic(numbers_path, record)
     paths = [Path(numbers_path)]
-    for name, plot in zip(FIGURES, (plot_bias, plot_variance, plot_single_neuron)):
+    plots = (plot_bias, plot_variance, plot_single_neuron, plot_learning)
+    for name, plot in zip(FIGURES, plots):
         fig = plot(record)
         save_figure(fig, Path(figures_dir) / name)
         plt.close(fig)

@@ -64,6 +64,50 @@ def matched_pair(name: str, beta: float, p0: float, delta_u: float) -> tuple[Any
     return escape, surrogate
 
 
+CONDITIONINGS = ("input", "output")
+TINY = 1e-300
+
+
+def escape_slope(escape, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p, p') of an elementwise escape noise at x: escape.prob and its derivative (autograd)."""
+    with torch.enable_grad():
+        leaf = x.detach().clone().requires_grad_()
+        prob = escape.prob(leaf)
+        (slope,) = torch.autograd.grad(prob.sum(), leaf)
+    return prob.detach(), slope
+
+
+def smoothing_weight(p: torch.Tensor, spikes: torch.Tensor, conditioning: str) -> torch.Tensor:
+    """Factor c with which a spike's smoothed derivative is c * dp: 1 for input conditioning.
+
+    Output conditioning (StochasticAD.jl's Bernoulli smoothing rule): the average of the
+    right and left stochastic derivatives given the sampled outcome, 1 / (2 (1 - p)) for a
+    silent unit and 1 / (2 p) for a firing one; its mean over the outcome is 1.
+    """
+    if conditioning == "input":
+        return torch.ones_like(p)
+    silent = 0.5 / (1.0 - p).clamp(min=TINY)
+    firing = 0.5 / p.clamp(min=TINY)
+    return torch.where(spikes > 0, firing, silent)
+
+
+@dataclass(frozen=True)
+class OutputSmoothing:
+    """Surrogate whose SG is the output-conditioned smoothed stochastic derivative.
+
+    dS/dx := escape'(x) c(S, p(x)) with c = 1 / (2 (1 - p)) if S = 0, 1 / (2 p) if S = 1
+    (`smoothing_weight`): the chain rule through the sampled trial with these local
+    derivatives is the output-conditioned smoothing, in reverse mode (enumeration, training).
+    """
+
+    escape: object
+    name = "output-smoothing"
+
+    def derivative(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        p, slope = escape_slope(self.escape, x)
+        return slope * smoothing_weight(p, spikes, "output")
+
+
 def coupled_sample(escape, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """Spikes from given uniforms by the library's rule: spike iff x > escape.prob_inverse(u).
 
@@ -189,26 +233,27 @@ def escape_jvp(escape, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     escape' comes from reverse-mode autograd of `escape.prob` (an elementwise function),
     which spares forward-mode formulas that import torch's compiler on first use (~7 s).
     """
-    primal = fwad.unpack_dual(x).primal.detach()
-    with torch.enable_grad():
-        leaf = primal.clone().requires_grad_()
-        prob = escape.prob(leaf)
-        (slope,) = torch.autograd.grad(prob.sum(), leaf)
-    return prob.detach(), slope * forward_tangent(x)
+    prob, slope = escape_slope(escape, fwad.unpack_dual(x).primal)
+    return prob, slope * forward_tangent(x)
 
 
 class Smoothed(StageOp):
-    """The smoothed stochastic derivative, forward mode: given spikes carry dp(x)/dtheta.
+    """The smoothed stochastic derivative, forward mode: given spikes carry a smoothed tangent.
 
     Used inside `torch.autograd.forward_ad.dual_level` with dual parameters: each spike
-    keeps its sampled value and gets the tangent of escape.prob(x): escape'(x) x_dot,
-    the jump derivative averaged over the spike's outcome given its input x.
+    keeps its sampled value and gets the tangent c * escape'(x) x_dot, where x_dot collects
+    the tangents of every path into x. Input conditioning (c = 1) averages the jump over the
+    spike's outcome given its input x; output conditioning (c of `smoothing_weight`)
+    conditions on the sampled outcome as well.
     """
 
-    def __init__(self, escape, spikes: list[torch.Tensor]) -> None:
+    def __init__(self, escape, spikes: list[torch.Tensor], conditioning: str = "input") -> None:
         super().__init__()
-        self.escape, self.given = escape, spikes
+        check_choice("conditioning", conditioning, CONDITIONINGS)
+        self.escape, self.given, self.conditioning = escape, spikes, conditioning
 
     def spike(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        _, tangent = escape_jvp(self.escape, x)
-        return fwad.make_dual(self.given[k].to(x.dtype), tangent)
+        p, tangent = escape_jvp(self.escape, x)
+        given = self.given[k].to(x.dtype)
+        weight = smoothing_weight(p, given.expand_as(p), self.conditioning)
+        return fwad.make_dual(given.expand_as(p).clone(), weight * tangent)

@@ -1,5 +1,6 @@
-"""The experiments of Theory/: bias of E[SG] against depth and beta, estimator variances,
-the single-neuron panel. Plain settings in, a JSON-ready dict out (no plotting here).
+"""The experiments of Theory/: bias of E[SG] and of the output-conditioned smoothing against
+depth and beta, estimator variances, the single-neuron panel, claim (c), and the learning
+study (`learning`). Plain settings in, a JSON-ready dict out (no plotting here).
 
 Named networks (used by the tests and the README):
 
@@ -21,15 +22,16 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, check_choice, check_positive
+from . import learning
 from .estimators import (
     reinforce_samples,
     sg_samples,
     smoothed_samples,
     stochad_samples,
 )
-from .exact import exact_moments, patterns
+from .exact import MAX_VARIABLES, exact_moments, patterns
 from .networks import BinaryNet, LIFNet
-from .ops import PAIRS, Replay, library_pair, matched_pair
+from .ops import PAIRS, OutputSmoothing, Replay, library_pair, matched_pair
 
 GAIN, BIAS = 0.5, 0.2  # weight std gain / sqrt(fan_in), bias std, of the binary networks
 LIF_CURRENT = [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
@@ -52,21 +54,76 @@ class StudySettings:
     nb_samples: int = 20000  # trials per estimator in the variance table
     nb_single: int = 20000  # trials per point of the single-neuron panel
     single_points: int = 13
+    learning: str = "small"  # size of the learning study: small, full or off
+    learning_inits: int = 20  # initialisations per task (the same for every estimator)
+    learning_steps: int | None = None  # steps per run; None: the size's own (small 40)
 
     def validate(self) -> StudySettings:
+        """Raise a ConfigError naming the first setting whose value cannot work."""
+        _check_int("seed", self.seed, 0)
         check_choice("pair", self.pair, PAIRS)
         for name in ("beta", "p0", "delta_u"):
             check_positive(name, getattr(self, name))
-        for name in ("width", "nb_networks", "beta_depth", "nb_samples", "nb_single"):
-            check_positive(name, getattr(self, name), integer=True)
-        check_positive("single_points", self.single_points - 1, integer=True)
-        for depth in self.depths:
-            check_positive("depths", depth, integer=True)
-        for beta in self.betas:
-            check_positive("betas", beta)
-        if self.nb_samples < 2:
-            raise ConfigError(f"nb_samples={self.nb_samples!r} is not valid; it must be >= 2")
+        if self.p0 > 1:
+            raise ConfigError(f"p0={self.p0!r} is not valid; it must lie in (0, 1]")
+        for name, (low, high) in INTEGER_RANGES.items():
+            _check_int(name, getattr(self, name), low, high)
+        check_choice("learning", self.learning, learning.SIZES)
+        if self.learning_steps is not None:
+            _check_int("learning_steps", self.learning_steps, 1, 10_000)
+        _check_list("depths", self.depths, integer=True)
+        _check_list("betas", self.betas, integer=False)
+        cases = [("depths", self.depths, d) for d in self.depths]
+        for name, typed, depth in cases + [("beta_depth", self.beta_depth, self.beta_depth)]:
+            nb_vars = self.width * (depth - 1) + 2
+            if nb_vars > MAX_VARIABLES:
+                raise ConfigError(
+                    f"{name}={typed!r} is not valid with width={self.width}: depth {depth} has "
+                    f"{nb_vars} spike variables, at most {MAX_VARIABLES} can be enumerated "
+                    "(width x (depth - 1) + 2)"
+                )
         return self
+
+
+# integer settings: (smallest, largest) allowed value
+INTEGER_RANGES = {
+    "width": (1, MAX_VARIABLES),
+    "nb_networks": (1, 100_000),
+    "beta_depth": (1, MAX_VARIABLES),
+    "nb_samples": (2, 200_000),
+    "nb_single": (2, 1_000_000),
+    "single_points": (2, 10_000),
+    "learning_inits": (1, 200),
+}
+
+
+def _check_int(setting: str, value, low: int, high: int | None = None) -> None:
+    """A whole number (an int, not 2.0 or True) within [low, high], else a ConfigError."""
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        within = f">= {low}" if high is None else f"from {low} to {high}"
+        raise ConfigError(
+            f"{setting}={value!r} is not valid; it must be a whole number {within} "
+            "(written without a decimal point)"
+        )
+
+
+def _check_list(setting: str, values, integer: bool) -> None:
+    """A non-empty list of positive numbers (whole numbers if `integer`), else a ConfigError."""
+    kind = "positive whole numbers" if integer else "positive finite numbers"
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ConfigError(
+            f"{setting}={values!r} is not valid; give a non-empty list of {kind}, e.g. "
+            f"{setting}=[1,2]"
+        )
+    for value in values:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        valid = number and math.isfinite(value) and value > 0
+        if not valid or (integer and not isinstance(value, int)):
+            raise ConfigError(
+                f"{setting}={list(values)!r} is not valid; {value!r} is not one of the {kind} "
+                "it must hold"
+            )
 
 
 def deep3() -> tuple[BinaryNet, dict]:
@@ -97,30 +154,72 @@ def random_binary(
     return net, net.init_params(gen, GAIN, BIAS)
 
 
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(a, b) = a.b / (|a| |b|) in float64, without clamping the norms.
+
+    Each vector is divided by its largest entry first, so that norms far below 1e-8 (or
+    near overflow) give the exact cosine; NaN when either vector is zero (undefined).
+    """
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    sa, sb = a.abs().max(), b.abs().max()
+    if sa == 0 or sb == 0:
+        return math.nan
+    a, b = a / sa, b / sb
+    return float((a @ b) / (a.norm() * b.norm()))
+
+
+def sign_disagreement(gradient: torch.Tensor, estimate: torch.Tensor, rtol=1e-9) -> float:
+    """Fraction of parameters where the estimate's sign is opposite to the gradient's.
+
+    Entries smaller than rtol times the larger vector's largest entry count as zero (they
+    agree with anything): rounding, not a sign.
+    """
+    scale = rtol * max(float(gradient.abs().max()), float(estimate.abs().max()))
+    opposite = (gradient * estimate < 0) & (gradient.abs() > scale) & (estimate.abs() > scale)
+    return float(opposite.to(torch.float64).mean())
+
+
 def bias_metrics(gradient: torch.Tensor, expected_sg: torch.Tensor) -> dict:
-    """Cosine similarity of E[SG] with the gradient, and ||E[SG] - grad|| / ||grad||."""
-    cos = torch.nn.functional.cosine_similarity(gradient, expected_sg, dim=0)
+    """Cosine with the gradient, ||E[SG] - grad|| / ||grad||, and the sign disagreement."""
     rel = (expected_sg - gradient).norm() / gradient.norm()
-    return {"cosine": float(cos), "relative_error": float(rel)}
+    return {
+        "cosine": cosine(gradient, expected_sg),
+        "relative_error": float(rel),
+        "sign_disagreement": sign_disagreement(gradient, expected_sg),
+    }
 
 
 def _summary(values: list[float]) -> dict:
     t = torch.tensor(values, dtype=torch.float64)
+    t = t[~torch.isnan(t)]  # an undefined cosine (a zero gradient) is left out, and counted
     q = torch.quantile(t, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    return {"median": float(q[1]), "q25": float(q[0]), "q75": float(q[2]), "mean": float(t.mean())}
+    return {
+        "median": float(q[1]),
+        "q25": float(q[0]),
+        "q75": float(q[2]),
+        "mean": float(t.mean()),
+        "undefined": len(values) - int(t.numel()),
+    }
 
 
 def _bias_over_networks(s: StudySettings, depth: int, beta: float, loss: str, seed: int):
+    """Bias metrics of E[SG] (input-conditioned) and of the output-conditioned smoothing."""
     escape, surrogate = matched_pair(s.pair, beta, s.p0, s.delta_u)
+    others = {"output": OutputSmoothing(escape)}
     gen = torch.Generator().manual_seed(seed)
-    cos, rel = [], []
+    rows: dict[str, dict[str, list[float]]] = {"input": {}, "output": {}}
+    smallest = math.inf
     for _ in range(s.nb_networks):
         net, params = random_binary(depth, s.width, loss, gen)
-        ex = exact_moments(net, params, escape, surrogate)
-        metrics = bias_metrics(ex.gradient, ex.expected_sg)
-        cos.append(metrics["cosine"])
-        rel.append(metrics["relative_error"])
-    return {"cosine": _summary(cos), "relative_error": _summary(rel)}
+        ex = exact_moments(net, params, escape, surrogate, others=others)
+        smallest = min(smallest, float(ex.gradient.norm()))
+        for key, mean in (("input", ex.expected_sg), ("output", ex.expected_others["output"])):
+            for name, value in bias_metrics(ex.gradient, mean).items():
+                rows[key].setdefault(name, []).append(value)
+    out = {name: _summary(values) for name, values in rows["input"].items()}
+    out["output_smoothing"] = {name: _summary(values) for name, values in rows["output"].items()}
+    out["smallest_gradient_norm"] = smallest
+    return out
 
 
 def depth_study(s: StudySettings) -> dict:
@@ -146,11 +245,13 @@ def estimator_row(samples, expected: torch.Tensor, gradient: torch.Tensor) -> di
     """Variance, bias and agreement of one estimator's samples (N, P)."""
     n = samples.values.shape[0]
     var = samples.values.var(0)
+    spread = (samples.values - samples.mean).pow(2).sum(1)  # per trial; its mean ~ sum var
     bias = expected - gradient
     z = (samples.mean - expected) / samples.standard_error.clamp(min=1e-300)
     return {
         "variance_per_trial_mean_over_params": float(var.mean()),
         "variance_per_trial_sum_over_params": float(var.sum()),
+        "variance_sum_standard_error": float(spread.std() / math.sqrt(n)),
         "exact_bias_relative": float(bias.norm() / gradient.norm()),
         "cosine_of_mean_with_gradient": bias_metrics(gradient, samples.mean)["cosine"],
         "mse_of_mean_of_n": float(var.sum() / n + bias.pow(2).sum()),
@@ -162,14 +263,19 @@ def estimator_row(samples, expected: torch.Tensor, gradient: torch.Tensor) -> di
 
 
 def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator) -> dict:
-    """Every estimator on `n` trials of one network; SG and smoothed against exact E[SG]."""
-    ex = exact_moments(net, params, escape, surrogate)
+    """Every estimator on `n` trials of one network; the SG and both smoothings against
+    their exact means (enumeration), the unbiased ones against the exact gradient."""
+    ex = exact_moments(net, params, escape, surrogate, others={"output": OutputSmoothing(escape)})
     sg = sg_samples(net, params, escape, surrogate, n, gen)
     runs = {
         "surrogate_gradient": (sg, ex.expected_sg),
         "smoothed_stochastic_derivative": (
             smoothed_samples(net, params, escape, sg.spikes),
             ex.expected_sg,
+        ),
+        "smoothed_output_conditioned": (
+            smoothed_samples(net, params, escape, sg.spikes, "output"),
+            ex.expected_others["output"],
         ),
         "stochastic_ad": (stochad_samples(net, params, escape, n, gen), ex.gradient),
         "reinforce": (reinforce_samples(net, params, escape, n, gen), ex.gradient),
@@ -179,6 +285,9 @@ def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator)
         ),
     }
     rows = {name: estimator_row(smp, exp, ex.gradient) for name, (smp, exp) in runs.items()}
+    plain, base = rows["reinforce"], rows["reinforce_baseline"]
+    se = math.hypot(plain["variance_sum_standard_error"], base["variance_sum_standard_error"])
+    gap = plain["variance_per_trial_sum_over_params"] - base["variance_per_trial_sum_over_params"]
     return {
         "nb_samples": n,
         "nb_parameters": int(ex.gradient.numel()),
@@ -187,6 +296,7 @@ def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator)
         "expected_loss_monte_carlo": float(sg.losses.mean()),
         "expected_loss_standard_error": float(sg.losses.std() / math.sqrt(n)),
         "estimators": rows,
+        "baseline_variance_reduction_in_standard_errors": gap / se,
     }
 
 
@@ -258,8 +368,10 @@ def claim_c_row(net, params, escape, surrogate, n: int, gen) -> dict:
     """max over n trials and all parameters of |SG - smoothed stochastic derivative|."""
     sg = sg_samples(net, params, escape, surrogate, n, gen)
     smooth = smoothed_samples(net, params, escape, sg.spikes)
+    output = smoothed_samples(net, params, escape, sg.spikes, "output")
     row = {
         "max_abs_difference": float((sg.values - smooth.values).abs().max()),
+        "max_abs_difference_output_conditioned": float((sg.values - output.values).abs().max()),
         "max_abs_sg": float(sg.values.abs().max()),
         "nb_trials": n,
     }
@@ -289,6 +401,13 @@ def claim_c_study(s: StudySettings) -> dict:
     return out
 
 
+def learning_part(s: StudySettings) -> dict:
+    """The learning study at size `s.learning` (empty when "off")."""
+    return learning.learning_study(
+        s.learning, s.learning_inits, s.beta, s.seed + 500, steps=s.learning_steps
+    )
+
+
 def run_study(s: StudySettings) -> dict:
     """All parts of the study; returns the JSON-ready record (settings, numbers, timings)."""
     s.validate()
@@ -299,6 +418,7 @@ def run_study(s: StudySettings) -> dict:
         ("beta", beta_study),
         ("variance", variance_study),
         ("claim_c", claim_c_study),
+        ("learning", learning_part),
     ):
         start = time.perf_counter()
         record[key] = part(s)

@@ -10,18 +10,11 @@ import torch
 from sgtheory.spikes import SigmoidEscape, SigmoidSurrogate
 from sgtheory.theory import BinaryNet, LIFNet, exact_moments, matched_pair, sg_samples
 from sgtheory.theory.exact import patterns
+from sgtheory.theory.networks import two_unit_chain
 from sgtheory.theory.study import deep3, lif
 
 BETA = 5.0
 ESCAPE, SURROGATE = matched_pair("sigmoid", BETA, 2 / 3, 0.133)
-
-
-def chain(w1=0.7, b1=-0.2, w2=-0.9, b2=0.4, x0=1.3):
-    """Two binary units in a chain, s1 -> s2, L = s2."""
-    net = BinaryNet((1, 1, 1), torch.tensor([x0], dtype=torch.float64), torch.tensor([1.0]))
-    t = lambda v, *shape: torch.tensor(v, dtype=torch.float64).reshape(shape)  # noqa: E731
-    params = {"W1": t(w1, 1, 1, 1), "b1": t(b1, 1, 1), "W2": t(w2, 1, 1, 1), "b2": t(b2, 1, 1)}
-    return net, params
 
 
 def test_chain_matches_hand_worked_closed_forms():
@@ -32,7 +25,7 @@ def test_chain_matches_hand_worked_closed_forms():
     dE/db2 = p1 q1' + (1 - p1) q0'; the SG replaces (q1 - q0) by w2 E[sig'(u2)].
     """
     w1, b1, w2, b2, x0 = 0.7, -0.2, -0.9, 0.4, 1.3
-    net, params = chain(w1, b1, w2, b2, x0)
+    net, params = two_unit_chain(w1, b1, w2, b2, x0)
     ex = exact_moments(net, params, SigmoidEscape(BETA), SigmoidSurrogate(BETA))
     sig = lambda u: 1 / (1 + math.exp(-BETA * u))  # noqa: E731
     dsig = lambda u: BETA * sig(u) * (1 - sig(u))  # noqa: E731
