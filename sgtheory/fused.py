@@ -9,7 +9,9 @@ with ctypes, and called on disjoint ranges of neurons from a small thread pool (
 releases the GIL). Where no compiler works, the torch loop runs instead, after one warning.
 The kernels index a step's neurons in storage order, so a scan runs in place on any layout
 in which every time step is one contiguous block (e.g. channels-last conv currents), and
-every array it makes takes its current's layout (`time_major_dense`).
+every array it makes takes its current's layout (`time_major_dense`). Stochastic escape
+noise draws its uniforms inside the loop, by Philox4x32-10 as ``sgtheory.random`` defines
+them (each neuron's logical index found from the layout once per block of neurons).
 
 Environment: ``SGTHEORY_FUSED=0`` turns the kernels off; ``SGTHEORY_CACHE`` moves the cache
 (default ``~/.cache/sgtheory``); ``CC`` picks the compiler; ``SGTHEORY_MARCH`` its
@@ -29,12 +31,12 @@ import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from .spikes import SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
+from . import random
+from .spikes import ESC_STEP, SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_scan.c"
 SPARSE_SOURCE = SOURCE.with_name("spike_conv.c")  # sparse-input convolution (conv_kernels)
@@ -51,15 +53,14 @@ _state: dict = {"lib": None, "tried": False, "pool": None, "workers": 0}
 _i64, _f32, _int, _ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
 _dbl = ctypes.c_double
 _SIGNATURES = {
-    "lif_forward": [_ptr] * 3
-    + [_int, _f32, _f32]
+    "lif_forward": [_ptr, _int, _f32, _f32, _ptr, _i64, _ptr, _f32]
     + [_ptr] * 4
     + [_i64] * 4
     + [_f32] * 4
     + [_int, _i64],
+    "philox_uniform": [_ptr] + [_i64] * 5 + [_ptr],
     "logit_points": [_ptr] * 2 + [_i64] * 2 + [_f32],
     "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
-    "mt_uniform": [_ptr] * 4 + [_i64],
     "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
     "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
 }
@@ -212,14 +213,21 @@ def time_major_dense(t: torch.Tensor) -> torch.Tensor:
     return t if dense else t.contiguous()
 
 
-@lru_cache(maxsize=32)
-def storage_order(shape: tuple, strides: tuple) -> torch.Tensor:
-    """int32 table: for each position j of a dense step (`shape`, `strides`) in storage
-    order, the index of that neuron in the contiguous (logical) order."""
-    logical = torch.arange(math.prod(shape), dtype=torch.int32).view(shape)
-    stored = torch.empty_strided(shape, strides, dtype=torch.int32).copy_(logical)
-    dims = sorted(range(len(shape)), key=lambda d: -strides[d])
-    return stored.permute(dims).contiguous().view(-1)
+def element_layout(step: torch.Tensor) -> torch.Tensor:
+    """int64 [ndim, (size, logical stride) per dim in storage order, outermost first] of a
+    dense step: how the kernel finds the logical (C-contiguous) index of the neuron at each
+    storage position, the draws' element index."""
+    shape, strides = step.shape, step.stride()
+    logical = [math.prod(shape[d + 1 :]) for d in range(len(shape))]
+    dims = sorted(range(len(shape)), key=lambda d: (-strides[d], d))
+    entries = [len(dims)] + [v for d in dims for v in (shape[d], logical[d])]
+    return torch.tensor(entries, dtype=torch.int64)
+
+
+def _key(draws: random.Draws) -> torch.Tensor:
+    """The draws' four 32-bit words (random.Draws.kernel_words) as the C code's uint32."""
+    signed = [w - (1 << 32) if w >= 1 << 31 else w for w in draws.kernel_words()]
+    return torch.tensor(signed, dtype=torch.int32)
 
 
 def _like(t: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
@@ -233,28 +241,24 @@ def _ptr_of(tensor: torch.Tensor | None) -> int | None:
 
 def lif_forward(
     cur: torch.Tensor,
-    spike_at: torch.Tensor | None,
+    escape,
+    draws: random.Draws | None,
     a_syn: float,
     a_mem: float,
     threshold: float,
     reset_full: bool,
     keep_syn: bool,
     delay: int = 0,
-    logit_beta: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """(mem, fired, syn or None, spikes) of LIF neurons driven by time-major `cur` (see the
     C file); `fired` is boolean, `spikes` the same as float32 0 / 1.
 
-    `spike_at` (same shape) holds the escape noise's inverse of each uniform draw, or is
-    None for the deterministic threshold. With `logit_beta`, it holds the uniform draws
-    themselves, and the kernel finds their points logit(u) / beta (`logit_points`) lazily:
-    an estimate of logit(u) from the bits of u and 1 - u decides most spikes, and only
-    potentials within LAZY_MARGIN / beta of it compute the logarithm (the same spikes; see
-    the C file). It may be laid out otherwise than cur (e.g.
-    contiguous, as the draws are made, while cur is channels-last): the kernel then reads it
-    through an index table (`storage_order`) instead of copying it into cur's layout. With
-    `delay`, step t receives cur[t - delay] (0 before), as `layers.delay_in_time` would
-    shift it, without the copy.
+    A stochastic `escape` (its `kernel_form()`, spikes.ESCAPE_FORMULAS) draws the uniforms
+    of `draws` (`random.Draws` of the scan's steps) inside the loop, each neuron by its
+    logical index whatever cur's layout; sigmoid escape noise finds its firing points
+    lazily (only potentials near one compute the logarithm; see the C file). With `delay`,
+    step t receives cur[t - delay] (0 before), as `layers.delay_in_time` would shift it,
+    without the copy.
     """
     cur = time_major_dense(cur)
     nb_steps, row = cur.shape[0], cur[0].numel()
@@ -262,28 +266,48 @@ def lif_forward(
     fired = torch.empty_like(cur, dtype=torch.bool)
     syn = torch.empty_like(cur) if keep_syn else None
     spikes = torch.empty_like(cur)
-    order = None
-    if spike_at is not None and spike_at.stride() != cur.stride():
-        spike_at = spike_at.contiguous()  # read through the index table unless cur is too
-        if not cur.is_contiguous():
-            order = storage_order(tuple(cur.shape[1:]), tuple(cur.stride()[1:]))
-    lazy = logit_beta is not None and spike_at is not None
-    if lazy and not 0.0 < logit_beta < math.inf:
-        raise ValueError(f"logit_beta={logit_beta!r}: the lazy logit needs a positive beta")
-    pointers = (cur.data_ptr(), _ptr_of(spike_at), _ptr_of(order), int(lazy), LAZY_MARGIN)
-    pointers += (logit_beta if lazy else 1.0,)
-    pointers += (mem.data_ptr(), fired.data_ptr())
+    rule, p, q = escape.kernel_form()
+    if rule != ESC_STEP and (draws is None or draws.given is not None):
+        raise ValueError("a stochastic scan needs counter-based draws (random.Draws of a key)")
+    key = _key(draws) if rule != ESC_STEP else torch.zeros(4, dtype=torch.int32)
+    first = draws.first_step if rule != ESC_STEP else 0
+    layout = element_layout(cur[0])
+    pointers = (cur.data_ptr(), int(rule), float(p), float(q), key.data_ptr(), int(first))
+    pointers += (layout.data_ptr(), LAZY_MARGIN, mem.data_ptr(), fired.data_ptr())
     pointers += (_ptr_of(syn), spikes.data_ptr())
     tail = (a_syn, a_mem, 1.0 - a_mem, threshold, int(reset_full), int(delay))
     _run(library().lif_forward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return mem, fired, syn, spikes
 
 
+def philox_uniform(
+    seed: int, stream: int, first_step: int, nb_steps: int, shape: tuple
+) -> torch.Tensor | None:
+    """`random.uniform_reference`'s numbers (nb_steps, *shape), float32 on the CPU, by the C
+    kernel (four steps per Philox call, vectorised), spread over torch's threads when
+    large; None where the kernels are not built."""
+    if library() is None:
+        return None
+    numel = math.prod(shape)
+    out = torch.empty((nb_steps, numel), dtype=torch.float32)
+    if numel == 0 or nb_steps == 0:
+        return out.view(nb_steps, *shape)
+    key = _key(random.Draws(seed, stream, first_step))
+    workers = max(1, min(torch.get_num_threads(), numel * nb_steps // MIN_PARALLEL))
+    per = math.ceil(math.ceil(numel / workers) / BLOCK) * BLOCK  # whole blocks per thread
+    calls = [
+        (key.data_ptr(), first_step, nb_steps, numel, lo, min(numel, lo + per), out.data_ptr())
+        for lo in range(0, numel, per)
+    ]
+    parallel(library().philox_uniform, calls)
+    return out.view(nb_steps, *shape)
+
+
 def logit_points(u: torch.Tensor, beta: float, out: torch.Tensor | None = None) -> torch.Tensor:
-    """logit(u) / beta of contiguous CPU float32 `u` by the C kernel (within 2 ulp of the
-    exact value for every draw of torch.rand; see the C file), into `out` if given (may be
-    u itself), spread over torch's threads when large. Elementwise: the same numbers
-    however `u` is split, so a block of steps gives each step's own numbers."""
+    """logit(u) / beta of contiguous CPU float32 `u` by the C kernel (the operations of
+    spikes.logit_f32, within 2 ulp of the exact value for every draw; see the C file), into
+    `out` if given (may be u itself), spread over torch's threads when large. Elementwise:
+    the same numbers however `u` is split, so a block of steps gives each step's own."""
     if out is None:
         out = torch.empty_like(u)
     if not (u.is_contiguous() and out.is_contiguous() and out.shape == u.shape):
@@ -346,38 +370,3 @@ def lif_backward(
     tail += (int(delay),)
     _run(library().lif_backward, _ranges(row, nb_steps), pointers, (nb_steps, row), tail)
     return grad_cur
-
-
-# torch's CPU generator state (Generator.get_state, CPUGeneratorImplState): the legacy
-# layout's int32 `left` at byte 8, uint64 `next` at 16, the 624 state words as uint64 from 24
-_STATE_BYTES, _LEFT, _NEXT, _WORDS, _MT_N = 5056, 8, 16, 24, 624
-
-
-def uniform(
-    shape: torch.Size, generator: torch.Generator | None, out: torch.Tensor | None = None
-) -> torch.Tensor | None:
-    """torch.rand(shape, generator=generator) (float32, CPU) by the C kernel: the same numbers
-    in the same order, and the generator left where torch.rand would leave it; into `out`
-    (contiguous float32 of that shape) if given. None where the generator's state is not
-    laid out as expected (then call torch.rand)."""
-    gen = torch.default_generator if generator is None else generator
-    raw = gen.get_state()
-    if raw.numel() != _STATE_BYTES or gen.device.type != "cpu":
-        return None
-    words = raw[_WORDS : _WORDS + 8 * _MT_N].view(torch.int64)
-    if bool((words >> 32).any()):
-        return None
-    state = words.to(torch.int32)  # the 32-bit words, as the engine holds them
-    left = raw[_LEFT : _LEFT + 4].view(torch.int32).clone()
-    nxt = raw[_NEXT : _NEXT + 8].view(torch.int64)[:1].to(torch.int32)
-    if out is None:
-        out = torch.empty(shape, dtype=torch.float32)
-    elif out.shape != shape or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be contiguous float32 of shape {tuple(shape)}")
-    ptrs = (state.data_ptr(), left.data_ptr(), nxt.data_ptr(), out.data_ptr())
-    library().mt_uniform(*ptrs, out.numel())
-    words.copy_(state.to(torch.int64) & 0xFFFFFFFF)
-    raw[_LEFT : _LEFT + 4].view(torch.int32).copy_(left)
-    raw[_NEXT : _NEXT + 8].view(torch.int64).copy_(nxt.to(torch.int64))
-    gen.set_state(raw)
-    return out

@@ -22,6 +22,11 @@ kernels of ``sgtheory.triton_scan`` (which says when they apply; ``SGTHEORY_TRIT
 them off); otherwise as per-step torch operations on preallocated buffers.
 ``lif_scan_reference`` is the same model written plainly with autograd, one step at a time:
 the baseline of the benchmarks and the oracle of the tests.
+
+Stochastic escape noise: a scan takes one draw of all its steps from the spike operation's
+stream (`SpikeFn.take`), and step t of every path compares with the uniforms of that draw's
+step t (``sgtheory.random``): the kernels draw them inside their loops, the torch loop and
+the reference through `random.Draws.uniform`, so all give the same spikes.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import conv_algos, fused, triton_scan
+from . import conv_algos, fused, random, triton_scan
 from .conv import conv1d_weight_grad
 from .errors import ConfigError, check_choice, check_positive
 from .spikes import SpikeFn
@@ -119,56 +124,54 @@ class _Delay(torch.autograd.Function):
         return out, None, None
 
 
-def _runs_fused(cur: torch.Tensor, rec_weight: torch.Tensor | None, rec_delay: int) -> bool:
+def _kernels_draw(spike_fn: SpikeFn) -> bool:
+    """Whether the compiled kernels can make this spike operation's draws: deterministic, or
+    an escape noise with a kernel rule (spikes.ESCAPE_FORMULAS) drawing from a stream or
+    generator (explicit uniforms, `random.GivenUniforms`, run as the torch loop)."""
+    if spike_fn.deterministic:
+        return True
+    return hasattr(spike_fn.escape, "kernel_form") and not isinstance(
+        spike_fn.generator, random.GivenUniforms
+    )
+
+
+def _runs_fused(
+    cur: torch.Tensor, rec_weight: torch.Tensor | None, rec_delay: int, spike_fn: SpikeFn
+) -> bool:
     """Whether `_LIFScan` runs `cur` by the fused C kernels (not Triton, no recurrence)."""
-    if rec_weight is not None or not fused.usable(cur):
+    if rec_weight is not None or not fused.usable(cur) or not _kernels_draw(spike_fn):
         return False
-    return not triton_scan.usable(cur, rec_weight, rec_delay)
+    return not _runs_triton(cur, rec_weight, rec_delay, spike_fn)
 
 
-class _FiringPoints:
-    """escape.prob_inverse of each step's uniform draws, made in the order in which
-    `escape.sample` would make them step by step: on CPU in float32, STEPS steps at a time
-    by the C generator (`fused.uniform`: the same numbers as torch.rand, about 15x faster),
-    else step by step by torch.rand. Each step's inverse is computed on that step's draws
-    alone, as `sample` does, so the spikes are the same bitwise (the C inverse of
-    SigmoidEscape is elementwise, so it takes a whole block at once)."""
+def _runs_triton(
+    cur: torch.Tensor, rec_weight: torch.Tensor | None, rec_delay: int, spike_fn: SpikeFn
+) -> bool:
+    """Whether `_LIFScan` runs `cur` by the Triton kernels."""
+    return _kernels_draw(spike_fn) and triton_scan.usable(cur, rec_weight, rec_delay)
+
+
+class _Points:
+    """The firing points escape.prob_inverse(u) of a scan's draws, step by step, made
+    STEPS steps at a time (`random.Draws.uniform`: on the CPU by the C kernel, four steps
+    per Philox call); the inverse is elementwise, so a block gives each step's own numbers."""
 
     STEPS = 16  # steps drawn at once: a few MB even for an SHD-shaped layer
 
-    def __init__(self, escape, generator: torch.Generator | None, cur: torch.Tensor):
-        self.escape, self.generator = escape, generator
-        self.shape, self.left = cur.shape[1:], cur.shape[0]
-        self.dtype, self.device = cur.dtype, cur.device
-        self.chunked = fused.usable(cur)
+    def __init__(self, escape, draws: random.Draws, cur: torch.Tensor):
+        self.escape, self.draws = escape, draws
+        self.shape, self.dtype, self.device = tuple(cur.shape[1:]), cur.dtype, cur.device
+        self.nb_steps, self.next_step = cur.shape[0], 0
         self.buffer: list[torch.Tensor] = []
 
-    def fill(self, out: torch.Tensor, invert: bool = True) -> torch.Tensor:
-        """Every step's firing points into contiguous `out` (steps, *shape): the numbers of
-        `next` called once per step, drawn straight into `out` (no copies); with
-        invert=False the uniform draws themselves (for a scan that inverts them)."""
-        elementwise = hasattr(self.escape, "kernel_logit_beta") and fused.usable(out)
-        for start in range(0, out.shape[0], self.STEPS):
-            block = out[start : start + self.STEPS]
-            if self.chunked:
-                self.chunked = fused.uniform(block.shape, self.generator, out=block) is not None
-            if not self.chunked:  # a generator state the C copy does not know: torch.rand
-                for step in block:
-                    torch.rand(self.shape, generator=self.generator, out=step)
-            if invert and elementwise:
-                self.escape.prob_inverse(block, out=block)
-            elif invert:
-                for step in block:
-                    self.escape.prob_inverse(step, out=step)
-        self.left -= out.shape[0]
-        return out
-
     def next(self) -> torch.Tensor:
-        """The next step's firing points (`fill`ed STEPS steps at a time)."""
+        """The next step's firing points."""
         if not self.buffer:
-            n = min(self.STEPS, self.left)
-            block = torch.empty((n, *self.shape), dtype=self.dtype, device=self.device)
-            self.buffer = list(self.fill(block).unbind(0))[::-1]
+            start = self.next_step
+            stop = min(self.nb_steps, start + self.STEPS)
+            u = self.draws.uniform(start, stop, self.shape, self.device).to(self.dtype)
+            self.buffer = list(self.escape.prob_inverse(u.contiguous()).unbind(0))[::-1]
+        self.next_step += 1
         return self.buffer.pop()
 
 
@@ -196,8 +199,9 @@ class _LIFScan(torch.autograd.Function):
         input_delay=0,
     ):
         ctx.set_materialize_grads(False)  # mem has no gradient: spare zero-filling one
-        ctx.triton = triton_scan.usable(cur, rec_weight, rec_delay)  # CUDA: Triton kernels
-        ctx.fused = _runs_fused(cur, rec_weight, rec_delay)
+        ctx.triton = _runs_triton(cur, rec_weight, rec_delay, spike_fn)  # CUDA: Triton
+        ctx.fused = _runs_fused(cur, rec_weight, rec_delay, spike_fn)
+        draws = spike_fn.take(cur.shape[0])  # this scan's steps of the stream (None: no draws)
         # (T, B, ...); the fused kernels take any layout in which every step is one block
         cur = fused.time_major_dense(cur) if ctx.fused else cur.contiguous()
         ctx.input_delay = input_delay  # only the fused kernels take one (see lif_scan)
@@ -205,16 +209,19 @@ class _LIFScan(torch.autograd.Function):
         spikes = None  # float spikes, where the kernel writes them itself
         if ctx.triton:
             fired, mem_all, syn_all = triton_scan.forward(
-                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
-            )
+                cur, rec_weight, spike_fn.escape, draws, a_syn, a_mem, threshold, reset,
+                diff_reset, rec_delay,
+            )  # fmt: skip
         elif ctx.fused:
-            fired, mem_all, syn_all, spikes = _LIFScan.run_fused(
-                cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, input_delay
-            )
+            mem_all, fired, syn_all, spikes = fused.lif_forward(
+                cur, spike_fn.escape, draws, a_syn, a_mem, threshold, reset == "full",
+                diff_reset, input_delay,
+            )  # fmt: skip
         else:
             fired, mem_all, syn_all = _LIFScan.run_loop(
-                cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay
-            )
+                cur, rec_weight, spike_fn.escape, draws, a_syn, a_mem, threshold, reset,
+                diff_reset, rec_delay,
+            )  # fmt: skip
         ctx.save_for_backward(fired, mem_all, syn_all, rec_weight)  # bool: 1/4 the memory
         ctx.spike_fn, ctx.a_syn, ctx.a_mem = spike_fn, a_syn, a_mem
         ctx.threshold, ctx.reset, ctx.diff_reset = threshold, reset, diff_reset
@@ -224,18 +231,18 @@ class _LIFScan(torch.autograd.Function):
 
     @staticmethod
     def run_loop(
-        cur, rec_weight, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, rec_delay=1
+        cur, rec_weight, escape, draws, a_syn, a_mem, threshold, reset, diff_reset, rec_delay=1
     ):
-        """(fired, mem, syn or None) by per-step torch operations on preallocated buffers."""
+        """(fired, mem, syn or None) by per-step torch operations on preallocated buffers;
+        stochastic spikes from `draws` (random.Draws of the scan's steps)."""
         nb_steps = cur.shape[0]
         fired = torch.empty(cur.shape, dtype=torch.bool, device=cur.device)
         mem_all = torch.empty((nb_steps + 1, *cur.shape[1:]), dtype=cur.dtype, device=cur.device)
         mem_all[0] = 0.0
         syn_all = torch.zeros_like(cur) if diff_reset else None
         syn = torch.zeros_like(cur[0])
-        escape, gen = spike_fn.escape, spike_fn.generator
         step_escape = escape.deterministic
-        points = None if step_escape else _FiringPoints(escape, gen, cur)
+        points = None if step_escape else _Points(escape, draws, cur)
         leak_scratch = None if reset == "full" else torch.empty_like(syn)
         rec_conv = (
             None if rec_weight is None else _RecurrentConv(rec_weight, cur.shape[1:], nb_steps)
@@ -258,32 +265,6 @@ class _LIFScan(torch.autograd.Function):
             if rec_weight is not None and src >= 0:
                 syn.add_(rec_conv(fired[src]))
         return fired, mem_all[:nb_steps], syn_all
-
-    @staticmethod
-    def run_fused(cur, spike_fn, a_syn, a_mem, threshold, reset, diff_reset, input_delay=0):
-        """(fired, mem, syn or None, float spikes): the same scan by the C kernels of `fused`
-        (CPU, float32, no recurrence); step t receives cur[t - input_delay] (0 before).
-
-        Stochastic escape noise: every step's firing points come from `_FiringPoints`, as
-        the torch loop's do (the same numbers, bitwise, at any thread count), drawn in the
-        logical order into one buffer, which the kernel reads in cur's layout through an
-        index table (no copy). For sigmoid escape noise the buffer keeps the uniform draws,
-        and the kernel computes a draw's point only where an estimate from the draw's bits
-        does not decide the spike (`fused.lif_forward`): the same spikes, without a
-        logarithm per neuron-step.
-        """
-        escape = spike_fn.escape
-        spike_at, beta = None, None
-        if not escape.deterministic:  # in the order drawn; the kernel reads it in cur's
-            points = _FiringPoints(escape, spike_fn.generator, cur)
-            if hasattr(escape, "kernel_logit_beta"):  # the kernel inverts the draws lazily
-                beta = escape.kernel_logit_beta()
-            buffer = torch.empty(cur.shape, dtype=cur.dtype)
-            spike_at = points.fill(buffer, invert=beta is None)
-        mem_all, fired, syn_all, spikes = fused.lif_forward(
-            cur, spike_at, a_syn, a_mem, threshold, reset == "full", diff_reset, input_delay, beta
-        )
-        return fired, mem_all, syn_all, spikes
 
     @staticmethod
     def backward_fused(ctx, grad_spikes):
@@ -427,7 +408,7 @@ def lif_scan(
             input_delay=input_delay,
         )
         return spikes.transpose(0, 1), mem.transpose(0, 1)
-    if input_delay and not _runs_fused(current, rec_weight, rec_delay):
+    if input_delay and not _runs_fused(current, rec_weight, rec_delay, spike_fn):
         current, input_delay = delay_in_time(current, input_delay, 0), 0
     with torch.autocast(current.device.type, enabled=False):  # dynamics in full precision
         return _LIFScan.apply(
@@ -476,9 +457,11 @@ def lif_scan_reference(
     mem = torch.zeros_like(steps[0])
     syn = torch.zeros_like(steps[0])
     spikes, mems = [], []
-    for cur_t in steps:
+    # one draw for the whole scan, step t from its step t, as the fast scan draws
+    draws = spike_fn.take(len(steps)) if isinstance(spike_fn, SpikeFn) else None
+    for t, cur_t in enumerate(steps):
         mems.append(mem.detach())
-        s = spike_fn(mem - threshold)
+        s = spike_fn(mem - threshold) if draws is None else spike_fn(mem - threshold, draws, t)
         spikes.append(s)
         r = s if diff_reset else s.detach()
         if reset == "full":

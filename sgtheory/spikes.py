@@ -7,8 +7,10 @@ A spike operation is a pair of small objects, bound per layer instance:
 * a surrogate derivative replaces dS/dx in the backward pass:
   ``superspike``, ``sigmoid``, ``scaled_sigmoid``, ``exponential``, ``multilayerspiker``.
 
-``SpikeFn(escape, surrogate, generator)`` binds them into one autograd operation. There is
-no class-level or global mutable state: two layers with different settings coexist.
+``SpikeFn(escape, surrogate, generator)`` binds them into one autograd operation; its
+stochastic spikes compare the potential with firing points of uniforms drawn from a
+counter-based stream (``sgtheory.random``), the same numbers on every device and backend.
+There is no class-level or global mutable state: two layers with different settings coexist.
 The named methods of the paper's configs are one table, ``METHODS``.
 """
 
@@ -19,7 +21,71 @@ from dataclasses import dataclass
 
 import torch
 
+from . import random
 from .errors import ConfigError, check_positive
+
+# Escape-noise registry. The compiled LIF scans draw their uniforms u inside their loops and
+# decide a spike by one of these rules of x = mem - threshold (numbered alike in the C and
+# Triton kernels, parameters (p, q)); each escape noise says which by `kernel_form()`. The
+# firing points are computed from u by float32 additions, multiplications, divisions and
+# bit operations only (`log_f32`, `logit_f32`): operations that every backend rounds alike,
+# so torch, C and Triton give the same spikes bitwise.
+ESC_STEP, ESC_SIGMOID, ESC_EXPONENTIAL, ESC_SUPERSPIKE = 0, 1, 2, 3
+ESCAPE_FORMULAS = {
+    ESC_STEP: "x > 0",
+    ESC_SIGMOID: "x > logit(u) / p",
+    ESC_EXPONENTIAL: "x > q log(u / p)",
+    ESC_SUPERSPIKE: "x > v / (p (1 - |v|)), v = 2 u - 1",
+}
+# float32 constants of the logarithm (ln 2 split so that e ln2_hi is exact for |e| < 2^8;
+# 2 atanh(s) = 2 s + s r(s^2), r's coefficients 2/3, 2/5, 2/7, 2/9)
+LN2_HI, LN2_LO, SQRT2 = 0.693145752, 1.42860677e-06, 1.41421354
+ATANH_COEFFS = (0.666666687, 0.400000006, 0.285714298, 0.222222224)
+
+
+def _atanh_log(e: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """e ln2 + 2 atanh(s) in float32, |s| <= 0.172 (series cut after s^9)."""
+    c1, c2, c3, c4 = ATANH_COEFFS
+    z = s * s
+    r = z * (c1 + z * (c2 + z * (c3 + z * c4)))
+    return e * LN2_HI + (2.0 * s + (s * r + e * LN2_LO))
+
+
+def _mantissa_exponent(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m in [1, 2), biased exponent as float32) of positive normal float32 `v`."""
+    bits = v.view(torch.int32)
+    m = ((bits & 0x7FFFFF) | 0x3F800000).view(torch.float32)
+    return m, (bits >> 23).to(torch.float32)
+
+
+def log_f32(v: torch.Tensor) -> torch.Tensor:
+    """log(v) of float32 `v` (0 or a positive normal float) by basic operations: v = 2^e m,
+    m halved when above sqrt2 (exact), log v = e ln2 + 2 atanh((m - 1) / (m + 1)); within
+    a few ulp; -inf at 0. The C and Triton kernels repeat it operation by operation."""
+    m, e = _mantissa_exponent(v)
+    big = m > SQRT2
+    m = torch.where(big, m * 0.5, m)
+    e = (e - 127.0) + big.to(torch.float32)
+    out = _atanh_log(e, (m - 1.0) / (m + 1.0))
+    return out.masked_fill_(v == 0.0, -math.inf)
+
+
+def logit_f32(u: torch.Tensor) -> torch.Tensor:
+    """log(u / (1 - u)) of float32 u in [0, 1 - 2^-24] with 1 - u exact (every draw of
+    `sgtheory.random`) by basic operations, without rounding the quotient: u = 2^e1 m1,
+    1 - u = 2^e2 m2, m1 or m2 doubled so that m1 / m2 lies within [1/sqrt2, sqrt2], then
+    e ln2 + 2 atanh((m1 - m2) / (m1 + m2)); within 1.6 ulp (also near 1/2); -inf at 0.
+    The same operations as the C kernel's logit_normal and the Triton kernels'."""
+    m1, e1 = _mantissa_exponent(u)
+    m2, e2 = _mantissa_exponent(1.0 - u)
+    up = (m1 > SQRT2 * m2).to(torch.float32)
+    down = (m2 > SQRT2 * m1).to(torch.float32)
+    e = (e1 - e2) + (up - down)
+    m2 = m2 + up * m2
+    m1 = m1 + down * m1
+    out = _atanh_log(e, (m1 - m2) / (m1 + m2))
+    return out.masked_fill_(u == 0.0, -math.inf)
+
 
 # --------------------------------------------------------------------------- escape noise
 
@@ -31,6 +97,10 @@ class Step:
     name = "step"
     deterministic = True
 
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(rule, p, q) of ESCAPE_FORMULAS by which the compiled scans decide spikes."""
+        return ESC_STEP, 0.0, 0.0
+
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         return (x > 0).to(x.dtype)
 
@@ -41,15 +111,20 @@ class Step:
 class _Stochastic:
     deterministic = False
 
-    def sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Bernoulli(prob(x)) from `generator`, on x's device.
+    def sample(self, x: torch.Tensor, generator) -> torch.Tensor:
+        """Bernoulli(prob(x)) on x's device: uniforms from torch.rand with a torch.Generator
+        (or None), else one step of a `random.Stream` (or `random.GivenUniforms`)."""
+        if generator is None or isinstance(generator, torch.Generator):
+            uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        else:
+            uniform = random.take(generator, 1).uniform(0, 1, x.shape, x.device)[0]
+        return self.spikes(x, uniform)
 
-        A uniform draw u gives a spike iff u < prob(x), i.e. iff x > prob_inverse(u)
-        (prob is increasing); the second form is used, so that the fused LIF scan can
-        turn all draws into firing points before its loop and get the same spikes.
-        """
-        uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return (x > self.prob_inverse(uniform)).to(x.dtype)
+    def spikes(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        """The spikes of uniform draws: u gives a spike iff u < prob(x), i.e. iff
+        x > prob_inverse(u) (prob is increasing); the second form is used, as in the
+        kernels, which compute each draw's firing point inside their loops."""
+        return (x > self.prob_inverse(uniform.to(x.dtype))).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -63,21 +138,20 @@ class SigmoidEscape(_Stochastic):
         return torch.sigmoid(self.beta * x)
 
     def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers). On the CPU
-        in float32 by the C kernel (`fused.logit_points`: faster, and within 2 ulp also
-        near u = 1/2, where torch.logit's rounded quotient loses accuracy), which the fused
-        LIF scan evaluates too, so that both give the same spikes; else by torch."""
+        """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers). In float32
+        by `logit_f32` (the kernels' operations; on the CPU by the C kernel
+        `fused.logit_points`, the same numbers, faster); in other dtypes by torch.logit."""
         from . import fused  # here: fused imports this module
 
-        plain = u.is_contiguous() and not u.requires_grad
-        if fused.usable(u) and plain and (out is None or out.is_contiguous()):
+        if u.dtype != torch.float32 or u.requires_grad:
+            return torch.div(torch.logit(u), self.beta, out=out)
+        if fused.usable(u) and u.is_contiguous() and (out is None or out.is_contiguous()):
             return fused.logit_points(u, self.beta, out=out)
-        return torch.div(torch.logit(u, out=out), self.beta, out=out)
+        return torch.div(logit_f32(u), self.beta, out=out)
 
-    def kernel_logit_beta(self) -> float | None:
-        """beta if the fused scan may find this escape noise's firing points itself (its
-        estimate of the logit decides by direction: beta > 0), else None."""
-        return self.beta if 0.0 < self.beta < math.inf else None
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(rule, p, q) of ESCAPE_FORMULAS by which the compiled scans decide spikes."""
+        return ESC_SIGMOID, self.beta, 0.0
 
 
 @dataclass(frozen=True)
@@ -94,9 +168,14 @@ class ExponentialEscape(_Stochastic):
 
     def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """delta_u log(u / p0): the saturation at 1 plays no part since u < 1; into `out`
-        if given (same numbers)."""
-        quotient = torch.div(u, self.p0, out=out)
-        return torch.mul(torch.log(quotient, out=out), self.delta_u, out=out)
+        if given (same numbers). In float32 by `log_f32` (the kernels' operations)."""
+        quotient = u / self.p0
+        log = log_f32(quotient) if u.dtype == torch.float32 else torch.log(quotient)
+        return torch.mul(log, self.delta_u, out=out)
+
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(rule, p, q) of ESCAPE_FORMULAS by which the compiled scans decide spikes."""
+        return ESC_EXPONENTIAL, self.p0, self.delta_u
 
 
 @dataclass(frozen=True)
@@ -115,6 +194,10 @@ class SuperSpikeEscape(_Stochastic):
         into `out` if given."""
         v = 2.0 * u - 1.0
         return torch.div(v, self.beta * (1.0 - v.abs()), out=out)
+
+    def kernel_form(self) -> tuple[int, float, float]:
+        """(rule, p, q) of ESCAPE_FORMULAS by which the compiled scans decide spikes."""
+        return ESC_SUPERSPIKE, self.beta, 0.0
 
 
 # -------------------------------------------------------------------- surrogate derivatives
@@ -261,8 +344,8 @@ def make_surrogate(name: str, beta: float = 10.0, p0: float = 2 / 3, delta_u: fl
 
 class _SpikeFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, escape, surrogate, generator):
-        spikes = escape.sample(x, generator)
+    def forward(ctx, x, escape, surrogate, uniform):
+        spikes = escape.sample(x, None) if uniform is None else escape.spikes(x, uniform)
         ctx.save_for_backward(x, spikes)
         ctx.surrogate = surrogate
         return spikes
@@ -276,11 +359,15 @@ class _SpikeFunction(torch.autograd.Function):
 class SpikeFn:
     """One spike operation: forward draws spikes through `escape`, backward uses `surrogate`.
 
-    >>> spike = SpikeFn(SigmoidEscape(beta=10), SuperSpikeSurrogate(beta=10), generator=gen)
+    `generator` is where the uniforms come from: a `random.Stream` (counter-based: the same
+    numbers on every device and backend), a torch.Generator (or None: torch's default),
+    whose state gives each draw a fresh key (`random.take`), or `random.GivenUniforms`.
+
+    >>> spike = SpikeFn(SigmoidEscape(beta=10), SuperSpikeSurrogate(beta=10), stream)
     >>> s = spike(mem - 1.0)
     """
 
-    def __init__(self, escape, surrogate, generator: torch.Generator | None = None):
+    def __init__(self, escape, surrogate, generator=None):
         self.escape = escape
         self.surrogate = surrogate
         self.generator = generator
@@ -289,8 +376,20 @@ class SpikeFn:
     def deterministic(self) -> bool:
         return self.escape.deterministic
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return _SpikeFunction.apply(x, self.escape, self.surrogate, self.generator)
+    def take(self, nb_steps: int) -> random.Draws | None:
+        """The uniforms of the next `nb_steps` steps (one scan), or None if deterministic."""
+        return None if self.deterministic else random.take(self.generator, nb_steps)
+
+    def __call__(
+        self, x: torch.Tensor, draws: random.Draws | None = None, step: int = 0
+    ) -> torch.Tensor:
+        """Spikes of x = U - theta: with `draws` (from `take`), from that draw's step `step`;
+        else from a draw of one step of its own."""
+        uniform = None
+        if not self.deterministic:
+            draws = self.take(1) if draws is None else draws
+            uniform = draws.uniform(step, step + 1, tuple(x.shape), x.device)[0]
+        return _SpikeFunction.apply(x, self.escape, self.surrogate, uniform)
 
     def __repr__(self) -> str:
         return f"SpikeFn(escape={self.escape}, surrogate={self.surrogate})"
@@ -335,9 +434,10 @@ def spike_fn_for_method(
     p0: float = 2 / 3,
     delta_u: float = 0.133,
     sigm: bool = False,
-    generator: torch.Generator | None = None,
+    generator=None,
 ) -> SpikeFn:
-    """The SpikeFn of a named method (see METHODS), with the config's beta, p0, delta_u."""
+    """The SpikeFn of a named method (see METHODS), with the config's beta, p0, delta_u,
+    drawing from `generator` (see SpikeFn)."""
     escape, surrogate = method_pair(method, sigm)
     return SpikeFn(
         make_escape(escape, beta, p0, delta_u),

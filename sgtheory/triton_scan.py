@@ -16,10 +16,10 @@ How ``neurons.lif_scan`` chooses (float32 input, see `usable`):
 * CPU: the fused C kernels of ``sgtheory.fused`` (or the loop). Only under Triton's
   interpreter (``TRITON_INTERPRET=1``, slow; for tests) do these kernels run on CPU tensors.
 
-Stochastic escape noise: the uniforms are drawn from the layer's generator one step at a
-time, exactly as the torch loop draws them (one draw of all steps at once gives other
-numbers on CUDA), and turned into firing points (``escape.prob_inverse``) for all steps at
-once; so both paths give the same spikes from the same generator.
+Stochastic escape noise: the forward kernels draw each neuron-step's uniform themselves,
+by Philox4x32-10 as ``sgtheory.random`` defines it (the numbers of the torch loop and the C
+scan, on every device), and turn it into its firing point inside the loop: one launch per
+layer and direction, stochastic or not.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from . import random
 from .conv import conv1d_weight_grad
-from .spikes import SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE, SpikeFn
+from .spikes import ESC_STEP, SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE
 
 ENV = "SGTHEORY_TRITON"
 KERNELS = Path(__file__).with_name("triton_kernels.py")
@@ -162,15 +163,15 @@ def _launch(kernel, grid: tuple, device: torch.device, *args, **meta) -> None:
         getattr(kernels(False), kernel)[grid](*args, **meta, enable_fp_fusion=False)
 
 
-def firing_points(escape, generator, shape: torch.Size, device, dtype) -> Tensor | None:
-    """escape.prob_inverse of uniforms drawn step by step as the torch loop draws them, or
-    None for a deterministic escape noise: a spike wherever mem - threshold exceeds it."""
-    if escape.deterministic:
-        return None
-    uniform = torch.empty(shape, device=device, dtype=dtype)
-    for step in uniform:  # torch.rand is empty + uniform_: the loop's numbers, in its order
-        step.uniform_(generator=generator)
-    return escape.prob_inverse(uniform).contiguous()
+WORD_BIAS = 1 << 32  # added to every key word and step, so that Triton types them as int64
+
+
+def key_arguments(escape, draws: random.Draws | None) -> tuple:
+    """(seed_lo, seed_hi, stream_lo, stream_hi, first_step, p, q) of the kernels: the words
+    plus WORD_BIAS (one argument type whatever their values), the escape rule's parameters."""
+    rule, p, q = escape.kernel_form()
+    words = (0, 0, 0, 0, 0) if rule == ESC_STEP else (*draws.kernel_words(), draws.first_step)
+    return (*(w + WORD_BIAS for w in words), float(p), float(q))
 
 
 def _rec_meta(cur: torch.Tensor, rec_weight: torch.Tensor, rec_delay: int) -> dict:
@@ -184,26 +185,27 @@ def _warps(elements: int) -> int:
 
 
 def forward(
-    cur: Tensor, rec_weight: Tensor | None, spike_fn: SpikeFn, a_syn: float, a_mem: float,
-    threshold: float, reset: str, diff_reset: bool, rec_delay: int = 1,
+    cur: Tensor, rec_weight: Tensor | None, escape, draws: random.Draws | None, a_syn: float,
+    a_mem: float, threshold: float, reset: str, diff_reset: bool, rec_delay: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
-    """(fired bool, mem, syn or None) of the scan of time-major `cur`, as `_LIFScan.run_loop`."""
+    """(fired bool, mem, syn or None) of the scan of time-major `cur`, as `_LIFScan.run_loop`;
+    a stochastic `escape` (its `kernel_form()`) draws the uniforms of `draws` in the kernel."""
     cur = cur.contiguous()
     nb_steps, row = cur.shape[0], cur[0].numel()
-    spike_at = firing_points(spike_fn.escape, spike_fn.generator, cur.shape, cur.device, cur.dtype)
     mem = torch.empty_like(cur)
     fired = torch.empty(cur.shape, dtype=torch.uint8, device=cur.device)
     syn = torch.empty_like(cur) if diff_reset else None
     a32 = float(torch.tensor(a_mem, dtype=torch.float32))  # as torch's lerp holds it
     lerp_small = abs(a32) < 0.5
-    args = (cur, spike_at, mem, fired, syn)
+    args = (cur, mem, fired, syn)
     flags = dict(
-        STOCHASTIC=spike_at is not None,
+        ESCAPE=escape.kernel_form()[0],
         RESET_FULL=reset == "full",
         LERP_SMALL=lerp_small,
         KEEP_SYN=syn is not None,
     )
     coeffs = (a_syn, a_mem, 1.0 - a_mem, a32 if lerp_small else a32 - 1.0, threshold)
+    coeffs += key_arguments(escape, draws)
     if rec_weight is None:
         grid = (-(-row // BLOCK),)
         meta = dict(flags, BLOCK=BLOCK, num_warps=4)

@@ -89,23 +89,89 @@ void logit_points(const float *u, float *out, int64_t begin, int64_t end, float 
             if (!logit_in_range(u[i])) out[i] = logit_point_outside(u[i], beta);
 }
 
+/* Philox4x32-10 (sgtheory/random.py defines the draws): counter (x0, x1, x2, x3), key
+ * (k0, k1); ten rounds of 32 x 32 -> 64-bit products, the key bumped after each. */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+/* key: seed_lo, seed_hi, stream_lo, stream_hi. The words of steps 4 g .. 4 g + 3 of the
+ * elements elem[0..n) into words[lane][j]: one Philox call per element, in a loop without
+ * dependencies between elements (vectorised: 64-bit products of 32-bit lanes). */
+static inline void philox_words(const uint32_t *restrict elem, uint32_t group,
+                                const uint32_t *restrict key, uint32_t (*restrict words)[BLOCK],
+                                int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t x0 = elem[j], x1 = group, x2 = key[2], x3 = key[3], k0 = key[0], k1 = key[1];
+        for (int r = 0; r < 10; r++) {
+            const uint64_t p0 = (uint64_t)PHILOX_M0 * x0, p1 = (uint64_t)PHILOX_M1 * x2;
+            x0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
+            x2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
+            x1 = (uint32_t)p1;
+            x3 = (uint32_t)p0;
+            k0 += PHILOX_W0;
+            k1 += PHILOX_W1;
+        }
+        words[0][j] = x0;
+        words[1][j] = x1;
+        words[2][j] = x2;
+        words[3][j] = x3;
+    }
+}
+
+static inline float word_uniform(uint32_t w) { return (float)(w >> 8) * (1.0f / 16777216.0f); }
+
+/* out (nb_steps, n): the uniforms of steps first_step.. of elements [begin, end) (logical
+ * order), for the torch loop. */
+void philox_uniform(const uint32_t *key, int64_t first_step, int64_t nb_steps, int64_t n,
+                    int64_t begin, int64_t end, float *restrict out) {
+    uint32_t elem[BLOCK], words[4][BLOCK];
+    for (int64_t lo = begin; lo < end; lo += BLOCK) {
+        const int64_t m = (end - lo < BLOCK) ? end - lo : BLOCK;
+        for (int64_t j = 0; j < m; j++) elem[j] = (uint32_t)(lo + j);
+        for (int64_t t = 0; t < nb_steps; t++) {
+            const int64_t step = first_step + t;
+            if (t == 0 || (step & 3) == 0) philox_words(elem, (uint32_t)(step >> 2), key, words, m);
+            const uint32_t *w = words[step & 3];
+            for (int64_t j = 0; j < m; j++) out[t * n + lo + j] = word_uniform(w[j]);
+        }
+    }
+}
+
+/* log(v) of float32 v (0 or positive normal) by the operations of spikes.log_f32 (-inf at
+ * 0); the halving of m and the choice at 0 as bit operations, so that loops vectorise. */
+static inline float log_f32(float v) {
+    const float ln2_hi = 0.693145752f, ln2_lo = 1.42860677e-06f, sqrt2 = 1.41421354f;
+    const uint32_t b = as_bits(v);
+    const uint32_t big = (uint32_t)(as_float((b & 0x7fffffu) | 0x3f800000u) > sqrt2);
+    const float m = as_float(((b & 0x7fffffu) | 0x3f800000u) - (big << 23)); /* m / 2 */
+    const float e = ((float)(int32_t)(b >> 23) - 127.0f) + (float)(int32_t)big;
+    const float s = (m - 1.0f) / (m + 1.0f), z = s * s;
+    const float r = z * (0.666666687f + z * (0.400000006f + z * (0.285714298f + z * 0.222222224f)));
+    const uint32_t zero = (uint32_t)0 - (uint32_t)(b == 0u);
+    const float out = e * ln2_hi + (2.0f * s + (s * r + e * ln2_lo));
+    return as_float((as_bits(out) & ~zero) | (0xff800000u & zero));
+}
+
+/* Escape-noise rules of spikes.ESCAPE_FORMULAS (parameters p, q). */
+enum { ESC_STEP = 0, ESC_SIGMOID = 1, ESC_EXPONENTIAL = 2, ESC_SUPERSPIKE = 3 };
+
 /* Forward.
- * spike_at: NULL for the deterministic threshold (spike iff mem > threshold); otherwise,
- *   per step and neuron, the x above which a spike occurs (escape noise's inverse of a
- *   uniform draw): spike iff mem - threshold > spike_at.
- * order: NULL if spike_at is laid out as the other arrays; otherwise spike_at holds each
- *   step in another order of its neurons (the logical one, in which the draws are made) and
- *   neuron j of a step is spike_at[step * row + order[j]] (a gather: no copy into the
- *   arrays' layout).
- * lazy_logit: 0, or spike_at holds the uniform draws u themselves and the firing point is
- *   logit(u) / beta (sigmoid escape noise, logit_point), found lazily. The bits of a
- *   positive float, read as an integer and divided by 2^23, are log2 of it up to a
- *   constant and an error in [-0.0861, 0] (the mantissa m - 1 in place of log2 m), so
+ * escape, p, q: the rule of spikes.ESCAPE_FORMULAS. ESC_STEP: spike iff mem > threshold;
+ *   otherwise each neuron draws u(seed, stream, first_step + t, elem) of sgtheory/random.py
+ *   here (key: seed_lo, seed_hi, stream_lo, stream_hi) and spikes iff mem - threshold
+ *   exceeds the rule's firing point of u.
+ * layout: how a step's storage positions map to logical elements (the draws' index):
+ *   layout[0] = ndim (<= 4), then per storage dim, outermost first, its size and the
+ *   logical stride of its index. Computed once per block of neurons.
+ * Sigmoid with p > 0 finds its firing points logit(u) / p lazily. The bits of a positive
+ *   float, read as an integer and divided by 2^23, are log2 of it up to a constant and an
+ *   error in [-0.0861, 0] (the mantissa m - 1 in place of log2 m), so
  *   (bits(u) - bits(1 - u)) ln2 / 2^23 is logit(u) within 0.0597. A potential more than
  *   `margin` (in logit units, > 0.0597 plus rounding) above that estimate spikes, one as
- *   far below does not; only the few in between (and draws outside [FLT_MIN, 1)) compute
- *   logit_point. The same spikes as the points computed beforehand, without a logarithm
- *   or a table lookup per neuron and step.
+ *   far below does not; only the few in between (and u = 0) compute logit_point: the same
+ *   spikes as the points computed beforehand, without a logarithm per neuron and step.
  * syn_all: NULL unless the backward pass needs the synaptic current (diff_reset).
  * spikes: NULL, or the spikes again as 0.0 / 1.0 (the layer's output), spared a conversion.
  * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
@@ -113,25 +179,32 @@ void logit_points(const float *u, float *out, int64_t begin, int64_t end, float 
  * b_mem: 1 - a_mem, computed in double and rounded, as the torch loop's add-with-alpha has it.
  * mem_all gets the membrane potential from which each step's spike was drawn.
  */
-void lif_forward(const float *restrict cur, const float *restrict spike_at,
-                 const int32_t *restrict order, int lazy_logit, float margin, float beta,
-                 float *restrict mem_all,
-                 uint8_t *restrict fired, float *restrict syn_all,
-                 float *restrict spikes, int64_t nb_steps, int64_t row, int64_t begin, int64_t end,
-                 float a_syn, float a_mem, float b_mem, float threshold, int reset_full,
-                 int64_t delay) {
+void lif_forward(const float *restrict cur, int escape, float p, float q,
+                 const uint32_t *restrict key, int64_t first_step, const int64_t *restrict layout,
+                 float margin, float *restrict mem_all, uint8_t *restrict fired,
+                 float *restrict syn_all, float *restrict spikes, int64_t nb_steps, int64_t row,
+                 int64_t begin, int64_t end, float a_syn, float a_mem, float b_mem,
+                 float threshold, int reset_full, int64_t delay) {
     static const float zeros[BLOCK]; /* the current of the first `delay` steps */
-    float syn[BLOCK], mem[BLOCK];
+    float syn[BLOCK], mem[BLOCK], x[BLOCK];
+    uint32_t elem[BLOCK], words[4][BLOCK];
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
     const int lerp_small = fabsf(a_mem) < 0.5f;
+    const int lazy = escape == ESC_SIGMOID && p > 0.0f && p < INFINITY;
     for (int64_t lo = begin; lo < end; lo += BLOCK) {
         const int64_t n = (end - lo < BLOCK) ? end - lo : BLOCK;
         for (int64_t j = 0; j < n; j++) {
+            int64_t rest = lo + j, index = 0;
+            for (int64_t d = layout[0] - 1; d >= 0; d--) {
+                index += (rest % layout[1 + 2 * d]) * layout[2 + 2 * d];
+                rest /= layout[1 + 2 * d];
+            }
+            elem[j] = (uint32_t)index;
             syn[j] = 0.0f;
             mem[j] = 0.0f;
         }
         for (int64_t t = 0; t < nb_steps; t++) {
-            const int64_t off = t * row + lo;
+            const int64_t off = t * row + lo, step = first_step + t;
             const float *c = (t >= delay) ? cur + off - delay * row : zeros;
             float *m_out = mem_all + off;
             uint8_t *f_out = fired + off;
@@ -139,19 +212,22 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 for (int64_t j = 0; j < n; j++) spikes[off - row + j] = (float)f_out[j - row];
             if (syn_all)
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
-            const float *at = spike_at ? spike_at + t * row : 0;
-            const int32_t *at_order = order ? order + lo : 0;
-            if (lazy_logit) { /* decide by the estimate, then the few undecided exactly */
+            if (escape != ESC_STEP && (t == 0 || (step & 3) == 0))
+                philox_words(elem, (uint32_t)(step >> 2), key, words, n);
+            const uint32_t *w = words[step & 3];
+            for (int64_t j = 0; j < n; j++) x[j] = mem[j] - threshold;
+            if (escape == ESC_STEP) {
+                for (int64_t j = 0; j < n; j++) f_out[j] = mem[j] > threshold;
+            } else if (lazy) { /* decide by the estimate, then the few undecided exactly */
                 uint8_t open[BLOCK];
                 uint32_t any_open = 0;
-                const float to_logit = 0.693147182f / 8388608.0f, inv_beta = 1.0f / beta;
+                const float to_logit = 0.693147182f / 8388608.0f, inv_beta = 1.0f / p;
                 for (int64_t j = 0; j < n; j++) {
-                    const float u = at_order ? at[at_order[j]] : at[lo + j];
-                    const float x = mem[j] - threshold;
+                    const float u = word_uniform(w[j]);
                     const int32_t diff = (int32_t)as_bits(u) - (int32_t)as_bits(1.0f - u);
                     const float estimate = (float)diff * to_logit;
-                    const uint8_t above = x > (estimate + margin) * inv_beta;
-                    const uint8_t below = !(x > (estimate - margin) * inv_beta);
+                    const uint8_t above = x[j] > (estimate + margin) * inv_beta;
+                    const uint8_t below = !(x[j] > (estimate - margin) * inv_beta);
                     const uint8_t inside = (uint8_t)logit_in_range(u);
                     f_out[j] = above & inside;
                     open[j] = !(inside & (above | below));
@@ -159,15 +235,20 @@ void lif_forward(const float *restrict cur, const float *restrict spike_at,
                 }
                 if (any_open)
                     for (int64_t j = 0; j < n; j++)
-                        if (open[j]) {
-                            const float u = at_order ? at[at_order[j]] : at[lo + j];
-                            f_out[j] = mem[j] - threshold > logit_point(u, beta);
-                        }
-            } else
+                        if (open[j]) f_out[j] = x[j] > logit_point(word_uniform(w[j]), p);
+            } else if (escape == ESC_SIGMOID) {
+                for (int64_t j = 0; j < n; j++) f_out[j] = x[j] > logit_point(word_uniform(w[j]), p);
+            } else if (escape == ESC_EXPONENTIAL) {
                 for (int64_t j = 0; j < n; j++) {
-                    const float point = !at ? threshold : at_order ? at[at_order[j]] : at[lo + j];
-                    f_out[j] = at ? (mem[j] - threshold > point) : (mem[j] > threshold);
+                    const float point = log_f32(word_uniform(w[j]) / p) * q;
+                    f_out[j] = x[j] > point;
                 }
+            } else { /* ESC_SUPERSPIKE */
+                for (int64_t j = 0; j < n; j++) {
+                    const float v = 2.0f * word_uniform(w[j]) - 1.0f;
+                    f_out[j] = x[j] > v / (p * (1.0f - fabsf(v)));
+                }
+            }
             for (int64_t j = 0; j < n; j++) {
                 const float m = mem[j];
                 m_out[j] = m;
@@ -278,54 +359,4 @@ void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
     BACKWARD_CASES(SG_GIVEN)
     BACKWARD_CASES(SG_SUPERSPIKE)
     BACKWARD_CASES(SG_SPIKE)
-}
-
-/* Uniform float32 draws of torch's CPU generator, in its order, for the stochastic scans.
- *
- * torch.rand(float32) on the CPU takes one 32-bit output y of its MT19937 engine per number
- * and returns (y & (2^24 - 1)) * 2^-24 (at::uniform_real_distribution<float>), serially.
- * This is the same engine, vectorisable: a whole state block is twisted, tempered and
- * converted in loops without dependencies. `state` (624 words), `left` and `next` are the
- * engine's (as torch's Generator.get_state lays them out); they are updated in place so
- * that Generator.set_state continues the stream after the last number drawn here.
- */
-#define MT_N 624
-#define MT_M 397
-
-static inline uint32_t mt_twist(uint32_t u, uint32_t v) {
-    return (((u & 0x80000000u) | (v & 0x7fffffffu)) >> 1) ^ ((v & 1u) ? 0x9908b0dfu : 0u);
-}
-
-static void mt_next_state(uint32_t *restrict s) {
-    int j = 0;
-    for (; j < MT_N - MT_M; j++) s[j] = s[j + MT_M] ^ mt_twist(s[j], s[j + 1]);
-    for (; j < MT_N - 1; j++) s[j] = s[j + MT_M - MT_N] ^ mt_twist(s[j], s[j + 1]);
-    s[MT_N - 1] = s[MT_M - 1] ^ mt_twist(s[MT_N - 1], s[0]);
-}
-
-static inline float mt_float(uint32_t y) {
-    y ^= (y >> 11);
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= (y >> 18);
-    return (float)(y & 0xffffffu) * (1.0f / 16777216.0f);
-}
-
-void mt_uniform(uint32_t *restrict state, int32_t *restrict left, uint32_t *restrict next,
-                float *restrict out, int64_t n) {
-    int64_t i = 0;
-    while (i < n) {
-        if (*left == 1) { /* torch: --left == 0 -> next_state(), left = N, next = 0 */
-            mt_next_state(state);
-            *left = MT_N + 1;
-            *next = 0;
-        }
-        int64_t take = *left - 1;
-        if (take > n - i) take = n - i;
-        const uint32_t *restrict src = state + *next;
-        for (int64_t k = 0; k < take; k++) out[i + k] = mt_float(src[k]);
-        i += take;
-        *next += (uint32_t)take;
-        *left -= (int32_t)take;
-    }
 }

@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 
-from sgtheory import fused
+from sgtheory import fused, random
 from sgtheory.allocator import retain_freed_memory
-from sgtheory.neurons import delay_in_time, lif_scan, lif_scan_reference
+from sgtheory.neurons import _LIFScan, delay_in_time, lif_scan, lif_scan_reference
 from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, make_surrogate
 
 needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
@@ -184,39 +184,41 @@ def _scan_in_child(current: torch.Tensor) -> torch.Tensor:
 
 
 @needs_compiler
-def test_c_uniform_draws_are_torch_rand_and_leave_the_generator_as_it_would():
-    """Same numbers as torch.rand at every offset within the engine's 624-word blocks, and
-    the generator continues identically afterwards (uniform and normal draws)."""
-    for seed in (0, 7, 2**40 + 3):
-        ours, theirs = (torch.Generator().manual_seed(seed) for _ in range(2))
-        for n in (1, 5, 618, 624, 625, 1000, 100_003, 1248, 3):
-            assert torch.equal(fused.uniform((n,), ours), torch.rand(n, generator=theirs))
-        assert torch.equal(torch.rand(777, generator=ours), torch.rand(777, generator=theirs))
-        assert torch.equal(torch.randn(77, generator=ours), torch.randn(77, generator=theirs))
-    torch.manual_seed(5)  # the default generator, when none is given
-    expected = torch.rand(2, 3, 700)
-    torch.manual_seed(5)
-    assert torch.equal(fused.uniform(torch.Size([2, 3, 700]), None), expected)
-    # into a given buffer: the same numbers; a buffer of another shape or a view is refused
-    ours, theirs = (torch.Generator().manual_seed(1) for _ in range(2))
-    out = torch.empty(4, 33)
-    assert fused.uniform(out.shape, ours, out=out) is out
-    assert torch.equal(out, torch.rand(4, 33, generator=theirs))
-    with pytest.raises(ValueError, match="contiguous float32 of shape"):
-        fused.uniform(torch.Size([4, 33]), ours, out=torch.empty(33, 4).t())
+@pytest.mark.parametrize("threads", [1, 2])
+def test_c_philox_draws_equal_the_reference(monkeypatch, threads):
+    """fused.philox_uniform = random.uniform_reference bitwise: any first step (also not a
+    multiple of 4, and near the 2^34 steps of a stream), any shape, split over threads."""
+    monkeypatch.setattr(fused, "MIN_PARALLEL", 64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        cases = [(0, 0, 0, 1, (1,)), (7, 2**63 + 5, 3, 9, (2, 300)), (2**64 - 1, 11, 5, 6, (257,))]
+        cases.append((5, 6, random.MAX_STEPS - 7, 7, (3, 5)))
+        for seed, stream, first, steps, shape in cases:
+            ours = fused.philox_uniform(seed, stream, first, steps, shape)
+            assert torch.equal(ours, random.uniform_reference(seed, stream, first, steps, shape))
+    finally:
+        torch.set_num_threads(before)
 
 
-def test_storage_order_maps_storage_positions_to_logical_indices():
+def test_element_layout_gives_each_storage_position_its_logical_index():
     """For a channels-last step (batch, channels, positions) stored as (batch, positions,
-    channels): storage position j holds the neuron whose logical (contiguous) index is
-    order[j], so that logical[order] lists the neurons in storage order."""
+    channels): decoding storage position j by the layout (sizes and logical strides in
+    storage order, as the C kernel does) gives the logical index of the neuron stored there."""
     step = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)  # value = logical index
     stored = step.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other storage
-    order = fused.storage_order(tuple(stored.shape), tuple(stored.stride()))
-    assert order.dtype == torch.int32
+    layout = fused.element_layout(stored).tolist()
+    assert layout == [3, 2, 12, 4, 1, 3, 4]
     in_storage = stored.transpose(1, 2).reshape(-1)  # the values as they lie in memory
-    assert torch.equal(order.float(), in_storage)
-    assert torch.equal(step.reshape(-1)[order.long()], in_storage)
+    ndim, decoded = layout[0], []
+    for j in range(in_storage.numel()):
+        rest, index = j, 0
+        for d in reversed(range(ndim)):
+            index += (rest % layout[1 + 2 * d]) * layout[2 + 2 * d]
+            rest //= layout[1 + 2 * d]
+        decoded.append(index)
+    assert decoded == in_storage.long().tolist()
+    assert fused.element_layout(step).tolist() == [3, 2, 12, 3, 4, 4, 1]
 
 
 @needs_compiler
@@ -360,29 +362,27 @@ def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
     monkeypatch, margin, channels_last
 ):
     """An infinite margin: every draw's point is computed in the kernel; the default: few
-    are. Both equal the scan on the points that logit_points computes beforehand, and a
-    margin of 0 (the estimate alone) would not."""
+    are. Both give the spikes of the same draws' points computed beforehand (the torch
+    loop, escape.prob_inverse), and a margin of 0 (the estimate alone) would not."""
     if margin is not None:
         monkeypatch.setattr(fused, "LAZY_MARGIN", margin)
     gen = torch.Generator().manual_seed(4)
     cur = torch.randn(30, 20, 7, 9, generator=gen) * 0.6 + 0.25
-    if channels_last:  # stored (T, B, L, C), as the conv currents are: draws via the table
+    if channels_last:  # stored (T, B, L, C), as the conv currents are
         cur = cur.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
-    draws = torch.rand(cur.shape, generator=gen)
-    draws[0, 0, 0, :3] = torch.tensor([0.0, 0.5, 1.0 - 2**-24])
-    beta = 10.0
+    escape, draws = make_escape("sigmoid", beta=10.0), random.Draws(8, 9, 2)
     for delay in (0, 2):
         args = (0.8, 0.9, 1.0, True, False, delay)
-        on_points = fused.lif_forward(cur, fused.logit_points(draws, beta), *args)
-        lazy = fused.lif_forward(cur, draws, *args, logit_beta=beta)
-        assert 0.02 < on_points[1].float().mean() < 0.5
-        for a, b in zip(on_points, lazy, strict=True):
-            assert (a is None and b is None) or torch.equal(a, b)
+        lazy = fused.lif_forward(cur, escape, draws, *args)
+        shifted = delay_in_time(cur, delay, 0).contiguous()
+        monkeypatch.setenv("SGTHEORY_FUSED", "0")
+        on_points = _LIFScan.run_loop(shifted, None, escape, draws, 0.8, 0.9, 1.0, "full", False)
+        monkeypatch.setenv("SGTHEORY_FUSED", "1")
+        assert 0.02 < on_points[0].float().mean() < 0.5
+        assert torch.equal(lazy[1], on_points[0])
     monkeypatch.setattr(fused, "LAZY_MARGIN", 0.0)
-    estimate_only = fused.lif_forward(cur, draws, *args, logit_beta=beta)
-    assert not torch.equal(estimate_only[1], on_points[1])
-    with pytest.raises(ValueError, match="logit_beta=0.0"):
-        fused.lif_forward(cur, draws, *args, logit_beta=0.0)
+    estimate_only = fused.lif_forward(cur, escape, draws, *args)
+    assert not torch.equal(estimate_only[1], lazy[1])
 
 
 @needs_compiler

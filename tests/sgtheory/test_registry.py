@@ -13,8 +13,8 @@ import types
 import pytest
 import torch
 
-from sgtheory import fused, spikes, triton_scan
-from sgtheory.neurons import lif_scan
+from sgtheory import fused, random, spikes, triton_scan
+from sgtheory.neurons import lif_scan, lif_scan_reference
 from sgtheory.spikes import KERNEL_FORMULAS, SG_GIVEN, SURROGATES, SpikeFn, make_escape
 
 # the formulas of KERNEL_FORMULAS written out independently: (x, S, p, q) -> dS/dx
@@ -39,7 +39,19 @@ def registry_problems(module) -> list[str]:
                 problems.append(f"escape noise {cls.__name__} is not in ESCAPE_NOISES")
             if not cls.deterministic and not callable(getattr(cls, "prob_inverse", None)):
                 problems.append(f"stochastic escape noise {cls.__name__} lacks prob_inverse")
+            problems += _escape_problems(module, cls)
     return problems
+
+
+def _escape_problems(module, cls) -> list[str]:
+    """An escape noise without a kernel rule runs as the torch loop: allowed for one added
+    in Python, but every escape noise of the library declares its rule."""
+    if "kernel_form" not in vars(cls):
+        return [f"escape noise {cls.__name__} declares no kernel_form (an ESCAPE_FORMULAS rule)"]
+    form = cls().kernel_form()
+    if len(form) != 3 or form[0] not in module.ESCAPE_FORMULAS:
+        return [f"escape noise {cls.__name__}: kernel_form {form} names no ESCAPE_FORMULAS rule"]
+    return []
 
 
 def _surrogate_problems(module, cls) -> list[str]:
@@ -97,14 +109,62 @@ def test_declared_formula_is_the_surrogate_derivative(name):
 
 def test_formula_numbers_agree_with_the_c_kernel():
     source = fused.SOURCE.read_text()
-    enum = re.search(r"enum\s*\{([^}]*)\}", source).group(1)
-    numbers = {name: int(value) for name, value in re.findall(r"(SG_\w+)\s*=\s*(-?\d+)", enum)}
-    assert numbers  # the C file declares its formulas
-    for name, value in numbers.items():
+    enums = " ".join(re.findall(r"enum\s*\{([^}]*)\}", source))
+    pairs = re.findall(r"((?:SG|ESC)_\w+)\s*=\s*(-?\d+)", enums)
+    numbers = {name: int(value) for name, value in pairs if name.startswith("SG_")}
+    rules = {name: int(value) for name, value in pairs if name.startswith("ESC_")}
+    assert numbers and rules  # the C file declares its formulas and escape rules
+    for name, value in {**numbers, **rules}.items():
         assert getattr(spikes, name) == value, name
+    assert set(rules.values()) == set(spikes.ESCAPE_FORMULAS)
     assert set(fused.INLINE_FORMULAS) <= set(numbers.values()) - {SG_GIVEN}
     assert set(FORMULAS) | {SG_GIVEN} == set(KERNEL_FORMULAS)  # this test knows them all
     assert set(triton_scan.INLINE_FORMULAS) <= set(KERNEL_FORMULAS) - {SG_GIVEN}
+
+
+# the rules of ESCAPE_FORMULAS written out independently, in float64: (u, p, q) -> point
+RULES = {
+    spikes.ESC_SIGMOID: lambda u, p, q: torch.log(u / (1 - u)) / p,
+    spikes.ESC_EXPONENTIAL: lambda u, p, q: q * torch.log(u / p),
+    spikes.ESC_SUPERSPIKE: lambda u, p, q: (2 * u - 1) / (p * (1 - (2 * u - 1).abs())),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in spikes.ESCAPE_NOISES if n != "step"])
+def test_declared_escape_rule_is_the_inverse_of_the_escape_probability(name):
+    """The kernel rule's firing point: prob(point) = u, in float64 and float32 (the kernels'
+    basic operations, within 4e-6 relative of the exact point)."""
+    escape = spikes.make_escape(name, beta=7.0, p0=0.4, delta_u=0.2)
+    rule, p, q = escape.kernel_form()
+    u = torch.arange(1, 2**12, dtype=torch.float64) / 2**12
+    point = RULES[rule](u, p, q)
+    torch.testing.assert_close(escape.prob(point), u, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(escape.prob_inverse(u), point, rtol=1e-12, atol=1e-12)
+    single = escape.prob_inverse(u.float()).double()
+    assert ((single - point).abs() <= 4e-6 * point.abs() + 1e-7).all()
+
+
+def test_an_escape_noise_added_in_python_only_runs_as_the_torch_loop(monkeypatch):
+    """Without a kernel rule the scan draws the same numbers in the torch loop."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+    class Linear(spikes._Stochastic):  # S ~ Bernoulli(clamp(1/2 + x, 0, 1)), no kernel rule
+        name = "linear"
+
+        def prob(self, x):
+            return (0.5 + x).clamp(0.0, 1.0)
+
+        def prob_inverse(self, u, out=None):
+            return u - 0.5
+
+    escape = Linear()
+    assert not hasattr(escape, "kernel_form")
+    cur = torch.randn(3, 20, 9, generator=torch.Generator().manual_seed(0)) * 0.5
+    results = []
+    for scan in (lif_scan, lif_scan_reference):
+        spike = SpikeFn(escape, spikes.make_surrogate("superspike"), random.Stream(1, "p"))
+        results.append(scan(cur, spike, 0.8, 0.9, 0.2)[0])
+    assert torch.equal(results[0], results[1]) and 0.05 < results[0].mean() < 0.7
 
 
 class Triangle:

@@ -6,12 +6,15 @@ import math
 import pytest
 import torch
 
+from sgtheory import fused, random
 from sgtheory.errors import ConfigError
 from sgtheory.spikes import (
     ESCAPE_NOISES,
     METHODS,
     SURROGATES,
     SpikeFn,
+    log_f32,
+    logit_f32,
     make_escape,
     make_surrogate,
     method_pair,
@@ -184,3 +187,51 @@ def test_two_spike_fns_with_different_settings_do_not_interfere():
     b(x).sum().backward()
     s = torch.sigmoid(2 * x.detach())
     torch.testing.assert_close(x.grad, 2 * s * (1 - s))
+
+
+def _ulps(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """|approx - exact| in units of the float32 spacing at exact."""
+    single = exact.float().abs()
+    spacing = torch.nextafter(single, torch.tensor(math.inf)).double() - single.double()
+    return (approx.double() - exact).abs() / spacing
+
+
+def test_logit_and_log_of_basic_operations_for_every_draw():
+    """logit_f32 and log_f32 (the firing points every backend computes alike) within 2 ulp
+    of the exact value for all 2^24 draws k 2^-24 (log also of u / p0), -inf at u = 0."""
+    u = torch.arange(0, 2**24, dtype=torch.float32) / 2**24
+    logit = logit_f32(u)
+    assert _ulps(logit[1:], torch.logit(u[1:].double())).max() <= 2.0
+    assert logit[0] == -math.inf
+    for p0 in (1.0, P0, 0.1):
+        q = u[1:] / p0
+        exact = torch.log(q.double())
+        nonzero = exact != 0
+        assert _ulps(log_f32(q)[nonzero], exact[nonzero]).max() <= 2.0
+    assert log_f32(torch.tensor([0.0, 1.0])).tolist() == [-math.inf, 0.0]
+
+
+@pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
+def test_c_logit_points_are_the_basic_operations_bitwise():
+    """The C kernel's logit (fused.logit_points, what SigmoidEscape.prob_inverse runs on
+    the CPU) and logit_f32 (torch operations): the same numbers for every draw."""
+    u = torch.arange(0, 2**24, dtype=torch.float32) / 2**24
+    assert torch.equal(fused.logit_points(u, 1.0), logit_f32(u))
+    assert torch.equal(fused.logit_points(u, 7.0), logit_f32(u) / 7.0)
+
+
+@pytest.mark.parametrize("name", [n for n in ESCAPE_NOISES if n != "step"])
+def test_spikes_from_a_stream_are_the_rule_applied_to_its_draws(name):
+    """SpikeFn with a Stream: step by step the stream's uniforms (random.uniform_reference),
+    a spike iff x > prob_inverse(u); the stream advances one step per call."""
+    escape = make_escape(name, beta=BETA, p0=P0, delta_u=DU)
+    stream = random.Stream(3, "layer", 0)
+    spike = SpikeFn(escape, make_surrogate("superspike"), stream)
+    x = torch.linspace(-0.3, 0.3, 999).view(9, 111)
+    for step in range(3):
+        u = random.uniform_reference(3, random.stream_id("layer", 0), step, 1, (9, 111))[0]
+        assert torch.equal(spike(x), (x > escape.prob_inverse(u)).float())
+    assert stream.offset == 3
+    assert torch.equal(escape.sample(x, random.Stream(3, "layer", 0)), spike.escape.spikes(
+        x, random.uniform_reference(3, random.stream_id("layer", 0), 0, 1, (9, 111))[0]
+    ))  # fmt: skip

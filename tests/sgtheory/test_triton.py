@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgtheory import triton_scan
+from sgtheory import spikes, triton_scan
 from sgtheory.neurons import lif_scan, lif_scan_reference
 from sgtheory.spikes import (
     ESCAPE_NOISES,
@@ -89,16 +89,19 @@ def scan_three_ways(monkeypatch, escape, surrogate, reset, diff_reset, shape, re
 
 
 def assert_same(results):
-    """Spikes equal, potentials equal to float32 rounding, gradients to 1e-5 of the largest."""
+    """Spikes equal, potentials equal to float32 rounding; gradients to 1e-5 of the largest
+    between the kernels and the loop (the same adjoint recursion), to 3e-5 against plain
+    autograd (other float32 summation orders, which a recurrent convolution and the
+    exponential surrogate amplify: 1.3e-5 seen)."""
     (s1, m1, g1), *others = results
     assert 0.02 < s1.mean() < 0.5
-    for s2, m2, g2 in others:
+    for k, (s2, m2, g2) in enumerate(others):
         assert torch.equal(s1, s2)  # the same spikes, also for stochastic escape noise
         torch.testing.assert_close(m1, m2, rtol=0, atol=1e-6)
         for a, b in zip(g1, g2, strict=True):
             scale = b.abs().max()
             assert scale > 0
-            assert (a - b).abs().max() <= 1e-5 * scale
+            assert (a - b).abs().max() <= (1e-5 if k == 0 else 3e-5) * scale
 
 
 @needs_triton
@@ -223,11 +226,15 @@ def test_cuda_without_triton_warns_once_and_cpu_never_imports_it(monkeypatch):
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh process, warnings as errors, started without TRITON_INTERPRET (the
+    tests set it where they need it, whatever the suite was started with)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     return subprocess.run(
         [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
@@ -263,7 +270,7 @@ def test_interpreter_works_after_a_compiled_import():
         """
         import os
         import torch, triton
-        from sgtheory import triton_scan
+        from sgtheory import spikes, triton_scan
         from sgtheory.neurons import lif_scan
         from sgtheory.spikes import spike_fn_for_method
         compiled = triton_scan.kernels(False).lif_forward_flat
@@ -313,14 +320,20 @@ def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
     f32, ptr, u8, i32 = "fp32", "*fp32", "*u8", "i32"
     coeffs = dict(a_syn=f32, a_mem=f32, b_mem=f32, lerp_w=f32, threshold=f32, ratio=f32)
     coeffs.update(p=f32, q=f32, nb_steps=i32, row=i32, C=i32, L=i32)
-    forward = dict(coeffs, cur=ptr, spike_at=ptr, mem_out=ptr, fired=u8, syn_out=ptr, weight=ptr)
+    forward = dict(coeffs, cur=ptr, mem_out=ptr, fired=u8, syn_out=ptr, weight=ptr)
+    forward.update({k: "i64" for k in ("seed_lo", "seed_hi", "stream_lo", "stream_hi")})
+    forward.update(first_step="i64")
     backward = dict(coeffs, fired=u8, mem_in=ptr, syn_in=ptr, sg=None, grad_spikes=ptr)
     backward.update(grad_syn=ptr, weight=ptr)
-    flags = dict(STOCHASTIC=True, RESET_FULL=True, LERP_SMALL=False, KEEP_SYN=True)
+    flags = dict(RESET_FULL=True, LERP_SMALL=False, KEEP_SYN=True)
     rec = dict(K=5, DELAY=2, BC=16, BL=32)
+    rules = (spikes.ESC_SIGMOID, spikes.ESC_EXPONENTIAL, spikes.ESC_SUPERSPIKE)
     cases = [
-        (kernels.lif_forward_flat, forward, dict(flags, BLOCK=triton_scan.BLOCK)),
-        (kernels.lif_forward_rec, forward, dict(flags, **rec)),
+        (kernels.lif_forward_flat, forward, dict(flags, ESCAPE=rule, BLOCK=triton_scan.BLOCK))
+        for rule in rules
+    ]
+    cases += [
+        (kernels.lif_forward_rec, forward, dict(flags, ESCAPE=spikes.ESC_SIGMOID, **rec)),
         (kernels.lif_backward_flat, backward, dict(FORM=2, RESET_FULL=True, DIFF=True, BLOCK=512)),
         (kernels.lif_backward_rec, backward, dict(FORM=0, RESET_FULL=True, DIFF=True, **rec)),
     ]
@@ -333,3 +346,7 @@ def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
         compiled = _compile(fn, types, constexprs, num_warps=4)
         assert compiled.asm["cubin"]  # GPU machine code
         assert "fma.rn.f32" in compiled.asm["ptx"]  # the lerp's fused multiply-add stays
+        if "ESCAPE" in constexprs:  # the draws: 32-bit high products, correctly rounded division
+            assert "mul.hi.u32" in compiled.asm["ptx"]
+            assert "div.rn.f32" in compiled.asm["ptx"]
+            assert "div.full.f32" not in compiled.asm["ptx"]
