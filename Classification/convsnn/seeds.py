@@ -1,8 +1,11 @@
 """Independent random streams derived from the config seed, one per purpose and layer.
 
-Each stream is a torch.Generator seeded from (seed, purpose, *keys) through numpy's
-SeedSequence, so draws of one layer never depend on how many draws another layer made, and
-evaluations (seeded by epoch) never shift the training streams.
+The spikes of each hidden layer come from a counter-based stream (`sgtheory.random.Stream`)
+keyed by the seed and named (purpose, *keys, layer): the same numbers on CPU and CUDA.
+Other draws (initialisation, shuffling) come from a torch.Generator seeded from
+(seed, purpose, *keys) through numpy's SeedSequence. So draws of one layer never depend on
+how many draws another layer made, and evaluations (seeded by epoch) never shift the
+training streams.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sgtheory.random import Stream
 from sgtheory.runs import make_generator
 
 PURPOSES = {"init": 0, "train_spikes": 1, "shuffle": 2, "eval": 3, "test": 4, "other": 5}
@@ -31,6 +35,6 @@ def generator(seed: int, purpose: str, *keys: int, device: str = "cpu") -> torch
 
 def layer_generators(
     seed: int, purpose: str, nb_layers: int, *keys: int, device: str = "cpu"
-) -> list[torch.Generator]:
-    """One generator per hidden layer."""
-    return [generator(seed, purpose, *keys, layer, device=device) for layer in range(nb_layers)]
+) -> list[Stream]:
+    """One stream of spike draws per hidden layer, the same on every `device`."""
+    return [Stream(seed, purpose, *keys, layer) for layer in range(nb_layers)]
