@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         check_command_line(args, [f.name for f in dataclasses.fields(StudySettings)])
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's errors reach the handler below
         sys.argv[1:] = args
-        hydra.main(version_base="1.3", config_path="config", config_name="config")(run)()
+        hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(run)()
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from nbclient import NotebookClient
 
 THEORY = Path(__file__).resolve().parents[2] / "Theory"
 NOTEBOOK = THEORY / "theory_gradients.ipynb"
-FIGURES = ("sg_bias.png", "estimator_variance.png", "single_neuron.png")
+FIGURES = ("sg_bias.png", "estimator_variance.png", "single_neuron.png", "learning.png")
 
 
 def check_record(record: dict, nb_samples: int) -> None:
@@ -27,8 +28,11 @@ def check_record(record: dict, nb_samples: int) -> None:
     assert record["single_neuron"]["superspike+superspike"]["factor"] == 2.5
     assert record["depth"]["output"]["1"]["relative_error"]["median"] < 1e-12
     assert record["depth"]["mse"]["1"]["relative_error"]["median"] > 0.05
+    output = record["depth"]["mse"]["1"]["output_smoothing"]["relative_error"]
+    assert output["median"] < 1e-12  # the trapezoid rule is exact for a quadratic loss
     for case, rows in record["claim_c"].items():
         for row in rows.values():
+            assert row["max_abs_difference_output_conditioned"] > 1e-2
             if case.endswith("+matched"):
                 assert row["max_abs_difference"] < 1e-10 < row["max_abs_sg"]
             else:
@@ -38,6 +42,9 @@ def check_record(record: dict, nb_samples: int) -> None:
         rows = table["estimators"]
         assert rows["surrogate_gradient"]["exact_bias_relative"] > 0.01
         assert rows["stochastic_ad"]["exact_bias_relative"] == 0.0
+        assert rows["smoothed_output_conditioned"]["exact_bias_relative"] > 1e-3
+    for task in record["learning"]["tasks"].values():
+        assert set(task["estimators"]) >= {"exact", "surrogate_gradient", "stochastic_ad"}
 
 
 @pytest.mark.slow
@@ -47,6 +54,7 @@ def test_notebook_runs_and_writes_numbers(tmp_path: Path) -> None:
     assert len(tagged) == 1
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit cleared"
     small = {"NB_NETWORKS": 3, "NB_SAMPLES": 400, "NB_SINGLE": 400, "SINGLE_POINTS": 3}
+    small.update(LEARNING_INITS=2, LEARNING_STEPS=2)
     small["OUT_DIR"] = str(tmp_path / "plots")
     source = "\n".join(f"{k} = {v!r}" for k, v in small.items())
     nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source))
@@ -75,6 +83,8 @@ def test_cli_writes_a_run_folder(tmp_path: Path) -> None:
         "nb_samples=300",
         "nb_single=300",
         "single_points=3",
+        "learning_inits=2",
+        "learning_steps=2",
         f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr
@@ -89,6 +99,48 @@ def test_cli_writes_a_run_folder(tmp_path: Path) -> None:
 
 def test_cli_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     proc = run_cli("beta=-1.0", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("ConfigError: beta=-1.0 is not valid")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: beta=-1.0 is not valid; it must be a positive finite number"
+    ]
     assert not (tmp_path / "bad" / "results.json").exists()
+
+
+BAD = {  # typed -> what the one line must say (after "error: ")
+    "+foo=1": "+foo=1 is not valid: foo is not a setting",
+    "foo=1": "foo=1 is not valid: foo is not a setting",
+    "nb_sample=5": "did you mean nb_samples",
+    "--config-name=nonexistent": "--config-name=nonexistent is not valid",
+    "depths=[]": "depths=[] is not valid",
+    "betas=[]": "betas=[] is not valid",
+    "depths=abc": "depths='abc' is not valid",
+    "depths=[1,abc]": "depths=[1, 'abc'] is not valid",
+    "depths=[12]": "depths=[12] is not valid with width=3",
+    "single_points=1": "single_points=1 is not valid",
+    "nb_networks=2.0": "nb_networks=2.0 is not valid",
+    "seed=-1": "seed=-1 is not valid",
+    "learning=big": "learning='big' is not valid",
+    "beta={a:1}": "beta={'a': 1} is not valid",
+}
+
+
+@pytest.mark.parametrize("typed", list(BAD))
+def test_every_bad_input_is_one_line_naming_the_value_typed(typed, tmp_path, capsys, monkeypatch):
+    """In-process (the same `main` as the command line): exit status 1, one line on stderr,
+    nothing written."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    monkeypatch.chdir(THEORY)
+    spec = importlib.util.spec_from_file_location("run_theory", THEORY / "run_theory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["run_theory.py"])
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([typed, f"hydra.run.dir={tmp_path / 'run'}"])
+    GlobalHydra.instance().clear()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert BAD[typed] in lines[0]
+    assert not (tmp_path / "run" / "results.json").exists()
