@@ -43,7 +43,7 @@ def load_target(
     chan = img if img.ndim == 2 else img[..., 0]
     if chan.dtype.kind in "ui":  # e.g. JPEG read as uint8
         chan = chan / float(np.iinfo(chan.dtype).max)
-    raster = chan.T < out_prob
+    raster = chan.T.astype(np.float64) < out_prob  # float64: a tiny out_prob is not 0
     if raster.shape != (nb_steps, nb_outputs):
         raise ConfigError(
             f"dataset.data_path={str(path)!r} is {chan.shape[0]} rows x {chan.shape[1]} columns;"

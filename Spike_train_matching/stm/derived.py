@@ -189,14 +189,13 @@ def check_range(cfg: Any, names: Sequence[str]) -> None:
 def nonfinite_hint(cfg: Any, defaults: dict[str, Any]) -> str:
     """The start of the message when a weight or loss turns NaN during training: the
     learning rates, unless another setting that scales the network is farther from its
-    default (then that one, which the learning rates cannot make up for)."""
+    default than they are (then that setting, with the learning rates as the alternative)."""
     order = ranked(cfg, SCALES, defaults)
     first = order[0]
     lrs = "dataset_method.lr_h dataset_method.lr_o".split()
     if first in lrs or deviation(get(cfg, first), defaults.get(first)) == 0:
         return f"{shown(cfg, lrs).replace(', ', ' ')}: lower the learning rates"
     return (
-        f"{first}={get(cfg, first)!r}: it is the setting that scales the network farthest from "
-        f"its default ({defaults.get(first)!r}); bring it closer, or lower the learning rates "
-        f"({shown(cfg, lrs)})"
+        f"{first}={get(cfg, first)!r} is far from its default {defaults.get(first)!r} (bring "
+        f"it closer, or lower {' and '.join(f'{n}={get(cfg, n)!r}' for n in lrs)})"
     )
