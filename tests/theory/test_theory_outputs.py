@@ -107,8 +107,8 @@ def test_cli_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
 
 
 BAD = {  # typed -> what the one line must say (after "error: ")
-    "+foo=1": "+foo=1 is not valid: foo is not a setting",
-    "foo=1": "foo=1 is not valid: foo is not a setting",
+    "+foo=1": "foo=1 is not a setting of this experiment",
+    "foo=1": "foo=1 is not a setting of this experiment",
     "nb_sample=5": "did you mean nb_samples",
     "--config-name=nonexistent": "--config-name=nonexistent is not valid",
     "depths=[]": "depths=[] is not valid",
@@ -120,7 +120,9 @@ BAD = {  # typed -> what the one line must say (after "error: ")
     "nb_networks=2.0": "nb_networks=2.0 is not valid",
     "seed=-1": "seed=-1 is not valid",
     "learning=big": "learning='big' is not valid",
-    "beta={a:1}": "beta={'a': 1} is not valid",
+    "beta={a:1}": "beta={a:1} is not valid",
+    "beta=1,2": "beta=1,2 gives several values",
+    "hydra.run.dir=.": "holds files that are not a run of this project",
 }
 
 
@@ -131,16 +133,20 @@ def test_every_bad_input_is_one_line_naming_the_value_typed(typed, tmp_path, cap
     from hydra.core.global_hydra import GlobalHydra
 
     monkeypatch.chdir(THEORY)
+    monkeypatch.setattr(sys, "argv", ["run_theory.py"])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     spec = importlib.util.spec_from_file_location("run_theory", THEORY / "run_theory.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    folder = [] if typed.startswith("hydra.run.dir") else [f"hydra.run.dir={tmp_path / 'run'}"]
+    before = sorted(p.name for p in THEORY.iterdir())
     GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["run_theory.py"])
     with pytest.raises(SystemExit) as exit_info:
-        module.main([typed, f"hydra.run.dir={tmp_path / 'run'}"])
+        module.main([typed, *folder])
     GlobalHydra.instance().clear()
     assert exit_info.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert BAD[typed] in lines[0]
     assert not (tmp_path / "run" / "results.json").exists()
+    assert sorted(p.name for p in THEORY.iterdir()) == before  # nothing moved or written
