@@ -436,6 +436,7 @@ def prepare(
     overrides = quote_paths(overrides)
     parsed = _parse(overrides)
     multirun = "-m" in values or "--multirun" in values
+    groups = _group_overrides(parsed, config_dir)  # a group's options named first
     sweeps = [o for o in parsed if o.is_sweep_override()]
     if sweeps and not multirun:
         o = sweeps[0]
@@ -461,7 +462,7 @@ def prepare(
 
     first = _first_values(parsed)
     try:
-        base = _compose(config_dir, name, _group_overrides(parsed, config_dir))
+        base = _compose(config_dir, name, groups)
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err, parsed, config_dir, None) from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from sgtheory.allocator import retain_freed_memory
-from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError
+from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, one_line
 from sgtheory.optim import make_optimizer
 from sgtheory.runfolder import RunFolder
 from sgtheory.runs import resolve_device, versions
@@ -22,7 +23,7 @@ from .data import Data, load_data, shd_paths
 from .metrics import evaluate, run_same, variability
 from .model import beta_at, build_network, spike_fns
 from .seeds import generator, layer_generators
-from .settings import nb_threads, validate
+from .settings import init_settings, nb_threads, validate
 from .training import regularizers, train_epoch
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Run:
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.stats: list[dict[str, Any]] = []
         self.epoch_times: list[float] = []
+        self.warnings: list[dict[str, Any]] = []  # a silent layer or readout, once each
         self.elapsed = 0.0
         self.epoch = self.saved_epoch = 0
         self.resume()
@@ -89,6 +91,7 @@ class Run:
         try:
             self.epoch, self.history, self.stats = ckpt["epoch"], ckpt["history"], ckpt["stats"]
             self.epoch_times, self.elapsed = ckpt["epoch_times"], ckpt["elapsed"]
+            self.warnings = list(ckpt.get("warnings", []))
         except KeyError as err:
             raise CheckpointError(
                 f"checkpoint={path} lacks {err}; to start afresh, move the run aside: "
@@ -153,6 +156,7 @@ class Run:
             timing={"epoch_s": self.epoch_times},
             versions=self.versions,
             wandb_id=self.folder.wandb_id,
+            warnings=self.warnings,
             **extra,
         )
         if self.data.files is not None:
@@ -166,6 +170,7 @@ class Run:
             "stats": self.stats,
             "epoch_times": self.epoch_times,
             "elapsed": self.elapsed,
+            "warnings": self.warnings,
         }
         state = checkpoint.state(self.epoch, self.net, self.optimizer, self.gens, extra)
         self.folder.save(state, self.record())
@@ -189,6 +194,7 @@ class Run:
         nb_epochs, chunk = int(cfg.nb_epochs), int(cfg.epoch_chunk)
         if self.epoch == 0 and not self.stats:
             entry = {"phase": "before", **self.phase(cfg.method.name, "eval", 0, beta_at(cfg, 0))}
+            check_metrics(entry, "before training", init_settings(cfg))
             self.stats.append(entry)
             self.log_stats(entry, "stats")
         batches = -(-len(self.data.train) // int(cfg.batch_size))
@@ -239,11 +245,15 @@ class Run:
             "valid_acc": valid["acc"],
             "beta": beta,
         }
+        hint = f"method.lr={cfg.method.lr} (optimizer={cfg.optimizer})"
+        check_metrics(row, f"in epoch {epoch + 1}", hint)
+        self.check_silence(train["spikes"], train["readout_spread"], epoch + 1)
         for key, value in row.items():
             self.history[key].append(value)
         self.epoch = epoch + 1
         if self.epoch % int(cfg.epoch_chunk) == 0 or self.epoch == int(cfg.nb_epochs):
             entry = {"phase": "training", **self.phase(method, "eval", self.epoch, beta)}
+            check_metrics(entry, f"after epoch {self.epoch}", hint)
             self.stats.append(entry)
             self.log_stats(entry, "stats")
         seconds = time.perf_counter() - start
@@ -252,26 +262,77 @@ class Run:
         self.wb.log({**row, "epoch_time_s": seconds}, step=self.epoch)
         return row
 
+    def check_silence(self, spikes: list[float], readout_spread: float, epoch: int) -> None:
+        """Flag (in results.json and one warning line, once per layer) hidden layers that
+        emitted no spike, and a readout that gave every sample the same output, over a whole
+        training epoch: the run would complete having learnt nothing."""
+        cfg = self.cfg
+        cause = (
+            f"threshold={cfg.threshold}, p0={cfg.p0}, beta={cfg.beta}, "
+            f"method.target_sigma_u={cfg.method.target_sigma_u}, dataset.nu={cfg.dataset.nu}"
+        )
+        seen = {where for w in self.warnings for where in w["silent"]}
+        layers = [i + 1 for i, count in enumerate(spikes) if count == 0]
+        layers = [i for i in layers if f"hidden layer {i}" not in seen]
+        found = [f"hidden layer {i}" for i in layers]
+        parts = []
+        if layers:
+            names = ", ".join(map(str, layers))
+            parts.append(f"hidden layer{'s' if len(layers) > 1 else ''} {names} emitted no spike")
+        if readout_spread == 0 and "readout" not in seen:
+            found.append("readout")
+            parts.append("the readout gave every sample the same output")
+        if not found:
+            return
+        text = (
+            f"{' and '.join(parts)} in training epoch {epoch}: nothing is learnt there; "
+            f"check {cause}"
+        )
+        self.warnings.append({"epoch": epoch, "silent": found, "warning": text})
+        log.warning("%s", text)
+
     def final(self) -> None:
-        """Test under the trained method and under `method.other`; figures; results."""
+        """Test under the trained method and under `method.other`; results; then figures.
+
+        The results are recorded (status completed) before any figure is drawn: a figure
+        that fails (memory, a full disk) is reported in a warning and in results.json's
+        `figures_error`, and the run stays completed with its results.
+        """
         cfg = self.cfg
         beta = beta_at(cfg, int(cfg.nb_epochs) - 1)
+        hint = f"method.lr={cfg.method.lr} (optimizer={cfg.optimizer})"
         trained = self.phase(cfg.method.name, "test", 0, beta, epoch=self.epoch)
         out_t, same_t = self._last_same
         other = self.phase(cfg.method.other, "other", 0, beta, epoch=self.epoch)
         out_o, same_o = self._last_same
-        figures = self.figures(
-            beta, {cfg.method.name: same_t, f"{cfg.method.other} (other)": same_o}
-        )
+        check_metrics(trained, "in the test", hint)
+        check_metrics(other, f"in the test under method.other={cfg.method.other}", hint)
         self.results.update(test=trained, other=other)
-        paths = [str(p.relative_to(self.run_dir)) for p in figures]
-        self.folder.complete(self.record("completed", figures=paths))
-        self.log_stats(trained, "test")
-        self.log_stats(other, "other")
-        if figures and getattr(self.wb, "id", None):  # a real wandb run (not disabled)
-            import wandb
+        self.folder.complete(self.record("completed", figures=[]))
+        try:
+            figures = self.figures(
+                beta, {cfg.method.name: same_t, f"{cfg.method.other} (other)": same_o}
+            )
+            paths = [str(p.relative_to(self.run_dir)) for p in figures]
+            self.folder.complete(self.record("completed", figures=paths))
+        except Exception as err:  # MemoryError, a full disk (RunFolderError), matplotlib's
+            figures = []
+            text = f"plotting: the figures could not be drawn ({one_line(err)})"
+            log.warning("%s; the results are recorded in results.json", text)
+            try:
+                self.folder.complete(self.record("completed", figures_error=text))
+            except RunFolderError:
+                pass  # the completed results written before stay
+        try:
+            self.log_stats(trained, "test")
+            self.log_stats(other, "other")
+            if figures and getattr(self.wb, "id", None):  # a real wandb run (not disabled)
+                import wandb
 
-            self.wb.log({p.stem: wandb.Image(str(p)) for p in figures}, step=int(cfg.nb_epochs))
+                images = {p.stem: wandb.Image(str(p)) for p in figures}
+                self.wb.log(images, step=int(cfg.nb_epochs))
+        except Exception as err:  # wandb's own failures: the run has completed
+            log.warning("wandb: logging the test results failed (%s)", one_line(err))
         log.info(
             "test acc %.4f (%s), %.4f (%s); Fano per layer %s / %s",
             trained["test_acc"],
@@ -340,6 +401,28 @@ class Run:
         )
 
 
+def check_metrics(values: dict[str, Any], where: str, hint: str) -> None:
+    """NonFiniteError naming the first recorded number of `values` that is NaN or infinite.
+
+    Losses, accuracies, beta and firing rates must be finite; a Fano factor is NaN (null in
+    results.json) exactly when its layer did not fire in any trial, and only then.
+    """
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            items = list(enumerate(value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            items = [(None, value)]
+        else:
+            continue
+        for i, number in items:
+            if not isinstance(number, (int, float)) or math.isfinite(number):
+                continue
+            if key == "fano" and math.isnan(number) and values["same_rates"][i] == 0:
+                continue  # no spike in any trial: no Fano factor
+            name = key if i is None else f"{key}[{i}]"
+            raise NonFiniteError(f"{hint}: {name} became {number} {where}")
+
+
 def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Run (or resume) the experiment of `cfg` in `run_dir`; return the results dict.
 
@@ -359,8 +442,13 @@ def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
                 run.final()
         except NonFiniteError as err:
             kept = f"checkpoint of epoch {run.saved_epoch}" if run.saved_epoch else "no checkpoint"
+            advice = (
+                "lower method.lr or change the optimizer"
+                if str(err).startswith("method.lr=")
+                else "change those settings"
+            )
             raise NonFiniteError(
-                f"{err}; lower method.lr or change the optimizer, in another hydra.run.dir: "
-                f"this one keeps the run's last good state ({kept})"
+                f"{err}; {advice}, in another hydra.run.dir: this one keeps the run's last "
+                f"good state ({kept})"
             ) from None
     return run.results

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from sgtheory.errors import ConfigError, check_choice, check_known, check_positive
+from sgtheory.errors import (
+    ConfigError,
+    check_choice,
+    check_known,
+    check_positive,
+    check_seed,
+    check_threads,
+)
 from sgtheory.layers import conv_output_length
 from sgtheory.losses import LOSS_TYPES
 from sgtheory.neurons import RESETS
@@ -16,13 +24,19 @@ from sgtheory.optim import OPTIMIZERS
 from sgtheory.runs import WANDB_MODES, resolve_device
 from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
-from sgtheory.threads import default_threads, usable_cores
+from sgtheory.threads import default_threads
 
 DATASETS = ("randman", "shd")
 # `precision`: the autocast dtype of convolutions and weight products (None: float32 throughout)
 PRECISIONS = {"float32": None, "bf16": torch.bfloat16}
 LAYER_KEYS = ("nb_filters", "kernel_size", "stride", "padding", "recurrent_kernel")
 REGULARIZER_TERMS = {"upper_l2": ("upper", 2), "lower_l1": ("lower", 1), "lower_l2": ("lower", 2)}
+# a decay factor exp(-dt / tau) must differ from 1 in float32 and from 0 in float64
+MIN_DT_OVER_TAU, MAX_DT_OVER_TAU = 1e-6, 700.0
+MAX_DPI = 1000  # figures are a few inches wide: 1000 dpi is far beyond print quality
+MAX_SNAPSHOT_SAMPLES = 20  # columns of the snapshot figure (2.6 inches each)
+# wandb refuses project names with these characters (it would fail after the run started)
+WANDB_FORBIDDEN = set("/\\#?%:")
 
 
 @dataclass(frozen=True)
@@ -204,13 +218,21 @@ def _check_choices(cfg: Any) -> None:
 def _check_numbers(cfg: Any) -> None:
     _positive(cfg, ["tau_mem", "tau_syn", "threshold", "beta", "p0", "delta_u", "method.lr"])
     _positive(cfg, ["method.target_sigma_u", "dataset.dt", "dataset.nu"])
-    _positive(cfg, ["batch_size", "nb_epochs", "epoch_chunk", "seed"], integer=True)
+    _positive(cfg, ["batch_size", "nb_epochs", "epoch_chunk"], integer=True)
+    check_seed("seed", cfg.seed)
+    check_seed("dataset.seed", cfg.dataset.seed)
     _positive(cfg, ["dataset.nb_steps", "dataset.nb_units", "dataset.nb_classes"], integer=True)
     _positive(cfg, ["fano.bin_dt", "fano.repeats", "plotting.nb_samples"], integer=True)
     _positive(cfg, ["plotting.nb_trials", "plotting.dpi"], integer=True)
-    for key in ("tau_readout", "dataset.duration", "threads", "stop_after_epochs"):
+    for key in ("tau_readout", "dataset.duration", "stop_after_epochs"):
         if _find(cfg, key) is not None:
-            check_positive(key, _find(cfg, key), integer=key in ("threads", "stop_after_epochs"))
+            check_positive(key, _find(cfg, key), integer=key == "stop_after_epochs")
+    check_threads("threads", cfg.threads)
+    if cfg.dataset.nb_classes < 2:
+        raise ConfigError(
+            f"dataset.nb_classes={cfg.dataset.nb_classes} is not valid; a classification needs "
+            "at least 2 classes (with one, every answer is right)"
+        )
     if cfg.fano.repeats < 2:
         raise ConfigError(f"fano.repeats={cfg.fano.repeats!r} is not valid; it must be >= 2")
     if cfg.fano.bin_dt > cfg.dataset.nb_steps:
@@ -226,15 +248,17 @@ def _check_numbers(cfg: Any) -> None:
         raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
     if not 0 <= cfg.alpha <= 1:
         raise ConfigError(f"alpha={cfg.alpha!r} is not valid; it must lie in [0, 1]")
+    _check_decays(cfg)
     if math.isclose(cfg.tau_mem, cfg.tau_syn):
         raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
-    _check_threads(cfg.threads)
     for term in REGULARIZER_TERMS:
         dims = cfg.regularizer[term].dims
-        if dims is not None and not all(_is_int(d) and d in (-2, -1) for d in dims):
+        ok = dims is None or all(_is_int(d) and d in (-2, -1) for d in dims)
+        if not ok or (dims is not None and len(set(dims)) != len(dims)):
             raise ConfigError(
                 f"regularizer.{term}.dims={list(dims)!r} is not valid; give dims of the "
-                "per-sample counts (channels, positions): a list of -2 and/or -1, or null"
+                "per-sample counts (channels, positions): a list of -2 and/or -1, each at "
+                "most once, or null"
             )
         if cfg.regularizer[term].strength < 0:
             key = f"regularizer.{term}.strength"
@@ -243,18 +267,91 @@ def _check_numbers(cfg: Any) -> None:
             )
 
 
-def _check_threads(threads: int | None) -> None:
-    """More threads than usable cores make every step several times slower (spinning)."""
-    cores = usable_cores()
-    if threads is not None and threads > cores:
+def _check_decays(cfg: Any) -> None:
+    """Each time constant's decay per step exp(-dt / tau) must be a usable number.
+
+    A tau far above dt rounds the factor to 1 in float32 (nothing ever decays, and the
+    initialisation divides by 1 - 1 = 0); a tau far below dt rounds it to 0.
+    """
+    dt = float(cfg.dataset.dt)
+    taus = [("tau_mem", cfg.tau_mem), ("tau_syn", cfg.tau_syn)]
+    if cfg.tau_readout is not None:
+        taus.append(("tau_readout", cfg.tau_readout))
+    elif cfg.dataset.get("duration") is not None:  # the readout's default time constant
+        taus.append(("dataset.duration", cfg.dataset.duration))
+    for key, tau in taus:
+        ratio = dt / float(tau)
+        if MIN_DT_OVER_TAU <= ratio <= MAX_DT_OVER_TAU:
+            continue
+        big = ratio < MIN_DT_OVER_TAU
+        culprit = f"{key}={tau}" if abs(math.log10(float(tau))) > abs(math.log10(dt)) else None
+        named = culprit or f"dataset.dt={cfg.dataset.dt}"
+        other = f"dataset.dt={cfg.dataset.dt}" if culprit else f"{key}={tau}"
         raise ConfigError(
-            f"threads={threads} is not valid: this process may run on {cores} core(s), and "
-            f"more threads than cores slow every step down; use at most {cores}, or null"
+            f"{named} is not valid with {other}: the decay per step exp(-dataset.dt/{key}) "
+            f"would be {'1 (nothing ever decays)' if big else '0 (all forgotten in a step)'}; "
+            f"dataset.dt/{key} must lie in [{MIN_DT_OVER_TAU:g}, {MAX_DT_OVER_TAU:g}]"
+        )
+
+
+def min_steps(cfg: Any) -> int:
+    """The fewest time steps at which the readout can see any input at all.
+
+    Each hidden layer passes input on two steps later (synaptic current, then membrane),
+    one more with `connection_delay`; the readout adds three.
+    """
+    per_layer = 2 + int(bool(cfg.connection_delay))
+    return per_layer * len(cfg.dataset.nb_filters) + 3
+
+
+def _check_steps(cfg: Any) -> None:
+    need = min_steps(cfg)
+    if cfg.dataset.nb_steps < need:
+        raise ConfigError(
+            f"dataset.nb_steps={cfg.dataset.nb_steps} is not valid: with "
+            f"{len(cfg.dataset.nb_filters)} hidden layers (connection_delay="
+            f"{str(bool(cfg.connection_delay)).lower()}) the readout sees no input before step "
+            f"{need}; use at least {need} steps"
+        )
+
+
+def _check_names(cfg: Any) -> None:
+    """The dataset's name matches its group's settings; wandb takes the project name."""
+    ds = cfg.dataset
+    group = "shd" if "datadir" in ds else "randman"
+    if ds.name != group:
+        raise ConfigError(
+            f"dataset.name={ds.name} does not match the dataset's settings (those of "
+            f"dataset={group}); to train on {ds.name}, choose its group: dataset={ds.name}"
+        )
+    bad = sorted(set(cfg.wandb.project) & WANDB_FORBIDDEN)
+    if bad or not cfg.wandb.project or len(cfg.wandb.project) > 128:
+        raise ConfigError(
+            f"wandb.project={cfg.wandb.project} is not valid; give 1 to 128 characters "
+            f"without any of {' '.join(sorted(WANDB_FORBIDDEN))}"
+        )
+
+
+def _check_plotting(cfg: Any) -> None:
+    if cfg.plotting.dpi > MAX_DPI:
+        raise ConfigError(
+            f"plotting.dpi={cfg.plotting.dpi} is not valid; it must be at most {MAX_DPI} (a "
+            f"figure of a few inches at that resolution is already far beyond print quality)"
+        )
+    if cfg.plotting.nb_samples > MAX_SNAPSHOT_SAMPLES:
+        raise ConfigError(
+            f"plotting.nb_samples={cfg.plotting.nb_samples} is not valid; the snapshot shows "
+            f"one column per sample: at most {MAX_SNAPSHOT_SAMPLES}"
         )
 
 
 def check_anneal(cfg: Any) -> None:
-    """With annealing, beta must stay a positive number in every epoch of the run."""
+    """With annealing, beta must stay a positive finite number in every epoch of the run.
+
+    beta changes by the same step each interval (see `model.beta_at`), so its extremes lie
+    at the first epoch, the first annealed epoch and the last epoch; where it first leaves
+    the positive numbers follows in closed form. No loop over the epochs.
+    """
     if not cfg.anneal:
         return
     _positive(cfg, ["anneal_interval"], integer=True)
@@ -262,14 +359,30 @@ def check_anneal(cfg: Any) -> None:
         raise ConfigError(f"anneal_start={cfg.anneal_start!r} is not valid; it must be >= 0")
     from .model import beta_at  # model imports this module
 
-    for epoch in range(int(cfg.nb_epochs)):
-        beta = beta_at(cfg, epoch)
-        if not (math.isfinite(beta) and beta > 0):
-            raise ConfigError(
-                f"anneal_step={cfg.anneal_step!r} is not valid: beta would be {beta:g} in epoch "
-                f"{epoch + 1} of nb_epochs={cfg.nb_epochs} (beta={cfg.beta}, anneal_start="
-                f"{cfg.anneal_start}, anneal_interval={cfg.anneal_interval}); beta must stay > 0"
-            )
+    epochs, start, interval = int(cfg.nb_epochs), int(cfg.anneal_start), int(cfg.anneal_interval)
+    step, beta0 = float(cfg.anneal_step), float(cfg.beta)
+    candidates = [0, min(start, epochs - 1), epochs - 1]
+    if step and start < epochs:
+        # beta0 + step k leaves (0, inf) from k = ceil(beta0 / -step) on (step < 0), or from
+        # k = ceil((max float - beta0) / step) on (step > 0)
+        bound = beta0 / -step if step < 0 else (sys.float_info.max - beta0) / step
+        k = math.ceil(bound)
+        for kk in (k - 1, k, k + 1):  # the division may round either way
+            if kk >= 1:
+                candidates.append(min(start + (kk - 1) * interval, epochs - 1))
+    bad = [e for e in sorted(set(candidates)) if not _good_beta(beta_at(cfg, e))]
+    if bad:
+        epoch = bad[0]
+        raise ConfigError(
+            f"anneal_step={cfg.anneal_step!r} is not valid: beta would be "
+            f"{beta_at(cfg, epoch):g} in epoch {epoch + 1} of nb_epochs={cfg.nb_epochs} (beta="
+            f"{cfg.beta}, anneal_start={cfg.anneal_start}, anneal_interval="
+            f"{cfg.anneal_interval}); beta must stay a finite number > 0"
+        )
+
+
+def _good_beta(beta: float) -> bool:
+    return math.isfinite(beta) and beta > 0
 
 
 def _check_dataset(cfg: Any) -> None:
@@ -298,18 +411,181 @@ def _check_dataset(cfg: Any) -> None:
         check_positive("dataset.max_samples", ds.max_samples, integer=True)
 
 
+def init_stds(cfg: Any) -> list[tuple[str, float]]:
+    """(weight, standard deviation) of every fluctuation-driven initial weight (float64)."""
+    from sgtheory.init import psp_eps_hat
+
+    ds = cfg.dataset
+    lists = layer_lists(ds)
+    eps_hat = psp_eps_hat(cfg.tau_mem, cfg.tau_syn, float(ds.dt))
+    sigma_u, nu, alpha = float(cfg.method.target_sigma_u), float(ds.nu), float(cfg.alpha)
+    out, channels = [], 1
+    for i, (filters, kernel) in enumerate(zip(lists["nb_filters"], lists["kernel_size"])):
+        rec = lists["recurrent_kernel"][i]
+        share = alpha if rec else 1.0
+        fans = [(f"hidden.{i}.weight", channels * kernel, share)]
+        if rec:
+            fans.append((f"hidden.{i}.rec_weight", filters * rec, 1 - share))
+        for name, fan_in, fraction in fans:
+            try:
+                std = math.sqrt(fraction * sigma_u**2 / (fan_in * nu * eps_hat))
+            except (OverflowError, ZeroDivisionError):
+                std = math.inf
+            out.append((name, std))
+        channels = filters
+    return out
+
+
+# float32 weights must hold the initial values and their products with inputs and currents
+INIT_STD_RANGE = (1e-30, 1e30)
+
+
+def _check_init(cfg: Any) -> None:
+    """The initial weights' scale, from the settings that set it, fits float32.
+
+    sigma_w = sqrt(share sigma_u^2 / (fan_in nu eps_hat)): a target membrane std
+    `method.target_sigma_u` far from an assumed input rate `dataset.nu` (or a PSP integral of
+    tau_mem, tau_syn and dataset.dt near 0) gives weights that are inf or 0 in float32; the
+    first training step would then fail as if the learning rate were to blame.
+    """
+    low, high = INIT_STD_RANGE
+    for name, std in init_stds(cfg):
+        if not (math.isfinite(std) and low <= std <= high):
+            raise ConfigError(
+                f"{init_settings(cfg)}: they give the initial weights {name} a standard "
+                f"deviation of {std:.3g}, outside [{low:g}, {high:g}]; bring dataset.nu (the "
+                "input rate the initialisation assumes, Hz) and method.target_sigma_u to "
+                "ordinary values"
+            )
+
+
+def init_settings(cfg: Any) -> str:
+    """The settings that set the initial weights, as `<setting>=<value>, ...`."""
+    nu, sigma_u = float(cfg.dataset.nu), float(cfg.method.target_sigma_u)
+    pair = [f"dataset.nu={cfg.dataset.nu}", f"method.target_sigma_u={cfg.method.target_sigma_u}"]
+    if abs(math.log10(sigma_u)) > abs(math.log10(nu / 10)):  # the one furthest from usual first
+        pair.reverse()
+    return (
+        f"{pair[0]}, {pair[1]} (with tau_mem={cfg.tau_mem}, tau_syn={cfg.tau_syn}, "
+        f"dataset.dt={cfg.dataset.dt})"
+    )
+
+
 def validate(cfg: Any) -> Geometry:
     """Check every setting of `cfg`; return the network geometry or raise ConfigError.
 
     Types first (so later checks compare numbers with numbers), then choices, ranges, the
-    annealing schedule over all epochs, the dataset's settings and the layer geometry.
+    annealing schedule (in closed form), the dataset's settings, the layer geometry, the
+    initial weights' scale and the memory the run needs.
     """
     check_types(cfg)
     _check_choices(cfg)
+    _check_names(cfg)
     _check_numbers(cfg)
+    _check_plotting(cfg)
     check_anneal(cfg)
     _check_dataset(cfg)
-    return geometry(cfg)
+    geo = geometry(cfg)
+    _check_steps(cfg)
+    _check_init(cfg)
+    check_memory(cfg, geo)
+    return geo
+
+
+# float32 copies of every hidden neuron's state per batch sample and step that training
+# keeps at once (currents, membranes, spikes, saved for the backward pass); measured peaks
+# (README, "Speed") stay below this estimate
+COPIES_PER_NEURON = 3
+
+
+def memory_needed(cfg: Any, geo: Geometry) -> dict[str, int]:
+    """Bytes the run needs at its configured sizes, before any of it is allocated.
+
+    "data": a Randman dataset held whole (float32 samples x steps x units); SHD is binned per
+    batch (its events are the files' size). "network": one training batch's input and hidden
+    states (`COPIES_PER_NEURON` float32 values per neuron and step) plus the weights and the
+    optimiser's state; "same": the repeated trials of one sample kept for the Fano factors.
+    """
+    ds = cfg.dataset
+    lists = layer_lists(ds)
+    steps, units, batch = int(ds.nb_steps), int(ds.nb_units), int(cfg.batch_size)
+    neurons = sum(f * n for f, n in zip(lists["nb_filters"], geo.lengths[1:]))
+    data = 0
+    if ds.name == "randman":
+        data = 4 * int(ds.nb_classes) * int(ds.nb_samples) * steps * units
+        batch = min(batch, int(ds.nb_classes) * int(ds.nb_samples))
+    params, channels = 0, 1
+    for i, (filters, kernel) in enumerate(zip(lists["nb_filters"], lists["kernel_size"])):
+        params += filters * channels * kernel + filters * filters * lists["recurrent_kernel"][i]
+        channels = filters
+    params += geo.nb_readout_inputs * geo.nb_classes
+    network = 4 * batch * steps * (2 * units + COPIES_PER_NEURON * neurons) + 4 * 4 * params
+    same = int(cfg.fano.repeats) * steps * (4 * units + neurons)
+    return {"data": data, "network": network, "same": same}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still get: MemAvailable, within a cgroup's limit."""
+    try:
+        with open("/proc/meminfo") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+        free = info["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+    for limit, used in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            cap = open(limit).read().strip()
+            if cap != "max":
+                free = min(free, int(cap) - int(open(used).read().strip()))
+            break
+        except (OSError, ValueError):
+            continue
+    return free
+
+
+def check_memory(cfg: Any, geo: Geometry, available: int | None = None) -> dict[str, int]:
+    """ConfigError (with the estimate) if the run cannot fit in the memory available.
+
+    On a CUDA device the network's part is compared with the device's free memory, the
+    data with the host's.
+    """
+    need = memory_needed(cfg, geo)
+    gib = 2.0**30
+    ds = cfg.dataset
+    sizes = (
+        f"dataset.nb_units={ds.nb_units}, dataset.nb_steps={ds.nb_steps}, "
+        f"batch_size={cfg.batch_size}, dataset.nb_filters={list(ds.nb_filters)}"
+    )
+    if ds.name == "randman":
+        sizes = (
+            f"dataset.nb_units={ds.nb_units}, dataset.nb_samples={ds.nb_samples}, "
+            f"dataset.nb_classes={ds.nb_classes}, " + sizes.split(", ", 1)[1]
+        )
+    parts = [("host", need["data"] + need["same"] + need["network"], available)]
+    if str(cfg.device).startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(cfg.device))
+        parts = [
+            ("host", need["data"] + need["same"], available),
+            ("device", need["network"], free),
+        ]
+    if available is None and parts[0][2] is None:
+        parts[0] = ("host", parts[0][1], available_memory())
+    for where, total, free in parts:
+        if free is not None and total > free:
+            raise ConfigError(
+                f"{sizes}: the run needs about {total / gib:.3g} GiB of {where} memory (data "
+                f"{need['data'] / gib:.3g} GiB, network {need['network'] / gib:.3g} GiB per "
+                f"batch), {free / gib:.3g} GiB is available; use smaller sizes"
+            )
+    return need
 
 
 def nb_threads(setting: int | None) -> int:

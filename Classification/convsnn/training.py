@@ -15,7 +15,7 @@ from sgtheory.regularizers import ActivityRegularizer, total_penalty
 from sgtheory.runfolder import RunFolder
 
 from .data import Split, mean_over_batches
-from .settings import REGULARIZER_TERMS
+from .settings import REGULARIZER_TERMS, init_settings
 
 
 def regularizers(cfg: Any) -> list[ActivityRegularizer]:
@@ -42,7 +42,9 @@ def train_epoch(
     bar: tqdm | None = None,
 ) -> dict[str, float]:
     """Train one epoch; return mean loss (task loss), penalty and accuracy over its batches,
-    averaged as `split.average` (the progress bar shows means over samples).
+    averaged as `split.average` (the progress bar shows means over samples), each hidden
+    layer's spike count ("spikes") and how far the readout of any sample lay from that of
+    its batch's first ("readout_spread": 0 when the output does not depend on the input).
 
     Raises NonFiniteError if a batch loss is not finite (before the optimiser step) or if
     after a step any gradient, weight or optimiser state is not (see `check_step`).
@@ -52,9 +54,14 @@ def train_epoch(
     total, loss_sum, correct = 0, 0.0, 0.0
     batches: dict[str, list[float]] = {"loss": [], "reg": [], "acc": []}
     sizes: list[int] = []
+    spikes = [0.0] * len(net.hidden)
+    spread = 0.0  # how far any sample's readout lies from its batch's first sample's
     for start in range(0, len(split), int(cfg.batch_size)):
         x, y = split.batch(order[start : start + int(cfg.batch_size)])
         out, counts = net(x, counts=True)  # counts: no layer's spike trains kept (memory)
+        for i, c in enumerate(counts):
+            spikes[i] += float(c.detach().sum())
+        spread = max(spread, float((out.detach() - out.detach()[:1]).abs().max()))
         task = lossf(out, y)
         penalty = total_penalty(regs, counts, counted=True) if regs else task.new_zeros(())
         loss = task + penalty
@@ -62,7 +69,13 @@ def train_epoch(
         value = float(loss.detach())
         where = f"in epoch {epoch + 1}, batch {start // int(cfg.batch_size) + 1}"
         if not math.isfinite(value):
-            raise NonFiniteError(f"{_hint(cfg)}: the training loss became {value} {where}")
+            # before the first step the learning rate has not acted: the start was bad
+            first = epoch == 0 and start == 0
+            hint = init_settings(cfg) if first else _hint(cfg)
+            what = "training loss"
+            if math.isfinite(float(task.detach())):  # the activity penalty alone
+                hint, what = _penalty_hint(cfg), "activity penalty"
+            raise NonFiniteError(f"{hint}: the {what} became {value} {where}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -78,7 +91,18 @@ def train_epoch(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
-    return {k: mean_over_batches(v, sizes, split.average) for k, v in batches.items()}
+    means = {k: mean_over_batches(v, sizes, split.average) for k, v in batches.items()}
+    return {**means, "spikes": spikes, "readout_spread": spread}
+
+
+def _penalty_hint(cfg: Any) -> str:
+    """The active regulariser terms' settings, `<setting>=<value>, ...`."""
+    terms = [t for t in REGULARIZER_TERMS if cfg.regularizer[t].strength > 0]
+    return ", ".join(
+        f"regularizer.{t}.strength={cfg.regularizer[t].strength}, "
+        f"regularizer.{t}.threshold={cfg.regularizer[t].threshold}"
+        for t in terms
+    )
 
 
 def _hint(cfg: Any) -> str:

@@ -75,12 +75,61 @@ CASES += [
     ("regularizer.upper_l2.dims=[5]", "regularizer.upper_l2.dims=[5] is not valid; give dims"),
     ("threads=100000", "threads=100000 is not valid: this process may run on"),
 ]
+CASES += [
+    # derived quantities named by the settings that give them
+    ("dataset.nu=1e-300", "dataset.nu=1e-300, method.target_sigma_u=1.0 (with tau_mem=0.02"),
+    ("method.target_sigma_u=1e300", "method.target_sigma_u=1e+300, dataset.nu=5.0 (with"),
+    ("dataset.nu=1e300", "dataset.nu=1e+300, method.target_sigma_u=1.0 (with"),
+    ("dataset.dt=1e-300", "dataset.dt=1e-300 is not valid with tau_mem=0.02: the decay per step"),
+    ("dataset.dt=1e300", "dataset.dt=1e+300 is not valid with tau_mem=0.02: the decay per step"),
+    ("tau_syn=1e300", "tau_syn=1e+300 is not valid with dataset.dt=0.002: the decay per step"),
+    ("tau_mem=1e-300", "tau_mem=1e-300 is not valid with dataset.dt=0.002: the decay per step"),
+    ("tau_readout=1e300", "tau_readout=1e+300 is not valid with dataset.dt=0.002"),
+    # seeds: an integer from 0 (both experiments); threads: 1 to the usable cores
+    ("seed=-1", "seed=-1 is not valid; it must be an integer from 0 to 2**63 - 1"),
+    ("dataset.seed=-1", "dataset.seed=-1 is not valid; it must be an integer from 0"),
+    ("seed=9223372036854775808", "seed=9223372036854775808 is not valid; it must be an integer"),
+    ("seed=1.0", "seed=1.0 is not valid; it must be an integer"),
+    ("threads=0", "threads=0 is not valid; it must be a positive integer (at most"),
+    ("threads=-2", "threads=-2 is not valid; it must be a positive integer"),
+    # degenerate tasks: stop before training
+    ("dataset.nb_classes=1", "dataset.nb_classes=1 is not valid; a classification needs at least"),
+    ("dataset.nb_steps=1 fano.bin_dt=1", "dataset.nb_steps=1 is not valid: with 3 hidden layers"),
+    ("dataset.nb_steps=11 fano.bin_dt=1", "the readout sees no input before step 12; use at"),
+    (
+        "connection_delay=false dataset.nb_steps=8 fano.bin_dt=1",
+        "dataset.nb_steps=8 is not valid: with 3 hidden layers (connection_delay=false) the "
+        "readout sees no input before step 9",
+    ),
+    # settings that failed only later, with a traceback
+    ("regularizer.upper_l2.dims=[-1,-1]", "regularizer.upper_l2.dims=[-1, -1] is not valid"),
+    ("regularizer.lower_l1.dims=[-2,-1,-2]", "regularizer.lower_l1.dims=[-2, -1, -2] is not"),
+    ("dataset.name=shd", "dataset.name=shd does not match the dataset's settings (those of "),
+    ("wandb.project=a/b", "wandb.project=a/b is not valid; give 1 to 128 characters without"),
+    ("wandb.project=a:b", "wandb.project=a:b is not valid"),
+    ("plotting.dpi=20000", "plotting.dpi=20000 is not valid; it must be at most 1000"),
+    ("plotting.nb_samples=100000", "plotting.nb_samples=100000 is not valid; the snapshot"),
+    ("fano.repeats=100000000", "the run needs about"),
+    # memory estimated before anything is allocated
+    ("dataset.nb_units=1000000", "the run needs about 1.15e+05 GiB of host memory (data"),
+    ("dataset.nb_filters=[100000,64,128]", "dataset.nb_units=20, dataset.nb_samples=1000"),
+    ("dataset.nb_samples=100000000", "dataset.nb_samples=100000000, dataset.nb_classes=15"),
+    # the annealing schedule in closed form, however many epochs
+    (
+        "anneal=true anneal_step=-0.001 nb_epochs=1000000000",
+        "anneal_step=-0.001 is not valid: beta would be",
+    ),
+    ("anneal=true anneal_step=1e308 anneal_interval=1 nb_epochs=9", "beta would be inf in epoch 2"),
+]
 SHD_CASES = [
     ("dataset.valid_fraction=abc", "dataset.valid_fraction='abc' is not valid; it must be a"),
     ("dataset.valid_fraction=1.0", "dataset.valid_fraction=1.0 is not valid; it must lie in"),
     ("dataset.max_samples=abc", "dataset.max_samples='abc' is not valid; it must be an integer"),
     ("dataset.allow_silent_samples=maybe", "dataset.allow_silent_samples='maybe' is not valid"),
     ("dataset.datadir=5", "dataset.datadir=5 is not valid; it must be a string or null"),
+    ("dataset.name=randman", "dataset.name=randman does not match the dataset's settings"),
+    ("dataset.seed=-3", "dataset.seed=-3 is not valid; it must be an integer from 0"),
+    ("dataset.duration=1e300", "dataset.duration=1e+300 is not valid with dataset.dt=0.002"),
 ]
 
 
@@ -192,3 +241,92 @@ def test_a_checkpoint_written_before_a_setting_existed_still_resumes():
     shd_old = {"dataset": {"name": "shd"}}  # before allow_silent_samples existed
     shd_new = {"dataset": {"name": "shd", "allow_silent_samples": False}}
     assert changed_settings(shd_old, shd_new, RESUMABLE_KEYS, ADDED_KEYS) == []
+
+
+def test_seed_zero_and_a_long_annealing_schedule_are_accepted_at_once(compose):
+    import time
+
+    from convsnn.settings import validate
+
+    validate(compose("seed=0", "dataset.seed=0"))
+    start = time.perf_counter()
+    validate(compose("anneal=true", "nb_epochs=1000000000"))  # closed form: no loop
+    assert time.perf_counter() - start < 2.0
+
+
+def test_the_first_failing_annealed_epoch_is_found_exactly(compose):
+    from convsnn.model import beta_at
+    from convsnn.settings import validate
+
+    for step in ("-0.7", "-0.1", "-3.3333333333333335", "7e307"):
+        overrides = ["anneal=true", "anneal_start=7", "anneal_interval=3", f"anneal_step={step}"]
+        cfg = compose(*overrides, "nb_epochs=1000")
+        beta = [beta_at(cfg, e) for e in range(1000)]
+        first = next(e for e in range(1000) if not 0 < beta[e] < float("inf"))  # brute force
+        with pytest.raises(ConfigError, match=f"in epoch {first + 1} of nb_epochs=1000"):
+            validate(cfg)
+        validate(compose(*overrides, f"nb_epochs={first}"))  # one epoch fewer: fine
+
+
+@pytest.mark.parametrize("delay,layers", [(True, 3), (False, 2)])
+def test_min_steps_is_where_the_readout_first_depends_on_the_input(compose, delay, layers):
+    """At min_steps steps the readout's output depends on the input (a nonzero surrogate
+    gradient), at one step fewer it cannot (every path is longer than the sample)."""
+    import torch
+
+    from convsnn.model import build_network, spike_fns
+    from convsnn.seeds import generator, layer_generators
+    from convsnn.settings import geometry, min_steps
+
+    lists = {"nb_filters": [2] * layers, "kernel_size": [3] * layers, "padding": [1] * layers}
+    base = [f"dataset.{k}={v}" for k, v in lists.items()]
+    base += [f"dataset.stride={[1] * layers}", f"dataset.recurrent_kernel={[0] * layers}"]
+    base += [f"connection_delay={delay}", "fano.bin_dt=1"]
+    need = min_steps(compose(*base))
+    for steps, depends in ((need, True), (need - 1, False)):
+        cfg = compose(*base, f"dataset.nb_steps={steps}")
+        fns = spike_fns(cfg, "superspike", layer_generators(1, "train_spikes", layers))
+        net = build_network(cfg, geometry(cfg), fns, generator(1, "init"))
+        x = torch.ones(1, steps, 1, 20, requires_grad=True)
+        net(x)[0].sum().backward()
+        assert bool(x.grad.abs().sum() > 0) == depends
+
+
+def test_the_data_estimate_is_the_size_of_the_generated_data(compose):
+    from convsnn.data import load_data
+    from convsnn.settings import geometry, memory_needed
+
+    cfg = compose(*TINY)
+    data = load_data(cfg)
+    held = sum(s.x.numel() * s.x.element_size() for s in (data.train, data.valid, data.test))
+    assert memory_needed(cfg, geometry(cfg))["data"] == held
+
+
+def test_a_run_that_does_not_fit_is_refused_with_the_estimate(compose):
+    from convsnn.settings import check_memory, geometry
+
+    cfg = compose()
+    need = check_memory(cfg, geometry(cfg), available=2**40)  # fits in 1 TiB
+    total = sum(need.values())
+    with pytest.raises(ConfigError, match=r"needs about 0\.\d+ GiB of host memory"):
+        check_memory(cfg, geometry(cfg), available=total - 1)
+
+
+def test_initial_weight_scales_are_those_of_the_built_network(compose):
+    """init_stds (checked before anything is built) gives the std the weights are drawn with."""
+    import torch
+
+    from convsnn.model import build_network, spike_fns
+    from convsnn.seeds import generator, layer_generators
+    from convsnn.settings import geometry, init_stds
+
+    cfg = compose("dataset=shd")  # recurrent layers: both kinds of weight
+    fns = spike_fns(cfg, "superspike", layer_generators(1, "train_spikes", 3))
+    net = build_network(cfg, geometry(cfg), fns, generator(1, "init"))
+    weights = dict(net.named_parameters())
+    for name, std in init_stds(cfg):
+        w = weights[name].detach().double().flatten()
+        n = w.numel()
+        # sample std of n normal draws: relative standard error 1 / sqrt(2 n); 5 sigma
+        assert abs(float(w.std()) / std - 1) < 5 / (2 * n) ** 0.5, name
+    assert torch.isfinite(torch.tensor([s for _, s in init_stds(cfg)])).all()

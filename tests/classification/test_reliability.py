@@ -21,6 +21,7 @@ import pytest
 import torch
 from conftest import EXPERIMENTS, TINY, read_results, run_cli
 
+from sgtheory.cli import mark
 from sgtheory.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RunFolderError
 from sgtheory.runfolder import RunFolder, read_status
 
@@ -386,7 +387,107 @@ def test_the_holder_repairs_hydra_files_another_start_overwrote(tmp_path):
 
 
 def test_a_checkpoint_without_settings_is_damaged(tmp_path):
+    mark(tmp_path, "classification")  # a run folder of this project, holding a foreign file
     torch.save({"model": 1}, tmp_path / "checkpoint.pt")
     with RunFolder(tmp_path) as folder, pytest.raises(CheckpointError, match="holds no settings"):
         folder.resume({"seed": 1})
     assert (tmp_path / "checkpoint.pt").exists()  # left as it was
+
+
+# ------------------------------------------------------------------ nothing nonsensical
+
+
+def test_a_silent_network_is_flagged_in_results_and_one_warning_line(run, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="convsnn.experiment"):
+        res = run(tmp_path, "threshold=1e300", "nb_epochs=2")
+    assert res["status"] == "completed" and res["test"]["test_rates"] == [0.0, 0.0, 0.0]
+    (warning,) = read_results(tmp_path)["warnings"]  # once, not once per epoch
+    assert warning["epoch"] == 1
+    assert warning["silent"] == ["hidden layer 1", "hidden layer 2", "hidden layer 3", "readout"]
+    assert "threshold=1e+300" in warning["warning"]
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == [warning["warning"]]
+
+
+def test_a_network_that_spikes_carries_no_warning(run, tmp_path):
+    res = run(tmp_path, "nb_epochs=1")
+    assert res["status"] == "completed" and res["warnings"] == []
+    assert all(rate > 0 for rate in res["test"]["test_rates"])
+
+
+@pytest.mark.parametrize("metric", ["valid_loss", "test_rates"])
+def test_a_non_finite_metric_stops_the_run(run, tmp_path, monkeypatch, metric):
+    from convsnn import experiment
+
+    real = experiment.evaluate
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if metric == "valid_loss":
+            out["loss"] = float("nan")
+        else:
+            out["rates"] = [float("inf")] * len(out["rates"])
+        return out
+
+    monkeypatch.setattr(experiment, "evaluate", poisoned)
+    with pytest.raises(NonFiniteError) as err:
+        run(tmp_path, "nb_epochs=1")
+    if metric == "valid_loss":  # the phase before training evaluates the test set first
+        assert "test_loss became nan before training" in str(err.value)
+    else:
+        assert "test_rates[0] became inf before training" in str(err.value)
+    assert str(err.value).startswith("dataset.nu=5.0, method.target_sigma_u=1.0 (with")
+    assert read_results(tmp_path)["status"] == "failed"
+
+
+def test_a_nan_loss_before_the_first_step_names_the_initial_settings(run, tmp_path, monkeypatch):
+    from convsnn import training
+
+    real = training.loss_fn
+    monkeypatch.setattr(training, "loss_fn", lambda t: lambda o, y: real(t)(o, y) * float("nan"))
+    with pytest.raises(NonFiniteError) as err:
+        run(tmp_path, "nb_epochs=1")
+    message = str(err.value)
+    assert message.startswith("dataset.nu=5.0, method.target_sigma_u=1.0 (with tau_mem=0.02")
+    assert "method.lr" not in message and "change those settings" in message
+
+
+def test_an_infinite_activity_penalty_names_the_regulariser(run, tmp_path):
+    with pytest.raises(NonFiniteError) as err:
+        run(tmp_path, "nb_epochs=1", "regularizer.upper_l2.strength=1e300", "threshold=1e-3")
+    message = str(err.value)
+    assert message.startswith("regularizer.upper_l2.strength=1e+300, regularizer.upper_l2.")
+    assert "the activity penalty became inf in epoch 1, batch 1" in message
+
+
+# ------------------------------------------------------------------ completed stays completed
+
+
+@pytest.mark.parametrize("fault", ["memory", "disk full"])
+def test_a_plot_failure_after_training_keeps_the_completed_results(
+    run, tmp_path, monkeypatch, fault, caplog
+):
+    from convsnn import plots
+    from sgtheory import runs
+
+    def snapshot(*args, **kwargs):
+        if fault == "memory":
+            raise MemoryError("cannot allocate the canvas")
+        # the disk is full: the figure and every later write fail
+        monkeypatch.setattr(runs, "_write_temp", _full_disk)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "Plots/snapshot.png")
+
+    monkeypatch.setattr(plots, "snapshot", snapshot)
+    with caplog.at_level("WARNING"):
+        res = run(tmp_path, "nb_epochs=1", "plotting.enabled=true")
+    on_disk = read_results(tmp_path)
+    assert on_disk["status"] == res["status"] == "completed"
+    assert on_disk["test"]["test_acc"] == res["test"]["test_acc"] and "other" in on_disk
+    assert "error" not in on_disk
+    assert "plotting: the figures could not be drawn" in caplog.text
+    if fault == "memory":
+        assert on_disk["figures_error"].startswith("plotting: the figures could not be drawn")
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
