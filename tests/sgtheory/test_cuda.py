@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgtheory import triton_scan
+from sgtheory import random, triton_scan
 from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
 from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
 from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
@@ -101,6 +101,47 @@ def test_deterministic_scan_on_cuda_equals_cpu(reset, recurrent, diff_reset):
     for a, b in zip(g1, g2, strict=True):
         assert b.abs().max() > 0
         torch.testing.assert_close(a.cpu(), b, rtol=1e-9, atol=1e-12)
+
+
+# ------------------------------------------------------------ the same draws on both devices
+
+
+def test_draws_on_cuda_equal_the_cpu_draws():
+    """The reference's integer operations on the GPU, the C kernel and the reference on
+    the CPU: the same uniforms for the same (seed, stream, steps, elements)."""
+    on_gpu = random.uniform_reference(2**64 - 5, 2**33 + 1, 3, 9, (4, 257), device=CUDA)
+    on_cpu = random.Draws(2**64 - 5, 2**33 + 1, 3).uniform(0, 9, (4, 257))
+    assert on_gpu.device.type == CUDA
+    assert torch.equal(on_gpu.cpu(), on_cpu)
+    assert torch.equal(on_cpu, random.uniform_reference(2**64 - 5, 2**33 + 1, 3, 9, (4, 257)))
+
+
+@pytest.mark.parametrize("escape", [n for n in ESCAPE_NOISES if n != "step"])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_stochastic_scan_on_cuda_equals_cpu_up_to_rounding(escape, recurrent):
+    """One stream, float32: the CUDA scan (Triton kernels where installed) and the CPU scan
+    (C kernels or the loop) draw the same numbers, so their spikes differ only where a
+    potential lies within float32 rounding of its firing point (none at this size)."""
+    gen = torch.Generator().manual_seed(0)
+    current = torch.randn(3, 40, 4, 7, generator=gen) * 0.5 + 0.3
+    w_rec = torch.randn(4, 4, 5, generator=gen) * 0.3 if recurrent else None
+    runs = []
+    for device in (CUDA, "cpu"):
+        spike = SpikeFn(
+            make_escape(escape), make_surrogate("superspike"), random.Stream(4, "layer", 0)
+        )
+        w = None if w_rec is None else w_rec.to(device)
+        spikes, mem = lif_scan(current.to(device), spike, 0.8, 0.9, 1.0, "full", False, w)
+        runs.append((spikes.cpu(), mem.cpu()))
+    (s_gpu, m_gpu), (s_cpu, m_cpu) = runs
+    assert 0.02 < s_cpu.mean() < 0.5
+    differ = s_gpu != s_cpu
+    assert differ.float().mean() < 1e-3
+    if differ.any():  # only where rounding can decide: the potentials agree to float32 rounding
+        first = int(differ.nonzero()[0, 1])  # the first step at which they part
+        torch.testing.assert_close(m_gpu[:, : first + 1], m_cpu[:, : first + 1], atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(m_gpu, m_cpu, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------- convolution
