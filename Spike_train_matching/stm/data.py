@@ -27,6 +27,11 @@ def load_target(
             f"dataset.data_path={str(path)!r} is a directory, not a file; give the path of an "
             "image file (PNG) in it"
         )
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"dataset.data_path={str(path)!r} is not a regular file (a device or a pipe); give "
+            "the path of an image file (PNG)"
+        )
     if not path.is_file():
         hint = ""
         if dataset == "oxford":

@@ -96,6 +96,7 @@ OTHERS = (
     "dataset.name method.name valid_escape"
 ).split()
 KNOWN = (*POSITIVE_INTS, *POSITIVE_FLOATS, *BOOLS, *STRINGS, *OTHERS)  # every setting
+WANDB_FORBIDDEN = "/\\#?%:"  # characters wandb refuses in a project name
 # sizes that set the memory a run needs (stm.memory)
 SIZES = (
     "dataset.batch_size method.nb_trials valid_nb_trials dataset.nb_hidden dataset.nb_outputs "
@@ -170,6 +171,12 @@ def _check_ranges(cfg) -> None:
             f"fano_window={cfg.fano_window!r} is not valid; it must be at most "
             f"dataset.nb_steps={cfg.dataset.nb_steps} (steps per spike-count window)"
         )
+    bad = sorted(set(WANDB_FORBIDDEN) & set(cfg.wandb.project))
+    if bad:
+        raise ConfigError(
+            f"wandb.project={cfg.wandb.project!r} is not valid; a wandb project name may not "
+            f"contain {' '.join(WANDB_FORBIDDEN)} (found {' '.join(bad)})"
+        )
     if cfg.device != "cpu":
         raise ConfigError(f"device={cfg.device!r} is not valid; choose one of: cpu")
 
@@ -191,14 +198,14 @@ def _check_memory(cfg, defaults: dict[str, Any]) -> None:
     have = memory.available()
     if have is None or need <= have:
         return
-    first = ranked(cfg, SIZES, defaults)[0]
+    first, *others = ranked(cfg, SIZES, defaults)
     big = ", ".join(
         f"{k} {memory.human(v)}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:3]
     )
     raise ConfigError(
         f"{first}={get(cfg, first)!r} is not valid here: the run would need about "
         f"{memory.human(need)} of memory ({big}), more than the {memory.human(have)} available "
-        f"on this machine; lower the sizes ({shown(cfg, SIZES[:6])})"
+        f"on this machine; lower it or the other sizes ({shown(cfg, others)})"
     )
 
 

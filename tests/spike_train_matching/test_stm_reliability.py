@@ -291,6 +291,21 @@ def test_data_path_to_a_directory_says_so(tmp_path):
     )
 
 
+def test_data_path_to_a_device_is_not_a_regular_file():
+    msg = _validate_error("dataset.data_path=/dev/null")
+    assert msg.startswith("dataset.data_path='/dev/null' is not a regular file")
+
+
+def test_a_wandb_project_name_wandb_refuses_is_named_before_the_run(tmp_path, tiny_png):
+    """wandb refuses '/' in a project name only when it starts (after data/ is written):
+    checked with the settings instead, naming wandb.project."""
+    run_dir = tmp_path / "run"
+    over = [*tiny_overrides(tiny_png), "wandb.mode=offline", "wandb.project=a/b"]
+    proc = run_cli(run_dir, *over, check=False)
+    _one_line(proc, "wandb.project='a/b' is not valid; a wandb project name may not contain")
+    assert not (run_dir / "data").exists()
+
+
 # ------------------------------------------------------------------ no traceback
 @pytest.mark.parametrize(
     "override",
@@ -304,13 +319,14 @@ def test_data_path_to_a_directory_says_so(tmp_path):
         "fano_window=10.0",
         "max_chunks=1.0",
         "threads=1.0",
+        "seed=1000.0",
     ],
 )
 def test_a_whole_number_float_for_an_integer_setting_is_refused(override):
     key, value = override.split("=")
     msg = _validate_error(override)
-    assert msg.startswith(f"{key}={value} is not valid; it must be a positive integer")
-    if key != "threads":
+    assert msg.startswith(f"{key}={value} is not valid; it must be") and "integer" in msg
+    if key not in ("threads", "seed"):
         assert f"(write {int(float(value))}, without a decimal point)" in msg
 
 
@@ -327,7 +343,9 @@ def test_sizes_beyond_the_memory_are_refused_with_the_estimate(tmp_path, overrid
     """Refused before any allocation with the estimate; the data and run folder untouched."""
     proc = run_cli(tmp_path / "run", override, "wandb.mode=disabled", check=False)
     line = _one_line(proc, f"{override} is not valid here: the run would need about")
-    assert re.search(r"about [\d.]+ (TiB|PiB) of memory", line) and "available on this machine" in line
+    assert (
+        re.search(r"about [\d.]+ (TiB|PiB) of memory", line) and "available on this machine" in line
+    )
     need, _ = memory.estimate(compose(override))
     assert need > 2**40  # more than a TiB
     assert not (tmp_path / "run" / "data").exists()
