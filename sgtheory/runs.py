@@ -281,4 +281,10 @@ def init_wandb(
     )
     if resume_id:
         kwargs.update(id=resume_id, resume="allow")
-    return wandb.init(**kwargs)
+    try:
+        return wandb.init(**kwargs)
+    except Exception as err:  # wandb's own errors: no login, no network, a refused name
+        raise ConfigError(
+            f"wandb.mode={mode}: wandb could not start ({' '.join(str(err).split())[:300]}); "
+            "check wandb.project and wandb.entity, or use wandb.mode=offline or disabled"
+        ) from None

@@ -247,7 +247,7 @@ class Run:
         }
         hint = f"method.lr={cfg.method.lr} (optimizer={cfg.optimizer})"
         check_metrics(row, f"in epoch {epoch + 1}", hint)
-        self.check_silence(train["spikes"], train["readout_spread"], epoch + 1)
+        self.check_silence(train["spikes"], train["possible"], train["readout_spread"], epoch + 1)
         for key, value in row.items():
             self.history[key].append(value)
         self.epoch = epoch + 1
@@ -262,10 +262,12 @@ class Run:
         self.wb.log({**row, "epoch_time_s": seconds}, step=self.epoch)
         return row
 
-    def check_silence(self, spikes: list[float], readout_spread: float, epoch: int) -> None:
+    def check_silence(
+        self, spikes: list[float], possible: list[float], readout_spread: float, epoch: int
+    ) -> None:
         """Flag (in results.json and one warning line, once per layer) hidden layers that
-        emitted no spike, and a readout that gave every sample the same output, over a whole
-        training epoch: the run would complete having learnt nothing."""
+        emitted no spike or spiked at every step, and a readout that gave every sample the
+        same output, over a whole training epoch: nothing is learnt through them."""
         cfg = self.cfg
         cause = (
             f"threshold={cfg.threshold}, p0={cfg.p0}, beta={cfg.beta}, "
@@ -279,6 +281,12 @@ class Run:
         if layers:
             names = ", ".join(map(str, layers))
             parts.append(f"hidden layer{'s' if len(layers) > 1 else ''} {names} emitted no spike")
+        full = [i + 1 for i, (n, m) in enumerate(zip(spikes, possible)) if n and n == m]
+        full = [i for i in full if f"hidden layer {i}" not in seen]
+        if full:
+            found += [f"hidden layer {i}" for i in full]
+            names = ", ".join(map(str, full))
+            parts.append(f"hidden layer{'s' if len(full) > 1 else ''} {names} spiked at every step")
         if readout_spread == 0 and "readout" not in seen:
             found.append("readout")
             parts.append("the readout gave every sample the same output")

@@ -33,6 +33,7 @@ LAYER_KEYS = ("nb_filters", "kernel_size", "stride", "padding", "recurrent_kerne
 REGULARIZER_TERMS = {"upper_l2": ("upper", 2), "lower_l1": ("lower", 1), "lower_l2": ("lower", 2)}
 # a decay factor exp(-dt / tau) must differ from 1 in float32 and from 0 in float64
 MIN_DT_OVER_TAU, MAX_DT_OVER_TAU = 1e-6, 700.0
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_DPI = 1000  # figures are a few inches wide: 1000 dpi is far beyond print quality
 MAX_SNAPSHOT_SAMPLES = 20  # columns of the snapshot figure (2.6 inches each)
 # wandb refuses project names with these characters (it would fail after the run started)
@@ -248,6 +249,11 @@ def _check_numbers(cfg: Any) -> None:
         raise ConfigError(f"p0={cfg.p0!r} is not valid; it must lie in (0, 1]")
     if not 0 <= cfg.alpha <= 1:
         raise ConfigError(f"alpha={cfg.alpha!r} is not valid; it must lie in [0, 1]")
+    if cfg.method.lr > FLOAT32_MAX:  # the optimisers keep it in float32 tensors
+        raise ConfigError(
+            f"method.lr={cfg.method.lr} is not valid; it must be at most {FLOAT32_MAX:.3g} "
+            "(float32)"
+        )
     _check_decays(cfg)
     if math.isclose(cfg.tau_mem, cfg.tau_syn):
         raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
@@ -427,6 +433,9 @@ def init_stds(cfg: Any) -> list[tuple[str, float]]:
         if rec:
             fans.append((f"hidden.{i}.rec_weight", filters * rec, 1 - share))
         for name, fan_in, fraction in fans:
+            if fraction == 0:
+                out.append((name, 0.0))  # `alpha` gives these weights no share
+                continue
             try:
                 std = math.sqrt(fraction * sigma_u**2 / (fan_in * nu * eps_hat))
             except (OverflowError, ZeroDivisionError):
@@ -450,6 +459,14 @@ def _check_init(cfg: Any) -> None:
     """
     low, high = INIT_STD_RANGE
     for name, std in init_stds(cfg):
+        if std == 0 and name.endswith(".rec_weight"):
+            continue  # alpha=1: no recurrent input at the start (allowed)
+        if std == 0 and cfg.alpha == 0:
+            raise ConfigError(
+                f"alpha={cfg.alpha} is not valid with recurrent layers: their feedforward "
+                f"weights ({name}) would all be 0, so no input ever reaches them; use alpha "
+                "in (0, 1]"
+            )
         if not (math.isfinite(std) and low <= std <= high):
             raise ConfigError(
                 f"{init_settings(cfg)}: they give the initial weights {name} a standard "
@@ -549,6 +566,48 @@ def available_memory() -> int | None:
     return free
 
 
+# ordinary sizes: the settings of a run that does not fit are named in order of how far they
+# lie above these (the likeliest mistake first)
+ORDINARY_SIZES = {
+    "dataset.nb_units": 700,
+    "dataset.nb_samples": 1000,
+    "dataset.nb_classes": 20,
+    "dataset.nb_steps": 350,
+    "batch_size": 400,
+    "dataset.nb_filters": 128,
+    "dataset.padding": 10,
+    "fano.repeats": 400,
+}
+SIZES_OF = {
+    "data": ("dataset.nb_samples", "dataset.nb_classes", "dataset.nb_steps", "dataset.nb_units"),
+    "network": (
+        "batch_size",
+        "dataset.nb_steps",
+        "dataset.nb_units",
+        "dataset.nb_filters",
+        "dataset.padding",
+    ),
+    "same": ("fano.repeats", "dataset.nb_steps", "dataset.nb_units", "dataset.nb_filters"),
+}
+
+
+def _size_settings(cfg: Any, part: str) -> str:
+    """The settings that size `part` of the memory, the furthest above ordinary first."""
+    named = []
+    for key in SIZES_OF[part]:
+        value = _find(cfg, key)
+        if value is None:
+            continue
+        size = (
+            max(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") else value
+        )
+        if key == "dataset.padding" and not size:
+            continue
+        shown = list(value) if hasattr(value, "__len__") else value
+        named.append((size / ORDINARY_SIZES[key], f"{key}={shown}"))
+    return ", ".join(text for _, text in sorted(named, key=lambda item: -item[0]))
+
+
 def check_memory(cfg: Any, geo: Geometry, available: int | None = None) -> dict[str, int]:
     """ConfigError (with the estimate) if the run cannot fit in the memory available.
 
@@ -557,16 +616,7 @@ def check_memory(cfg: Any, geo: Geometry, available: int | None = None) -> dict[
     """
     need = memory_needed(cfg, geo)
     gib = 2.0**30
-    ds = cfg.dataset
-    sizes = (
-        f"dataset.nb_units={ds.nb_units}, dataset.nb_steps={ds.nb_steps}, "
-        f"batch_size={cfg.batch_size}, dataset.nb_filters={list(ds.nb_filters)}"
-    )
-    if ds.name == "randman":
-        sizes = (
-            f"dataset.nb_units={ds.nb_units}, dataset.nb_samples={ds.nb_samples}, "
-            f"dataset.nb_classes={ds.nb_classes}, " + sizes.split(", ", 1)[1]
-        )
+    sizes = _size_settings(cfg, max(need, key=need.get))
     parts = [("host", need["data"] + need["same"] + need["network"], available)]
     if str(cfg.device).startswith("cuda"):
         import torch
@@ -583,7 +633,8 @@ def check_memory(cfg: Any, geo: Geometry, available: int | None = None) -> dict[
             raise ConfigError(
                 f"{sizes}: the run needs about {total / gib:.3g} GiB of {where} memory (data "
                 f"{need['data'] / gib:.3g} GiB, network {need['network'] / gib:.3g} GiB per "
-                f"batch), {free / gib:.3g} GiB is available; use smaller sizes"
+                f"batch, trials of the Fano sample {need['same'] / gib:.3g} GiB), "
+                f"{free / gib:.3g} GiB is available; use smaller sizes"
             )
     return need
 

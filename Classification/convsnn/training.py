@@ -44,7 +44,8 @@ def train_epoch(
     """Train one epoch; return mean loss (task loss), penalty and accuracy over its batches,
     averaged as `split.average` (the progress bar shows means over samples), each hidden
     layer's spike count ("spikes") and how far the readout of any sample lay from that of
-    its batch's first ("readout_spread": 0 when the output does not depend on the input).
+    the epoch's first ("readout_spread": 0 when the output does not depend on the input)
+    and the most spikes each layer could have emitted ("possible": one per neuron and step).
 
     Raises NonFiniteError if a batch loss is not finite (before the optimiser step) or if
     after a step any gradient, weight or optimiser state is not (see `check_step`).
@@ -54,14 +55,16 @@ def train_epoch(
     total, loss_sum, correct = 0, 0.0, 0.0
     batches: dict[str, list[float]] = {"loss": [], "reg": [], "acc": []}
     sizes: list[int] = []
-    spikes = [0.0] * len(net.hidden)
-    spread = 0.0  # how far any sample's readout lies from its batch's first sample's
+    spikes, possible = [0.0] * len(net.hidden), [0.0] * len(net.hidden)
+    spread, first = 0.0, None  # how far any sample's readout lies from the epoch's first
     for start in range(0, len(split), int(cfg.batch_size)):
         x, y = split.batch(order[start : start + int(cfg.batch_size)])
         out, counts = net(x, counts=True)  # counts: no layer's spike trains kept (memory)
         for i, c in enumerate(counts):
             spikes[i] += float(c.detach().sum())
-        spread = max(spread, float((out.detach() - out.detach()[:1]).abs().max()))
+            possible[i] += float(c.numel() * x.shape[1])
+        first = out.detach()[:1].clone() if first is None else first
+        spread = max(spread, float((out.detach() - first).abs().max()))
         task = lossf(out, y)
         penalty = total_penalty(regs, counts, counted=True) if regs else task.new_zeros(())
         loss = task + penalty
@@ -92,7 +95,7 @@ def train_epoch(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
     means = {k: mean_over_batches(v, sizes, split.average) for k, v in batches.items()}
-    return {**means, "spikes": spikes, "readout_spread": spread}
+    return {**means, "spikes": spikes, "possible": possible, "readout_spread": spread}
 
 
 def _penalty_hint(cfg: Any) -> str:

@@ -109,10 +109,16 @@ CASES += [
     ("wandb.project=a:b", "wandb.project=a:b is not valid"),
     ("plotting.dpi=20000", "plotting.dpi=20000 is not valid; it must be at most 1000"),
     ("plotting.nb_samples=100000", "plotting.nb_samples=100000 is not valid; the snapshot"),
-    ("fano.repeats=100000000", "the run needs about"),
     # memory estimated before anything is allocated
     ("dataset.nb_units=1000000", "the run needs about 1.15e+05 GiB of host memory (data"),
-    ("dataset.nb_filters=[100000,64,128]", "dataset.nb_units=20, dataset.nb_samples=1000"),
+    ("dataset.nb_filters=[100000,64,128]", "dataset.nb_filters=[100000, 64, 128], batch_size"),
+    ("dataset.padding=[100000,0,0]", "dataset.padding=[100000, 0, 0], batch_size=400, dataset."),
+    ("fano.repeats=100000000", "fano.repeats=100000000, dataset.nb_filters=[32, 64, 128], data"),
+    (
+        "dataset.recurrent_kernel=[3,3,3] alpha=0",
+        "alpha=0 is not valid with recurrent layers: their feedforward weights",
+    ),
+    ("method.lr=1e300", "method.lr=1e+300 is not valid; it must be at most 3.4e+38 (float32)"),
     ("dataset.nb_samples=100000000", "dataset.nb_samples=100000000, dataset.nb_classes=15"),
     # the annealing schedule in closed form, however many epochs
     (
@@ -249,6 +255,7 @@ def test_seed_zero_and_a_long_annealing_schedule_are_accepted_at_once(compose):
     from convsnn.settings import validate
 
     validate(compose("seed=0", "dataset.seed=0"))
+    validate(compose("dataset.recurrent_kernel=[3,3,3]", "alpha=1"))  # no recurrent share
     start = time.perf_counter()
     validate(compose("anneal=true", "nb_epochs=1000000000"))  # closed form: no loop
     assert time.perf_counter() - start < 2.0

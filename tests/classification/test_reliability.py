@@ -491,3 +491,19 @@ def test_a_plot_failure_after_training_keeps_the_completed_results(
 
 def _full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_batches_of_one_sample_are_not_taken_for_a_constant_readout(run, tmp_path):
+    res = run(tmp_path, "nb_epochs=1", "batch_size=1")
+    assert res["status"] == "completed" and res["warnings"] == []
+
+
+def test_wandb_failing_to_start_names_wandb_mode(run, tmp_path, monkeypatch):
+    import wandb
+
+    def refuse(**kwargs):
+        raise wandb.errors.UsageError("No API key configured")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with pytest.raises(ConfigError, match=r"^wandb.mode=online: wandb could not start \(No API"):
+        run(tmp_path, "nb_epochs=1", "wandb.mode=online")

@@ -75,3 +75,29 @@ def test_device_and_wandb_settings(tmp_path):
     run.finish()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     init_wandb("disabled").log({"loss": 1.0})
+
+
+def test_seed_and_threads_follow_one_rule_in_both_experiments():
+    from sgtheory.errors import check_seed, check_threads
+    from sgtheory.threads import usable_cores
+
+    assert check_seed("seed", 0) == 0 and check_seed("dataset.seed", 2**63 - 1) == 2**63 - 1
+    for bad in (-1, 2**63, 1.0, True, "1", None):
+        with pytest.raises(ConfigError, match=rf"^dataset.seed={bad!r} is not valid; it must"):
+            check_seed("dataset.seed", bad)
+    cores = usable_cores()
+    assert check_threads("threads", None) is None and check_threads("threads", cores) == cores
+    for bad in (0, -1, cores + 1, 1.0, True, "2"):
+        with pytest.raises(ConfigError, match=rf"^threads={bad!r} is not valid"):
+            check_threads("threads", bad)
+
+
+def test_wandb_that_cannot_start_is_a_config_error(tmp_path, monkeypatch):
+    import wandb
+
+    def refuse(**kwargs):
+        raise RuntimeError("project name contains '/'")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    with pytest.raises(ConfigError, match=r"^wandb.mode=offline: wandb could not start \(proj"):
+        init_wandb("offline", project="a/b", run_dir=tmp_path)
