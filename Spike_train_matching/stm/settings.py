@@ -143,11 +143,21 @@ def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _check_known(cfg) -> None:
-    """No setting outside KNOWN (`+foo=1` or a misspelt `++` override would be ignored)."""
+    """No setting outside KNOWN (`+foo=1` or a misspelt `++` override would be ignored), and
+    none of KNOWN missing (deleted on the command line with `~seed`)."""
     from omegaconf import OmegaConf
 
     tree = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
-    check_known(_leaves(tree), KNOWN, "experiments/config_experiments/config.yaml")
+    leaves = _leaves(tree)
+    check_known(leaves, KNOWN, "experiments/config_experiments/config.yaml")
+    present = {key for key, _ in leaves}
+    for name in KNOWN:
+        if name not in present:
+            raise ConfigError(
+                f"{name} is not set; it is a required setting (removed with ~{name} or from a "
+                "config file?): give it a value; the defaults are in "
+                "experiments/config_experiments/"
+            )
 
 
 def _check_ranges(cfg) -> None:

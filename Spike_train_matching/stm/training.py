@@ -61,8 +61,9 @@ class State:
     last: dict | None = None  # spike statistics of the last epoch trained
     timing: dict | None = None  # the timing record of the session that trained last
     elapsed: float = 0.0  # seconds spent in earlier sessions
-    silent: dict[str, dict] = field(default_factory=dict)  # layer -> silent epochs
-    warned: bool = False  # a silent layer was reported in this process
+    silent: dict[str, dict] = field(default_factory=dict)  # layer -> epochs without a spike
+    saturated: dict[str, dict] = field(default_factory=dict)  # layer -> epochs all spikes
+    warned: bool = False  # a silent or saturated layer was reported in this process
 
 
 def make_setup(cfg, params: Params, target: np.ndarray) -> tuple[Setup, State]:
@@ -213,40 +214,50 @@ def run_epoch(
     for key, value in rec.items():  # every recorded number, not only the weights
         if not math.isfinite(value):
             raise NonFiniteError(f"{s.hint}: {key} became NaN or infinite {where}")
-    note_silence(state, trial)
+    note_silence(cfg, state, trial)
     for key, value in rec.items():
         buf.put(key, i, value)
         state.hist.setdefault(key, []).append(value)
     return trial, vtrial
 
 
-def note_silence(state: State, trial: model.Trial) -> None:
-    """Count the epochs in which a layer fired no spike at all in the training pass (first
-    and last such epoch, 1-based); the first time in this process, one warning line."""
+def note_silence(cfg, state: State, trial: model.Trial) -> None:
+    """Count the epochs in which a layer fired no spike at all, or a spike at every step of
+    every neuron, in the training pass (how many, first and last, 1-based): nothing is learnt
+    through such a layer. The first time in this process, one warning line on stderr."""
+    epoch = state.epoch + 1
     for layer, spk in zip(LAYERS, (trial.spk_h, trial.spk_o), strict=True):
-        if bool(spk.any()):
-            continue
-        epoch = state.epoch + 1
-        rec = state.silent.setdefault(layer, {"epochs": 0, "first": epoch, "last": epoch})
-        rec["epochs"] += 1
-        rec["last"] = epoch
-        if not state.warned:
-            state.warned = True
-            print(
-                f"warning: the {layer} layer fired no spike in epoch {epoch}; training goes on "
-                "(the surrogate gradient may revive it) and results.json counts the silent "
-                "epochs under warnings",
-                file=sys.stderr,
-                flush=True,
-            )
+        for flags, bad, what in (
+            (state.silent, not bool(spk.any()), "fired no spike"),
+            (state.saturated, bool(spk.all()), "fired at every step"),
+        ):
+            if not bad:
+                continue
+            rec = flags.setdefault(layer, {"epochs": 0, "first": epoch, "last": epoch})
+            rec["epochs"] += 1
+            rec["last"] = epoch
+            if not state.warned:
+                state.warned = True
+                causes = derived.shown(cfg, ["threshold", "sigma_u", "input_rate"])
+                print(
+                    f"warning: the {layer} layer {what} in epoch {epoch}; training goes on (a "
+                    f"surrogate gradient may move it); check {causes} and the escape noise's "
+                    "settings; results.json counts such epochs under warnings",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def warnings(state: State) -> list[str]:
-    """Lines for results.json about layers that were silent (none when all fired)."""
+    """Lines for results.json about silent or saturated layers (none when all is well)."""
     return [
-        f"the {layer} layer fired no spike in {rec['epochs']} of {state.epoch} epochs "
+        f"the {layer} layer {what} in {rec['epochs']} of {state.epoch} epochs "
         f"(first in epoch {rec['first']}, last in epoch {rec['last']})"
-        for layer, rec in state.silent.items()
+        for flags, what in (
+            (state.silent, "fired no spike"),
+            (state.saturated, "fired at every step"),
+        )
+        for layer, rec in flags.items()
     ]
 
 
@@ -277,6 +288,8 @@ def summary(state: State) -> dict[str, Any]:
     out["warnings"] = warnings(state)
     if state.silent:
         out["silent_epochs"] = state.silent
+    if state.saturated:
+        out["saturated_epochs"] = state.saturated
     return out
 
 
@@ -316,6 +329,7 @@ def restore(state: State, ckpt: dict, generator: torch.Generator) -> None:
     state.last = ckpt.get("last", (saved.get("spike_stats") or {}).get("final_epoch"))
     state.timing = ckpt.get("timing", saved.get("timing"))
     state.silent = ckpt.get("silent", saved.get("silent_epochs") or {})
+    state.saturated = ckpt.get("saturated", saved.get("saturated_epochs") or {})
     generator.set_state(ckpt["generator"])
 
 
@@ -332,6 +346,7 @@ def checkpoint_state(state: State, generator: torch.Generator, clock: Clock) -> 
         "last": state.last,
         "timing": state.timing,
         "silent": state.silent,
+        "saturated": state.saturated,
     }
 
 

@@ -205,10 +205,38 @@ def test_a_silent_network_is_flagged_with_one_warning_line(tmp_path, tiny_png):
     assert spk.sum() == 0 and res["spike_stats"]["final_epoch"]["train"]["rate_hidden_hz"] == 0
 
 
+def test_a_saturated_layer_is_flagged(tmp_path, tiny_png):
+    """Exponential escape noise with p0=1 and a huge delta_u_h: every hidden neuron fires at
+    every step (probability p0 exp((u - threshold) / delta_u_h) = 1); flagged, not stopped."""
+    run_dir = tmp_path / "run"
+    over = ["method=multilayerspiker", "method.sigm=false", "p0=1", "delta_u_h=1e30"]
+    args = tiny_overrides(tiny_png, nb_epochs=2, logging_freq=2, **{"method.nb_trials": 2})
+    proc = run_cli(run_dir, *args, *over)
+    assert [line for line in proc.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: the hidden layer fired at every step in epoch 1; training goes on (a "
+        "surrogate gradient may move it); check threshold=1.0, sigma_u=1.0, input_rate=50.0 "
+        "and the escape noise's settings; results.json counts such epochs under warnings"
+    ]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["saturated_epochs"] == {"hidden": {"epochs": 2, "first": 1, "last": 2}}
+    assert np.load(run_dir / "data" / "spk_hist_h_2.npy").all()
+
+
+def test_a_required_setting_missing_from_the_config_is_named():
+    from omegaconf import OmegaConf
+
+    cfg = compose()
+    OmegaConf.set_struct(cfg, False)
+    del cfg["seed"]
+    with pytest.raises(ConfigError, match=r"^seed is not set; it is a required setting"):
+        settings.validate(cfg)
+
+
 def test_a_network_that_fires_has_no_warnings(short_runs):
     for run_dir in short_runs.values():
         res = json.loads((run_dir / "results.json").read_text())
         assert res["warnings"] == [] and "silent_epochs" not in res
+        assert "saturated_epochs" not in res
         assert np.load(run_dir / "data" / "spk_hist_o_7.npy").any()
 
 
