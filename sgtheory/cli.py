@@ -470,6 +470,12 @@ def prepare(
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err, parsed, config_dir, base) from None
     _check_shapes(parsed, base, config_dir)
+    for o in parsed:
+        if o.type.name == "DEL" and not o.key_or_group.startswith("hydra"):
+            raise ConfigError(
+                f"{o.input_line} is not valid: it removes a setting the experiment needs; "
+                f"set it instead ({o.key_or_group}=<value>)"
+            )
     typed = {
         o.key_or_group: o.input_line.partition("=")[2] for o in parsed if not o.is_sweep_override()
     }

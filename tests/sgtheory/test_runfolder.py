@@ -502,6 +502,8 @@ def config_dir(tmp_path):
         (["seed"], "seed is not a setting; give settings as <setting>=<value>"),
         (["seed=[1"], "seed=[1 cannot be read as a setting"),
         (["hydra.run.dir="], "hydra.run.dir= is not valid; give a folder for the run"),
+        (["~seed"], "~seed is not valid: it removes a setting the experiment needs"),
+        (["~method"], "~method is not valid: it removes a setting the experiment needs"),
     ],
 )
 def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, message):
