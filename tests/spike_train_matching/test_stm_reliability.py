@@ -293,6 +293,23 @@ def test_input_without_any_spike_names_input_rate(tmp_path, tiny_png):
     assert not (tmp_path / "run").exists()  # checked before the run folder is made
 
 
+def test_nonfinite_initial_weights_name_the_settings_that_made_them(
+    tmp_path, tiny_png, monkeypatch
+):
+    """Should the weights drawn be non-finite despite the checks, the error names the
+    settings of the initialisation, not the learning rates, and nothing is written."""
+    monkeypatch.setattr(
+        training, "init_weights", lambda n_pre, n_post, *a: torch.full((n_pre, n_post), math.inf)
+    )
+    with pytest.raises(NonFiniteError) as info:
+        _run_in_process(tmp_path / "run", *tiny_overrides(tiny_png))
+    assert str(info.value) == (
+        "sigma_u=1.0 input_rate=50.0 tau_mem=0.01 tau_syn=0.005: W_ih became NaN or infinite "
+        "at initialisation"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_nan_during_training_names_the_setting_far_from_its_default(tmp_path, tiny_png):
     """delta_u_o=1e-30 passes the checks made before training but blows the weights up in
     epoch 2: the message names delta_u_o (the learning rates only as the alternative)."""
@@ -421,6 +438,17 @@ def test_threads_null_uses_every_usable_core(tmp_path, tiny_png, monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
     _run_in_process(tmp_path / "run", *tiny_overrides(tiny_png, nb_epochs=1), "threads=null")
     assert seen == [usable_cores()]
+
+
+def test_a_checkpoint_naming_the_threads_num_threads_resumes(tmp_path, tiny_png):
+    """Checkpoints whose settings call the thread count num_threads resume like any other."""
+    run_dir = tmp_path / "run"
+    run_cli(run_dir, *tiny_overrides(tiny_png, nb_epochs=2, logging_freq=2))
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt["config"]["num_threads"] = ckpt["config"].pop("threads")
+    torch.save(ckpt, run_dir / "checkpoint.pt")
+    res = _run_in_process(run_dir, *tiny_overrides(tiny_png, nb_epochs=4, logging_freq=2))
+    assert res["status"] == "completed" and res["timing"]["resumed_from_epoch"] == 2
 
 
 def test_seed_rules():
