@@ -222,7 +222,7 @@ def test_element_layout_gives_each_storage_position_its_logical_index():
 
 
 @needs_compiler
-@pytest.mark.parametrize("escape", ["step", "sigmoid"])
+@pytest.mark.parametrize("escape", list(ESCAPE_NOISES))
 @pytest.mark.parametrize("delay", [1, 2, 7])
 def test_fused_input_delay_equals_shifting_the_current(monkeypatch, escape, delay):
     """input_delay read late inside the C kernels = the kernels on a shifted copy (spikes,
@@ -254,13 +254,13 @@ def test_fused_input_delay_equals_shifting_the_current(monkeypatch, escape, dela
 
 
 @needs_compiler
-@pytest.mark.parametrize("escape", ["step", "superspike", "exponential"])
+@pytest.mark.parametrize("escape", list(ESCAPE_NOISES))
 @pytest.mark.parametrize("diff_reset", [False, True])
 def test_channels_last_current_runs_in_place_with_the_same_results(monkeypatch, escape, diff_reset):
     """A current stored channels-last ((time, batch, positions, channels) storage, as conv
     layers without recurrence make it) scans in its own layout, no copy: spikes and
-    potentials bitwise those of the contiguous current (stochastic draws too: they are made
-    in the logical order), the input gradient too, and every output keeps the layout."""
+    potentials bitwise those of the contiguous current (stochastic draws too: each neuron
+    draws by its logical index), the input gradient too, and every output keeps the layout."""
     monkeypatch.setenv("SGTHEORY_FUSED", "1")
     torch.manual_seed(0)
     base = torch.randn(30, 16, 5, 13) * 0.5 + 0.3  # (time, batch, channels, positions)
