@@ -63,6 +63,7 @@ class State:
     elapsed: float = 0.0  # seconds spent in earlier sessions
     silent: dict[str, dict] = field(default_factory=dict)  # layer -> epochs without a spike
     saturated: dict[str, dict] = field(default_factory=dict)  # layer -> epochs all spikes
+    unchanged: dict[str, dict] = field(default_factory=dict)  # "weights" -> epochs no update
     warned: bool = False  # a silent or saturated layer was reported in this process
 
 
@@ -214,51 +215,72 @@ def run_epoch(
     for key, value in rec.items():  # every recorded number, not only the weights
         if not math.isfinite(value):
             raise NonFiniteError(f"{s.hint}: {key} became NaN or infinite {where}")
-    note_silence(cfg, state, trial)
+    note_flags(cfg, state, trial, rec)
     for key, value in rec.items():
         buf.put(key, i, value)
         state.hist.setdefault(key, []).append(value)
     return trial, vtrial
 
 
-def note_silence(cfg, state: State, trial: model.Trial) -> None:
-    """Count the epochs in which a layer fired no spike at all, or a spike at every step of
-    every neuron, in the training pass (how many, first and last, 1-based): nothing is learnt
-    through such a layer. The first time in this process, one warning line on stderr."""
+def _count(table: dict[str, dict], key: str, epoch: int) -> None:
+    rec = table.setdefault(key, {"epochs": 0, "first": epoch, "last": epoch})
+    rec["epochs"] += 1
+    rec["last"] = epoch
+
+
+def _warn_once(state: State, text: str) -> None:
+    """One warning line on stderr, the first time anything is flagged in this process."""
+    if not state.warned:
+        state.warned = True
+        print(f"warning: {text}; results.json counts such epochs under warnings", file=sys.stderr)
+
+
+def note_flags(cfg, state: State, trial: model.Trial, rec: dict[str, float]) -> None:
+    """Count the epochs (how many, first and last, 1-based) in which a layer fired no spike
+    at all or a spike at every step of every neuron in the training pass, and those in which
+    no weight changed: nothing is learnt through them. Training goes on (a surrogate
+    gradient may move a silent layer); the first flag in this process prints one line."""
     epoch = state.epoch + 1
+    causes = derived.shown(cfg, ["threshold", "sigma_u", "input_rate"])
     for layer, spk in zip(LAYERS, (trial.spk_h, trial.spk_o), strict=True):
-        for flags, bad, what in (
+        for table, bad, what in (
             (state.silent, not bool(spk.any()), "fired no spike"),
             (state.saturated, bool(spk.all()), "fired at every step"),
         ):
-            if not bad:
-                continue
-            rec = flags.setdefault(layer, {"epochs": 0, "first": epoch, "last": epoch})
-            rec["epochs"] += 1
-            rec["last"] = epoch
-            if not state.warned:
-                state.warned = True
-                causes = derived.shown(cfg, ["threshold", "sigma_u", "input_rate"])
-                print(
-                    f"warning: the {layer} layer {what} in epoch {epoch}; training goes on (a "
-                    f"surrogate gradient may move it); check {causes} and the escape noise's "
-                    "settings; results.json counts such epochs under warnings",
-                    file=sys.stderr,
-                    flush=True,
+            if bad:
+                _count(table, layer, epoch)
+                _warn_once(
+                    state,
+                    f"the {layer} layer {what} in epoch {epoch}; training goes on (a surrogate "
+                    f"gradient may move it); check {causes} and the escape noise's settings",
                 )
+    if rec["dw0_mean_hist"] == 0 and rec["dw1_mean_hist"] == 0:
+        _count(state.unchanged, "weights", epoch)
+        lrs = derived.shown(cfg, ["dataset_method.lr_h", "dataset_method.lr_o", "delta_u_o"])
+        _warn_once(
+            state,
+            f"no weight changed in epoch {epoch} (every update 0 in float32); check {lrs}",
+        )
 
 
 def warnings(state: State) -> list[str]:
-    """Lines for results.json about silent or saturated layers (none when all is well)."""
-    return [
+    """Lines for results.json about silent or saturated layers and epochs without any weight
+    change (none when all is well)."""
+    lines = [
         f"the {layer} layer {what} in {rec['epochs']} of {state.epoch} epochs "
         f"(first in epoch {rec['first']}, last in epoch {rec['last']})"
-        for flags, what in (
+        for table, what in (
             (state.silent, "fired no spike"),
             (state.saturated, "fired at every step"),
         )
-        for layer, rec in flags.items()
+        for layer, rec in table.items()
     ]
+    for rec in state.unchanged.values():
+        lines.append(
+            f"no weight changed in {rec['epochs']} of {state.epoch} epochs (first in epoch "
+            f"{rec['first']}, last in epoch {rec['last']})"
+        )
+    return lines
 
 
 def pass_stats(cfg, trial: model.Trial, vtrial: model.Trial | None) -> dict[str, Any]:
@@ -290,6 +312,8 @@ def summary(state: State) -> dict[str, Any]:
         out["silent_epochs"] = state.silent
     if state.saturated:
         out["saturated_epochs"] = state.saturated
+    if state.unchanged:
+        out["unchanged_epochs"] = state.unchanged["weights"]
     return out
 
 
@@ -330,6 +354,7 @@ def restore(state: State, ckpt: dict, generator: torch.Generator) -> None:
     state.timing = ckpt.get("timing", saved.get("timing"))
     state.silent = ckpt.get("silent", saved.get("silent_epochs") or {})
     state.saturated = ckpt.get("saturated", saved.get("saturated_epochs") or {})
+    state.unchanged = ckpt.get("unchanged", {})
     generator.set_state(ckpt["generator"])
 
 
@@ -347,6 +372,7 @@ def checkpoint_state(state: State, generator: torch.Generator, clock: Clock) -> 
         "timing": state.timing,
         "silent": state.silent,
         "saturated": state.saturated,
+        "unchanged": state.unchanged,
     }
 
 

@@ -200,7 +200,9 @@ def test_a_silent_network_is_flagged_with_one_warning_line(tmp_path, tiny_png):
         "hidden": {"epochs": 3, "first": 1, "last": 3},
         "output": {"epochs": 3, "first": 1, "last": 3},
     }
-    assert len(res["warnings"]) == 2 and "3 of 3 epochs" in res["warnings"][0]
+    assert len(res["warnings"]) == 3 and "3 of 3 epochs" in res["warnings"][0]
+    # the surrogate 1 / (beta |x| + 1)^2 at x = -1e30 is 0 in float32: nothing moves
+    assert res["unchanged_epochs"] == {"epochs": 3, "first": 1, "last": 3}
     spk = np.load(run_dir / "data" / "spk_hist_h_3.npy")
     assert spk.sum() == 0 and res["spike_stats"]["final_epoch"]["train"]["rate_hidden_hz"] == 0
 
@@ -222,6 +224,22 @@ def test_a_saturated_layer_is_flagged(tmp_path, tiny_png):
     assert np.load(run_dir / "data" / "spk_hist_h_2.npy").all()
 
 
+def test_epochs_without_any_weight_change_are_flagged(tmp_path, tiny_png):
+    """Both learning rates 0: every update is 0, flagged in one warning line and counted."""
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(tiny_png, nb_epochs=2, logging_freq=2)
+    proc = run_cli(run_dir, *args, "dataset_method.lr_h=0", "dataset_method.lr_o=0")
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: no weight changed in epoch 1 (every update 0 in float32); check "
+        "dataset_method.lr_h=0, dataset_method.lr_o=0, delta_u_o=0.013; results.json counts "
+        "such epochs under warnings"
+    ]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["unchanged_epochs"] == {"epochs": 2, "first": 1, "last": 2}
+    assert not np.load(run_dir / "data" / "dw0_mean_hist_2.npy").any()
+
+
 def test_a_required_setting_missing_from_the_config_is_named():
     from omegaconf import OmegaConf
 
@@ -236,7 +254,7 @@ def test_a_network_that_fires_has_no_warnings(short_runs):
     for run_dir in short_runs.values():
         res = json.loads((run_dir / "results.json").read_text())
         assert res["warnings"] == [] and "silent_epochs" not in res
-        assert "saturated_epochs" not in res
+        assert "saturated_epochs" not in res and "unchanged_epochs" not in res
         assert np.load(run_dir / "data" / "spk_hist_o_7.npy").any()
 
 
