@@ -92,7 +92,7 @@ INFO_OPTIONS = (
     "--experimental-rerun",
 )
 # characters Hydra's grammar does not take in an unquoted value
-PLAIN_VALUE = re.compile(r"[A-Za-z0-9_\-+./:\\%@?&!*~ ]*")
+PLAIN_VALUE = re.compile(r"[A-Za-z0-9_\-+./:\\%@?&!* ]*")
 PATH_SETTINGS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
 
 
@@ -414,7 +414,12 @@ def _folder_setting(cfg: Any, key: str, typed: dict[str, str]) -> tuple[Path, st
     shown_as = typed.get(key, value)
     if not value.strip():
         raise ConfigError(f"{key}={shown_as} is not valid; give a folder for the run")
-    path = Path(value).expanduser()
+    if value.startswith("~"):
+        raise ConfigError(
+            f"{key}={shown_as} is not valid: Hydra takes it as a folder named '~' here, not "
+            f"your home folder; give the full path ({Path(value).expanduser()})"
+        )
+    path = Path(value)
     where = f"{key}={shown_as}"
     if str(path.absolute()) != shown_as:
         where += f" ({path.absolute()})"

@@ -502,6 +502,7 @@ def config_dir(tmp_path):
         (["seed"], "seed is not a setting; give settings as <setting>=<value>"),
         (["seed=[1"], "seed=[1 cannot be read as a setting"),
         (["hydra.run.dir="], "hydra.run.dir= is not valid; give a folder for the run"),
+        (["hydra.run.dir=~/run"], "hydra.run.dir=~/run is not valid: Hydra takes it as a"),
         (["~seed"], "~seed is not valid: it removes a setting the experiment needs"),
         (["~method"], "~method is not valid: it removes a setting the experiment needs"),
     ],
@@ -509,7 +510,8 @@ def config_dir(tmp_path):
 def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, message):
     from sgtheory.cli import prepare
 
-    run_dir = [] if args[-1] == "hydra.run.dir=" else [f"hydra.run.dir={tmp_path / 'run'}"]
+    given = args[-1].startswith("hydra.run.dir=")
+    run_dir = [] if given else [f"hydra.run.dir={tmp_path / 'run'}"]
     with pytest.raises(ConfigError) as err:
         prepare([*args, *run_dir], config_dir)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
