@@ -350,3 +350,29 @@ def test_kernels_compile_for_a_gpu_without_one(monkeypatch):
             assert "mul.hi.u32" in compiled.asm["ptx"]
             assert "div.rn.f32" in compiled.asm["ptx"]
             assert "div.full.f32" not in compiled.asm["ptx"]
+
+
+@needs_triton
+@pytest.mark.parametrize("rec", [None, 3])
+def test_a_stochastic_scan_is_one_launch_per_direction(interpreter, monkeypatch, rec):
+    """The kernels draw their uniforms themselves: one forward and one backward launch,
+    and no draw from torch's generators (a Stream is counter-based)."""
+    from sgtheory import random
+
+    launches = []
+    original = triton_scan._launch
+    monkeypatch.setattr(
+        triton_scan,
+        "_launch",
+        lambda name, *a, **k: launches.append(name) or original(name, *a, **k),
+    )
+    gen = torch.Generator().manual_seed(0)
+    current = (torch.randn(2, 10, 3, 7, generator=gen) + 0.5).requires_grad_()
+    w_rec = torch.randn(3, 3, 3, generator=gen) * 0.3 if rec else None
+    spike = SpikeFn(make_escape("sigmoid"), make_surrogate("superspike"), random.Stream(1, "l"))
+    before = torch.get_rng_state()
+    spikes, _ = lif_scan(current, spike, 0.8, 0.9, rec_weight=w_rec)
+    spikes.sum().backward()
+    kind = "flat" if rec is None else "rec"
+    assert launches == [f"lif_forward_{kind}", f"lif_backward_{kind}"]
+    assert torch.equal(torch.get_rng_state(), before) and spike.generator.offset == 10
