@@ -438,6 +438,7 @@ def prepare(
     if any(a.partition("=")[0] in INFO_OPTIONS for a in args):
         return list(args)
     options, overrides, values = _split(args)
+    as_typed = {a.partition("=")[0].lstrip("+"): a.partition("=")[2] for a in overrides}
     overrides = quote_paths(overrides)
     parsed = _parse(overrides)
     multirun = "-m" in values or "--multirun" in values
@@ -482,7 +483,9 @@ def prepare(
                 f"set it instead ({o.key_or_group}=<value>)"
             )
     typed = {
-        o.key_or_group: o.input_line.partition("=")[2] for o in parsed if not o.is_sweep_override()
+        o.key_or_group: as_typed.get(o.key_or_group, o.input_line.partition("=")[2])
+        for o in parsed
+        if not o.is_sweep_override()
     }
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     found = _folder_setting(cfg, key, typed)
