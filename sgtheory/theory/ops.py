@@ -174,16 +174,22 @@ class SampleFixed(StageOp):
 
 
 class _ForcedEscape:
-    """Stands in for an escape noise inside SpikeFn: its 'sample' returns given spikes."""
+    """Stands in for an escape noise inside SpikeFn: its spikes are given ones.
 
-    deterministic = False
+    Marked deterministic, so that SpikeFn draws no uniforms for it.
+    """
+
+    deterministic = True
     name = "forced"
 
     def __init__(self, spikes: torch.Tensor) -> None:
-        self.spikes = spikes
+        self.given = spikes
 
     def sample(self, x: torch.Tensor, generator) -> torch.Tensor:
-        return self.spikes.to(x.dtype)
+        return self.given.to(x.dtype)
+
+    def spikes(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        return self.given.to(x.dtype)
 
 
 class Replay(StageOp):

@@ -262,11 +262,13 @@ def estimator_row(samples, expected: torch.Tensor, gradient: torch.Tensor) -> di
     }
 
 
-def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator) -> dict:
+def variance_table(net, params, escape, surrogate, n: int, seed: int) -> dict:
     """Every estimator on `n` trials of one network; the SG and both smoothings against
-    their exact means (enumeration), the unbiased ones against the exact gradient."""
+    their exact means (enumeration), the unbiased ones against the exact gradient. Each
+    sampling estimator draws from its own generator (seed, seed + 1, ...)."""
     ex = exact_moments(net, params, escape, surrogate, others={"output": OutputSmoothing(escape)})
-    sg = sg_samples(net, params, escape, surrogate, n, gen)
+    gens = [torch.Generator().manual_seed(seed + k) for k in range(4)]
+    sg = sg_samples(net, params, escape, surrogate, n, gens[0])
     runs = {
         "surrogate_gradient": (sg, ex.expected_sg),
         "smoothed_stochastic_derivative": (
@@ -277,10 +279,10 @@ def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator)
             smoothed_samples(net, params, escape, sg.spikes, "output"),
             ex.expected_others["output"],
         ),
-        "stochastic_ad": (stochad_samples(net, params, escape, n, gen), ex.gradient),
-        "reinforce": (reinforce_samples(net, params, escape, n, gen), ex.gradient),
+        "stochastic_ad": (stochad_samples(net, params, escape, n, gens[1]), ex.gradient),
+        "reinforce": (reinforce_samples(net, params, escape, n, gens[2]), ex.gradient),
         "reinforce_baseline": (
-            reinforce_samples(net, params, escape, n, gen, baseline=True),
+            reinforce_samples(net, params, escape, n, gens[3], baseline=True),
             ex.gradient,
         ),
     }
@@ -302,11 +304,13 @@ def variance_table(net, params, escape, surrogate, n: int, gen: torch.Generator)
 
 def variance_study(s: StudySettings) -> dict:
     escape, surrogate = matched_pair(s.pair, s.beta, s.p0, s.delta_u)
-    gen = torch.Generator().manual_seed(s.seed + 200)
     out = {}
-    for name, build in tqdm((("deep3", deep3), ("lif", lif)), desc="variance", leave=False):
+    for k, (name, build) in enumerate(
+        tqdm((("deep3", deep3), ("lif", lif)), desc="var", leave=False)
+    ):
         net, params = build()
-        out[name] = variance_table(net, params, escape, surrogate, s.nb_samples, gen)
+        seed = s.seed + 200 + 10 * k
+        out[name] = variance_table(net, params, escape, surrogate, s.nb_samples, seed)
     return out
 
 

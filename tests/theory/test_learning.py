@@ -113,4 +113,7 @@ def test_learning_study_record_is_complete():
         for row in task["estimators"].values():
             assert len(row["expected_loss"]["mean"]) == 3
             assert 0.0 <= row["fraction_of_steps_increasing"] <= 1.0
+        assert task["estimators"]["smoothed_input"]["max_step_difference_from_sg"] < 1e-12
     assert lrn.learning_study("off", 2, 5.0, 0) == {}
+    assert [t.name for t in lrn.tasks_for("full")] == ["xor2", "xor3", "xor4", "lif"]
+    assert len(lrn.SCHEDULES["full"].learning_rates) > 1
