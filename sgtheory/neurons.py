@@ -202,6 +202,11 @@ class _LIFScan(torch.autograd.Function):
         ctx.triton = _runs_triton(cur, rec_weight, rec_delay, spike_fn)  # CUDA: Triton
         ctx.fused = _runs_fused(cur, rec_weight, rec_delay, spike_fn)
         draws = spike_fn.take(cur.shape[0])  # this scan's steps of the stream (None: no draws)
+        if draws is not None and cur[0].numel() > random.MAX_ELEMENTS:
+            raise ValueError(
+                f"a step of {cur[0].numel()} neurons exceeds the {random.MAX_ELEMENTS} elements "
+                "that a draw's counter numbers; split the batch"
+            )
         # (T, B, ...); the fused kernels take any layout in which every step is one block
         cur = fused.time_major_dense(cur) if ctx.fused else cur.contiguous()
         ctx.input_delay = input_delay  # only the fused kernels take one (see lif_scan)
