@@ -20,7 +20,9 @@ A `Stream` names what it draws for (a layer, a purpose such as training spikes, 
 trials or data, a trial) by a 64-bit id hashed from its names, and counts the steps it has
 handed out, so successive forward passes draw fresh numbers. A `torch.Generator` can stand
 in for a stream: then each draw (one scan, or one call of a spike operation) takes a fresh
-64-bit key from it, so its state alone fixes the draws. `GivenUniforms` feeds explicit
+64-bit key from it, so its state alone fixes the draws (and checkpoints of it keep
+working); those keys follow torch's generator, which differs between CPU and CUDA, so only
+a `Stream` draws the same numbers on every device. `GivenUniforms` feeds explicit
 uniforms instead (for comparisons with other code's draws).
 """
 
