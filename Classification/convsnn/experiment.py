@@ -16,7 +16,7 @@ from sgtheory.allocator import retain_freed_memory
 from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, one_line
 from sgtheory.optim import make_optimizer
 from sgtheory.runfolder import RunFolder
-from sgtheory.runs import resolve_device, versions
+from sgtheory.runs import read_json, resolve_device, versions
 
 from . import checkpoint, plots
 from .data import Data, load_data, shd_paths
@@ -104,6 +104,23 @@ class Run:
             )
         self.saved_epoch = self.epoch
         log.info("resuming %s after epoch %d", self.run_dir, self.epoch)
+
+    def completed_results(self) -> dict[str, Any] | None:
+        """results.json of this run if it already completed every epoch asked for, else None.
+
+        Rerunning a completed run's command changes nothing: its results (test, other) are
+        neither recomputed nor put at risk by a failure of the rerun.
+        """
+        if not self.epoch or self.epoch != int(self.cfg.nb_epochs):
+            return None
+        try:
+            recorded = read_json(self.folder.results_path)
+        except (OSError, ValueError):
+            return None  # damaged: the rerun recomputes the results from the checkpoint
+        complete = isinstance(recorded, dict) and recorded.get("status") == "completed"
+        if complete and recorded.get("epochs_done") == self.epoch and "test" in recorded:
+            return recorded
+        return None
 
     # ------------------------------------------------------------------ helpers
     def set_method(self, method: str, purpose: str, *keys: int, beta: float | None = None) -> None:
@@ -443,6 +460,10 @@ def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
     with RunFolder(run_dir, experiment="classification") as folder:
         run = Run(cfg, folder, geo, shd)
+        done = run.completed_results()
+        if done is not None:  # a rerun of a completed run: its record stays as it is
+            log.info("%s holds this run, completed; nothing to do", run.run_dir)
+            return done
         run.start_wandb()
         folder.write_results(run.record())
         try:

@@ -507,3 +507,21 @@ def test_wandb_failing_to_start_names_wandb_mode(run, tmp_path, monkeypatch):
     monkeypatch.setattr(wandb, "init", refuse)
     with pytest.raises(ConfigError, match=r"^wandb.mode=online: wandb could not start \(No API"):
         run(tmp_path, "nb_epochs=1", "wandb.mode=online")
+
+
+def test_rerunning_a_completed_run_keeps_its_record(run, tmp_path, monkeypatch):
+    first = run(tmp_path, "nb_epochs=1")
+    before = (tmp_path / "results.json").read_text()
+    from convsnn import experiment
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # whatever happens in a rerun's evaluation
+
+    monkeypatch.setattr(experiment, "evaluate", broken)
+    again = run(tmp_path, "nb_epochs=1")  # nothing to do: nothing evaluated
+    assert again["test"] == first["test"] and (tmp_path / "results.json").read_text() == before
+    (tmp_path / "results.json").write_text("{damaged")
+    with pytest.raises(KeyboardInterrupt):  # a damaged record: recomputed, here interrupted
+        run(tmp_path, "nb_epochs=1")
+    assert read_results(tmp_path)["status"] == "interrupted"
+    assert _ckpt_epoch(tmp_path) == 1
