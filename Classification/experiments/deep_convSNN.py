@@ -43,26 +43,35 @@ def app() -> None:
         """Run (or resume) one experiment in Hydra's output folder."""
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+
+        def record_failure(err: BaseException) -> None:
+            """A sweep's job that stopped before it wrote results.json gets one saying why
+            (in its own, new folder), so that the sweep's collection lists it."""
+            if not multirun or isinstance(err, RunFolderError):
+                return
+            if (run_dir / "results.json").exists() or foreign_entries(run_dir):
+                return
+            failed = {
+                "status": "failed",
+                "error": one_line(err),
+                "config": OmegaConf.to_container(cfg, resolve=True),
+            }
+            try:
+                if not (run_dir / MARKER).exists():
+                    mark(run_dir, "classification")
+                write_json_atomic(run_dir / "results.json", failed)
+            except OSError:
+                pass  # the error itself is reported
+
         try:
             results = run_experiment(cfg, run_dir)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:
             log.error("%s", one_line(err))
-            if multirun and not isinstance(err, RunFolderError):
-                # A job that stopped before it wrote results.json gets one saying why (in
-                # its own, new folder), so that the sweep's collection lists it.
-                if not (run_dir / "results.json").exists() and not foreign_entries(run_dir):
-                    failed = {
-                        "status": "failed",
-                        "error": one_line(err),
-                        "config": OmegaConf.to_container(cfg, resolve=True),
-                    }
-                    try:
-                        if not (run_dir / MARKER).exists():
-                            mark(run_dir, "classification")
-                        write_json_atomic(run_dir / "results.json", failed)
-                    except OSError:
-                        pass  # the error itself is reported below
+            record_failure(err)
             exit_on_error(err, multirun)  # one line on stderr, exit 1; a sweep goes on
+        except Exception as err:  # unexpected: recorded, then reported by run_cli
+            record_failure(err)
+            raise
         if results.get("status") == "completed":
             return float(results["test"]["test_acc"])
         return None
