@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import write_png
 
+from sgtheory import random
 from sgtheory.errors import ConfigError
 from sgtheory.neurons import lif_scan_reference
 from sgtheory.spikes import SpikeFn, make_escape, make_surrogate
@@ -119,8 +120,9 @@ def _problem(T=40, R=3, B=2, NI=6, NH=5, NO=4, seed=5):
 def test_forward_matches_direct_lif(reset_mode, escape):
     """float64: the network run by the core scan equals the written-out model, spike by spike.
 
-    The uniforms come from the same seeded generator in the same order (all hidden steps,
-    then all output steps); u < F(x) is taken as x > F^-1(u).
+    Each scan (hidden, then output) takes one key from the same seeded generator; the
+    uniforms are that key's counter-based draws by the definition in `sgtheory.random`;
+    u < F(x) is taken as x > F^-1(u).
     """
     x, w_ih, w_ho, R = _problem()
     T, B = x.shape[:2]
@@ -133,12 +135,13 @@ def test_forward_matches_direct_lif(reset_mode, escape):
     xt, wi, wo = (torch.tensor(a) for a in (x, w_ih, w_ho))
     trial = model.forward(net, xt, wi, wo, spike_h, spike_o, R)
 
-    draws = torch.Generator().manual_seed(11)
+    keys = torch.Generator().manual_seed(11)  # each scan draws one key from the generator
 
     def noise(esc, n):
         if esc.deterministic:
             return np.zeros((T, R, B, n))
-        u = torch.rand((T, R, B, n), generator=draws, dtype=torch.float64)
+        key = random.key_from(keys)
+        u = random.uniform_reference(key, 0, 0, T, (R, B, n)).to(torch.float64)
         return esc.prob_inverse(u).numpy()
 
     inp = np.broadcast_to(x[:, None], (T, R, B, x.shape[2]))
