@@ -31,7 +31,8 @@ DATASETS = ("randman", "shd")
 PRECISIONS = {"float32": None, "bf16": torch.bfloat16}
 LAYER_KEYS = ("nb_filters", "kernel_size", "stride", "padding", "recurrent_kernel")
 REGULARIZER_TERMS = {"upper_l2": ("upper", 2), "lower_l1": ("lower", 1), "lower_l2": ("lower", 2)}
-# a decay factor exp(-dt / tau) must differ from 1 in float32 and from 0 in float64
+# a decay factor exp(-dt / tau) must differ from 1 in float32; tau_mem's and tau_syn's may
+# not both be 0 in float64
 MIN_DT_OVER_TAU, MAX_DT_OVER_TAU = 1e-6, 700.0
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_DPI = 1000  # figures are a few inches wide: 1000 dpi is far beyond print quality
@@ -277,7 +278,9 @@ def _check_decays(cfg: Any) -> None:
     """Each time constant's decay per step exp(-dt / tau) must be a usable number.
 
     A tau far above dt rounds the factor to 1 in float32 (nothing ever decays, and the
-    initialisation divides by 1 - 1 = 0); a tau far below dt rounds it to 0.
+    initialisation divides by 1 - 1 = 0). A tau far below dt makes it 0, which the model
+    takes (the state follows its input at once), unless both tau_mem and tau_syn do: then
+    the PSP kernel has no shape left.
     """
     dt = float(cfg.dataset.dt)
     taus = [("tau_mem", cfg.tau_mem), ("tau_syn", cfg.tau_syn)]
@@ -286,17 +289,21 @@ def _check_decays(cfg: Any) -> None:
     elif cfg.dataset.get("duration") is not None:  # the readout's default time constant
         taus.append(("dataset.duration", cfg.dataset.duration))
     for key, tau in taus:
-        ratio = dt / float(tau)
-        if MIN_DT_OVER_TAU <= ratio <= MAX_DT_OVER_TAU:
+        if dt / float(tau) >= MIN_DT_OVER_TAU:
             continue
-        big = ratio < MIN_DT_OVER_TAU
-        culprit = f"{key}={tau}" if abs(math.log10(float(tau))) > abs(math.log10(dt)) else None
-        named = culprit or f"dataset.dt={cfg.dataset.dt}"
-        other = f"dataset.dt={cfg.dataset.dt}" if culprit else f"{key}={tau}"
+        named, other = f"{key}={tau}", f"dataset.dt={cfg.dataset.dt}"
+        if abs(math.log10(dt)) > abs(math.log10(float(tau))):  # the odder value first
+            named, other = other, named
         raise ConfigError(
             f"{named} is not valid with {other}: the decay per step exp(-dataset.dt/{key}) "
-            f"would be {'1 (nothing ever decays)' if big else '0 (all forgotten in a step)'}; "
-            f"dataset.dt/{key} must lie in [{MIN_DT_OVER_TAU:g}, {MAX_DT_OVER_TAU:g}]"
+            f"would be 1 in float32 (nothing ever decays); dataset.dt/{key} must be at least "
+            f"{MIN_DT_OVER_TAU:g}"
+        )
+    if min(dt / float(cfg.tau_mem), dt / float(cfg.tau_syn)) > MAX_DT_OVER_TAU:
+        raise ConfigError(
+            f"dataset.dt={cfg.dataset.dt} is not valid with tau_mem={cfg.tau_mem} and "
+            f"tau_syn={cfg.tau_syn}: both decays per step would be 0 (no PSP shape left); "
+            f"use a dataset.dt below {MAX_DT_OVER_TAU:g} x the larger time constant"
         )
 
 

@@ -81,9 +81,9 @@ CASES += [
     ("method.target_sigma_u=1e300", "method.target_sigma_u=1e+300, dataset.nu=5.0 (with"),
     ("dataset.nu=1e300", "dataset.nu=1e+300, method.target_sigma_u=1.0 (with"),
     ("dataset.dt=1e-300", "dataset.dt=1e-300 is not valid with tau_mem=0.02: the decay per step"),
-    ("dataset.dt=1e300", "dataset.dt=1e+300 is not valid with tau_mem=0.02: the decay per step"),
+    ("dataset.dt=1e300", "dataset.dt=1e+300 is not valid with tau_mem=0.02 and tau_syn=0.01:"),
     ("tau_syn=1e300", "tau_syn=1e+300 is not valid with dataset.dt=0.002: the decay per step"),
-    ("tau_mem=1e-300", "tau_mem=1e-300 is not valid with dataset.dt=0.002: the decay per step"),
+    ("tau_mem=1e300", "tau_mem=1e+300 is not valid with dataset.dt=0.002: the decay per step"),
     ("tau_readout=1e300", "tau_readout=1e+300 is not valid with dataset.dt=0.002"),
     # seeds: an integer from 0 (both experiments); threads: 1 to the usable cores
     ("seed=-1", "seed=-1 is not valid; it must be an integer from 0 to 2**63 - 1"),
@@ -255,6 +255,7 @@ def test_seed_zero_and_a_long_annealing_schedule_are_accepted_at_once(compose):
     from convsnn.settings import validate
 
     validate(compose("seed=0", "dataset.seed=0"))
+    validate(compose("tau_syn=1e-6"))  # a synaptic decay of 0 per step: the model takes it
     validate(compose("dataset.recurrent_kernel=[3,3,3]", "alpha=1"))  # no recurrent share
     start = time.perf_counter()
     validate(compose("anneal=true", "nb_epochs=1000000000"))  # closed form: no loop
