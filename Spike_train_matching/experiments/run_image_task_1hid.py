@@ -3,8 +3,8 @@
 Run from this folder:  python3 run_image_task_1hid.py --config-name=config [overrides]
 e.g. `method=stochasticsuperspike`, `dataset=oxford dataset.data_path=/path/to/image.png`,
 or a sweep with `-m seed=1,2,3`. See ../README.md for what a run writes. Bad settings and
-faults (Hydra's own: unknown settings, wrong types, missing config names, bad run folders)
-end with one line `error: <setting>=<value> ...` on stderr and exit status 1.
+faults (Hydra's own too: unknown settings, wrong types, missing config names, bad run
+folders) end with one line `error: <setting>=<value> ...` on stderr and exit status 1.
 """
 
 # ruff: noqa: E402
@@ -15,10 +15,37 @@ import time
 _T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
 from pathlib import Path
+from typing import Any
 
 from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
+
+
+def record_failure(run_dir: Path, cfg: Any, err: BaseException) -> None:
+    """A sweep's job that stopped before it wrote results.json gets one saying why (in its
+    own, new folder), so that the sweep's collection lists it."""
+    from omegaconf import OmegaConf
+
+    from sgtheory.cli import MARKER, foreign_entries, mark
+    from sgtheory.errors import RunFolderError, one_line
+    from sgtheory.runs import write_json_atomic
+
+    if isinstance(err, RunFolderError) or (run_dir / "results.json").exists():
+        return
+    if foreign_entries(run_dir):
+        return
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve: keep it as typed
+        config = OmegaConf.to_container(cfg, resolve=False)
+    failed = {"status": "failed", "error": one_line(err), "config": config}
+    try:
+        if not (run_dir / MARKER).exists():
+            mark(run_dir, "spike_train_matching")
+        write_json_atomic(run_dir / "results.json", failed)
+    except OSError:
+        pass  # the error itself is reported
 
 
 def app() -> None:
@@ -43,13 +70,17 @@ def app() -> None:
     def _app(cfg) -> None:
         hydra_cfg = HydraConfig.get()
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
             checked = validate(cfg, CONFIG_DIR, dict(hydra_cfg.runtime.choices))
-            run(cfg, Path(hydra_cfg.runtime.output_dir), checked, _T0)
+            run(cfg, run_dir, checked, _T0)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:  # SIGTERM too (runfolder.Interrupted)
-            exit_on_error(err, multirun=multirun)
+            if multirun:
+                record_failure(run_dir, cfg, err)
+            exit_on_error(err, multirun=multirun)  # one line; a sweep goes on
         except Exception as err:  # a bug: one line (SGTHEORY_TRACEBACK=1 prints where)
             if multirun:
+                record_failure(run_dir, cfg, err)
                 raise  # Hydra records the job as failed; the sweep goes on
             report(err)
 

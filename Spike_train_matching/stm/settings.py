@@ -202,6 +202,28 @@ def _check_name(cfg, chosen: Mapping[str, Any] | None) -> None:
         )
 
 
+def _check_own_image(cfg, path: Path, config_dir: Path) -> None:
+    """The image of another dataset's config (the scene's under dataset=oxford) is refused:
+    the run would be recorded under a name that is not its data's."""
+    from omegaconf import OmegaConf
+
+    for other in choices(config_dir, "dataset"):
+        theirs = OmegaConf.load(config_dir / "dataset" / f"{other}.yaml").get("data_path")
+        if other == cfg.dataset.name or not isinstance(theirs, str):
+            continue
+        their_path = resolve_data_path(theirs, config_dir.parent)
+        try:
+            same = path.is_file() and their_path.is_file() and path.samefile(their_path)
+        except OSError:
+            same = False
+        if same:
+            raise ConfigError(
+                f"dataset.data_path={cfg.dataset.data_path} is not valid with dataset="
+                f"{cfg.dataset.name}: it is the image of dataset={other}; use dataset={other} "
+                f"for it, or give {cfg.dataset.name}'s own image"
+            )
+
+
 def _check_memory(cfg, defaults: dict[str, Any]) -> None:
     """Refuse a run whose arrays cannot fit in the memory available (before allocating)."""
     need, parts = memory.estimate(cfg)
@@ -257,8 +279,10 @@ def validate(
     eps = eps_kernel(cfg.dataset.nb_steps, cfg.dt, cfg.tau_mem, cfg.tau_syn, cfg.eps0)
     derived.check_kernel(cfg, defaults, eps)
     params = Params(cfg.beta_h, cfg.beta_o, cfg.p0, cfg.delta_u_h, cfg.delta_u_o)
+    path = resolve_data_path(cfg.dataset.data_path, config_dir.parent)
+    _check_own_image(cfg, path, config_dir)
     target = load_target(
-        resolve_data_path(cfg.dataset.data_path, config_dir.parent),
+        path,
         cfg.out_prob,
         cfg.dataset.nb_steps,
         cfg.dataset.nb_outputs,

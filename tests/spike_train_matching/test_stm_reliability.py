@@ -186,6 +186,16 @@ def test_a_dataset_name_that_does_not_match_its_data_is_refused(tmp_path, tiny_p
     settings.validate(compose(), chosen={"dataset": "scene"})  # the default matches
 
 
+def test_another_datasets_image_is_refused():
+    """dataset=oxford with the shipped scene image: the run would be recorded as oxford."""
+    scene = settings.CONFIG_DIR.parent.parent / "data" / "scene_200x189.png"
+    msg = _validate_error("dataset=oxford", f"dataset.data_path={scene}")
+    assert msg == (
+        f"dataset.data_path={scene} is not valid with dataset=oxford: it is the image of "
+        "dataset=scene; use dataset=scene for it, or give oxford's own image"
+    )
+
+
 def test_a_silent_network_is_flagged_with_one_warning_line(tmp_path, tiny_png):
     """threshold=1e30: no spike anywhere in any epoch. The run completes (a surrogate could
     revive such a network), one warning line on stderr, results.json counts every epoch."""
@@ -478,6 +488,23 @@ def test_seed_rules():
 
 
 # ------------------------------------------------------------------ Hydra's errors, one line
+def test_a_failed_sweep_job_records_its_failure(tmp_path, tiny_png):
+    """-m with a bad value: each job stops with one error line, the sweep goes on, and each
+    job's folder gets a results.json saying failed and why (so the collection lists it)."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "run_image_task_1hid.py", "--config-name=config", "-m", "seed=1,2"]
+    cmd += [*tiny_overrides(tiny_png), "dataset.nb_hidden=15.0", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=EXPERIMENTS, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("dataset.nb_hidden=15.0 is not valid" in e for e in errors)
+    records = sorted(sweep.glob("seed=*/results.json"))
+    assert len(records) == 2
+    for path in records:
+        res = json.loads(path.read_text())
+        assert res["status"] == "failed" and res["error"].startswith("dataset.nb_hidden=15.0")
+
+
 @pytest.mark.parametrize(
     ("args", "start"),
     [
