@@ -1,10 +1,11 @@
 """Memory a run needs at its configured sizes, and memory the machine has, before allocating.
 
-The estimate adds what `stm.training` holds at its peak: the frozen input and the target,
-the filter matrices, the weights, one chunk of history arrays (`ChunkBuffer`), the loss
-lists of the whole run, and the temporaries of one epoch (forward pass, learning rule and
-validation pass, each a few float32 arrays of time x trials x batch x neurons). It is
-checked against measured peaks in `tests/spike_train_matching/test_stm_reliability.py`.
+The estimate adds to the process's own memory (the libraries, measured) what
+`stm.training` holds at its peak: the frozen input and the target, the filter matrices,
+the weights, one chunk of history arrays (`ChunkBuffer`), the loss lists of the whole run,
+and the temporaries of one epoch (forward pass, learning rule and validation pass, each a
+few float32 arrays of time x trials x batch x neurons). It is checked against measured
+peaks in `tests/spike_train_matching/test_stm_reliability.py`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,21 @@ from typing import Any
 # the scan's input, spikes, membranes and draws of both layers, the learning rule's error,
 # filtered error, surrogate and products, and the loss's differences
 EPOCH_ARRAYS = 14
-BASE_BYTES = 300 * 2**20  # the interpreter with torch, numpy, matplotlib, Hydra (measured: 270 MB)
+LATER_IMPORTS = 100 * 2**20  # what a run imports after its settings are checked (wandb, ...)
 PER_EPOCH_BYTES = 6 * 40  # the loss and update lists (Python floats) of every epoch
 
 
-def estimate(cfg: Any) -> tuple[int, dict[str, int]]:
-    """(bytes, bytes per part) the run needs at its peak, from the settings alone."""
+def process_peak() -> int:
+    """The peak resident memory of this process so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def estimate(cfg: Any, base: int | None = None) -> tuple[int, dict[str, int]]:
+    """(bytes, bytes per part) the run needs at its peak, from the settings and `base`, the
+    memory of the process before its arrays (default: this process's peak so far, with the
+    libraries a run imports later)."""
     ds = cfg.dataset
     t, b = int(ds.nb_steps), int(ds.batch_size)
     ni, nh, no = int(ds.nb_inputs), int(ds.nb_hidden), int(ds.nb_outputs)
@@ -43,7 +53,7 @@ def estimate(cfg: Any) -> tuple[int, dict[str, int]]:
         "history of one chunk": chunk * per_epoch,
         "loss lists": PER_EPOCH_BYTES * int(cfg.nb_epochs),
         "one epoch's arrays": EPOCH_ARRAYS * 4 * t * (r + rv) * b * neurons,
-        "libraries": BASE_BYTES,
+        "libraries": process_peak() + LATER_IMPORTS if base is None else base,
     }
     return sum(parts.values()), parts
 

@@ -227,8 +227,8 @@ def _check_own_image(cfg, path: Path, config_dir: Path) -> None:
 def _check_memory(cfg, defaults: dict[str, Any]) -> None:
     """Refuse a run whose arrays cannot fit in the memory available (before allocating)."""
     need, parts = memory.estimate(cfg)
-    have = memory.available()
-    if have is None or need <= have:
+    have = memory.available()  # beyond what this process holds already
+    if have is None or need - memory.process_peak() <= have:
         return
     first, *others = ranked(cfg, SIZES, defaults)
     big = ", ".join(
