@@ -149,6 +149,59 @@ def spike_steps(v: np.ndarray, nb_steps: int, step_frac: float) -> np.ndarray:
     return scaled.astype(np.int64)
 
 
+def _check_sizes(
+    nb_classes: int, nb_units: int, nb_steps: int, nb_samples: int, nb_spikes: int, dims: int
+) -> None:
+    """Every size a positive integer, named by the user's setting."""
+    for name, value in [
+        ("dataset.nb_classes", nb_classes),
+        ("dataset.nb_units", nb_units),
+        ("dataset.nb_steps", nb_steps),
+        ("dataset.nb_samples", nb_samples),
+        ("dataset.nb_spikes", nb_spikes),
+        ("dataset.dim_manifold", dims),
+    ]:
+        check_positive(name, value, integer=True)
+
+
+def _check_work(
+    work: float,
+    nb_classes: int,
+    nb_samples: int,
+    nb_units: int,
+    nb_spikes: int,
+    dims: int,
+    nb_terms: int,
+    alpha: float,
+) -> None:
+    """Refuse generation above MAX_TERM_EVALUATIONS Fourier terms, with the time estimate."""
+    if work <= MAX_TERM_EVALUATIONS:
+        return
+    hours = work * SECONDS_PER_TERM / 3600
+    took = f"{hours:.3g} h" if hours >= 2 else f"{hours * 60:.0f} min"
+    raise ConfigError(
+        f"dataset.nb_spikes={nb_spikes} is not valid with dataset.nb_classes={nb_classes}, "
+        f"nb_samples={nb_samples}, nb_units={nb_units}, dim_manifold={dims} and "
+        f"{nb_terms} Fourier terms (alpha={alpha}): generating would evaluate {work:.1e} "
+        f"terms (about {took} on one core); at most {MAX_TERM_EVALUATIONS:.0e} "
+        "are allowed: use fewer spikes, samples, classes or units"
+    )
+
+
+def _progress_bar(work: float, total: int):
+    """A tqdm bar over the manifolds when generation is estimated to exceed PROGRESS_AFTER_S."""
+    if work * SECONDS_PER_TERM <= PROGRESS_AFTER_S:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=f"Randman ({work * SECONDS_PER_TERM / 60:.0f} min estimated)",
+        unit="manifold",
+        file=sys.stderr,
+    )
+
+
 def make_randman(
     nb_classes: int = 15,
     nb_units: int = 20,
@@ -172,15 +225,7 @@ def make_randman(
     (if `progress`); more than MAX_TERM_EVALUATIONS terms are refused. The paper's defaults
     use dt = 2 ms, i.e. 0.2 s per sample.
     """
-    for name, value in [
-        ("dataset.nb_classes", nb_classes),
-        ("dataset.nb_units", nb_units),
-        ("dataset.nb_steps", nb_steps),
-        ("dataset.nb_samples", nb_samples),
-        ("dataset.nb_spikes", nb_spikes),
-        ("dataset.dim_manifold", dim_manifold),
-    ]:
-        check_positive(name, value, integer=True)
+    _check_sizes(nb_classes, nb_units, nb_steps, nb_samples, nb_spikes, dim_manifold)
     check_positive("dataset.alpha", alpha)
     check_positive("dataset.step_frac", step_frac)
     if step_frac > 1:
@@ -188,29 +233,10 @@ def make_randman(
     seed = _check_seed(seed)
     nb_classes, nb_units, nb_steps = int(nb_classes), int(nb_units), int(nb_steps)
     nb_samples, nb_spikes, dim_manifold = int(nb_samples), int(nb_spikes), int(dim_manifold)
-
     nb_terms = spectral_cutoff(alpha)
     work = float(nb_classes) * nb_spikes * nb_samples * nb_units * dim_manifold * nb_terms
-    if work > MAX_TERM_EVALUATIONS:
-        hours = work * SECONDS_PER_TERM / 3600
-        took = f"{hours:.3g} h" if hours >= 2 else f"{hours * 60:.0f} min"
-        raise ConfigError(
-            f"dataset.nb_spikes={nb_spikes} is not valid with dataset.nb_classes={nb_classes}, "
-            f"nb_samples={nb_samples}, nb_units={nb_units}, dim_manifold={dim_manifold} and "
-            f"{nb_terms} Fourier terms (alpha={alpha}): generating would evaluate {work:.1e} "
-            f"terms (about {took} on one core); at most {MAX_TERM_EVALUATIONS:.0e} "
-            "are allowed: use fewer spikes, samples, classes or units"
-        )
-    bar = None
-    if progress and work * SECONDS_PER_TERM > PROGRESS_AFTER_S:
-        from tqdm import tqdm
+    _check_work(work, nb_classes, nb_samples, nb_units, nb_spikes, dim_manifold, nb_terms, alpha)
 
-        bar = tqdm(
-            total=nb_classes * nb_spikes,
-            desc=f"Randman ({work * SECONDS_PER_TERM / 60:.0f} min estimated)",
-            unit="manifold",
-            file=sys.stderr,
-        )
     n = nb_classes * nb_samples
     # sample i of class c is written straight to its place after the shuffle (no copy)
     order = np.random.default_rng((seed, 2)).permutation(n) if shuffle else np.arange(n)
@@ -219,6 +245,7 @@ def make_randman(
     spikes = np.zeros((n, nb_steps, nb_units), dtype=np.float32)
     labels = np.empty(n, dtype=np.int64)
     unit_idx = np.broadcast_to(np.arange(nb_units)[None, :], (nb_samples, nb_units))
+    bar = _progress_bar(work, nb_classes * nb_spikes) if progress else None
     try:
         for cls in range(nb_classes):
             rows = place[cls * nb_samples : (cls + 1) * nb_samples]
