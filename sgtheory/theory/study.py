@@ -54,6 +54,7 @@ class StudySettings:
     nb_samples: int = 20000  # trials per estimator in the variance table
     nb_single: int = 20000  # trials per point of the single-neuron panel
     single_points: int = 13
+    named_networks: list[str] = field(default_factory=lambda: ["deep3", "lif"])
     learning: str = "small"  # size of the learning study: small, full or off
     learning_inits: int = 20  # initialisations per task (the same for every estimator)
     learning_steps: int | None = None  # steps per run; None: the size's own (small 40)
@@ -69,6 +70,18 @@ class StudySettings:
         for name, (low, high) in INTEGER_RANGES.items():
             _check_int(name, getattr(self, name), low, high)
         check_choice("learning", self.learning, learning.SIZES)
+        names = self.named_networks
+        if not isinstance(names, (list, tuple)) or not names:
+            raise ConfigError(
+                f"named_networks={names!r} is not valid; give a non-empty list of: "
+                f"{', '.join(NAMED)}"
+            )
+        for name in names:
+            if name not in NAMED:
+                raise ConfigError(
+                    f"named_networks={list(names)!r} is not valid; {name!r} is not one of: "
+                    f"{', '.join(NAMED)}"
+                )
         if self.learning_steps is not None:
             _check_int("learning_steps", self.learning_steps, 1, 10_000)
         _check_list("depths", self.depths, integer=True)
@@ -137,6 +150,9 @@ def lif() -> tuple[LIFNet, dict]:
     current = torch.tensor(LIF_CURRENT, dtype=torch.float64)
     net = LIFNet((2, 2, 1), current, torch.tensor([1.0]), threshold=0.3)
     return net, net.init_params(torch.Generator().manual_seed(1), gain=1.0)
+
+
+NAMED = {"deep3": deep3, "lif": lif}
 
 
 def random_binary(
@@ -305,11 +321,9 @@ def variance_table(net, params, escape, surrogate, n: int, seed: int) -> dict:
 def variance_study(s: StudySettings) -> dict:
     escape, surrogate = matched_pair(s.pair, s.beta, s.p0, s.delta_u)
     out = {}
-    for k, (name, build) in enumerate(
-        tqdm((("deep3", deep3), ("lif", lif)), desc="var", leave=False)
-    ):
-        net, params = build()
-        seed = s.seed + 200 + 10 * k
+    for name in tqdm(s.named_networks, desc="var", leave=False):
+        net, params = NAMED[name]()
+        seed = s.seed + 200 + 10 * list(NAMED).index(name)
         out[name] = variance_table(net, params, escape, surrogate, s.nb_samples, seed)
     return out
 
@@ -396,8 +410,8 @@ def claim_c_study(s: StudySettings) -> dict:
         if surrogate_name != "matched":
             surrogate = library_pair(surrogate_name, s.beta, s.p0, s.delta_u)[1]
         rows = {}
-        for name, build in (("deep3", deep3), ("lif", lif)):
-            net, params = build()
+        for name in s.named_networks:
+            net, params = NAMED[name]()
             if escape_name == "exponential":
                 params = below_saturation(net, params)
             rows[name] = claim_c_row(net, params, escape, surrogate, n, gen)

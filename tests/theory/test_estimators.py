@@ -29,15 +29,15 @@ def within(samples, expected, bound=4.0):
     return bool((z < bound).all()), float(z.max())
 
 
-@pytest.mark.parametrize("build", [deep3, lif])
-def test_unbiased_estimators_agree_with_the_exact_gradient(build):
+@pytest.mark.parametrize("build,n", [(deep3, N), (lif, 8000)])
+def test_unbiased_estimators_agree_with_the_exact_gradient(build, n):
     net, params = build()
     exact = exact_moments(net, params, ESCAPE).gradient
     gen = torch.Generator().manual_seed(11)
     estimators = {
-        "reinforce": reinforce_samples(net, params, ESCAPE, N, gen),
-        "reinforce_baseline": reinforce_samples(net, params, ESCAPE, N, gen, baseline=True),
-        "stochastic_ad": stochad_samples(net, params, ESCAPE, N, gen),
+        "reinforce": reinforce_samples(net, params, ESCAPE, n, gen),
+        "reinforce_baseline": reinforce_samples(net, params, ESCAPE, n, gen, baseline=True),
+        "stochastic_ad": stochad_samples(net, params, ESCAPE, n, gen),
     }
     for name, samples in estimators.items():
         assert (samples.standard_error > 0).all(), name

@@ -85,6 +85,7 @@ def test_cli_writes_a_run_folder(tmp_path: Path) -> None:
         "single_points=3",
         "learning_inits=2",
         "learning_steps=2",
+        "named_networks=[deep3]",
         f"hydra.run.dir={run_dir}",
     )
     assert proc.returncode == 0, proc.stderr
@@ -120,6 +121,7 @@ BAD = {  # typed -> what the one line must say (after "error: ")
     "nb_networks=2.0": "nb_networks=2.0 is not valid",
     "seed=-1": "seed=-1 is not valid",
     "learning=big": "learning='big' is not valid",
+    "named_networks=[deep4]": "named_networks=['deep4'] is not valid",
     "beta={a:1}": "beta={a:1} is not valid",
     "beta=1,2": "beta=1,2 gives several values",
     "hydra.run.dir=.": "holds files that are not a run of this project",
