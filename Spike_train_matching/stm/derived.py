@@ -155,6 +155,16 @@ def check_kernel(cfg: Any, defaults: dict[str, Any], eps: np.ndarray) -> None:
             "the kernel eps rounds to 0 in float32, so the van Rossum distance and the hidden "
             "layer's update would be 0",
         )
+    one_spike = 0.5 * float(np.square(eps).sum()) / int(cfg.dataset.nb_outputs)
+    if one_spike < F32_TINY:
+        raise _blame(
+            cfg,
+            names,
+            defaults,
+            f"the van Rossum distance of a single missing spike would be {one_spike:.3g} "
+            f"(1/2 sum eps^2 / dataset.nb_outputs), below float32's smallest normal number "
+            f"{F32_TINY:.3g}: every distance would round to 0",
+        )
     steps = int(cfg.dataset.nb_steps)
     if not math.isfinite(total) or 2 * math.log(total) + math.log(steps) > LOG_F32_MAX:
         raise _blame(

@@ -146,9 +146,16 @@ def test_eps0_too_large_for_float32_is_refused():
     assert ok < derived.F32_MAX  # the default is far inside the bound
 
 
-def test_eps0_that_rounds_to_zero_is_refused():
-    msg = _validate_error("eps0=1e-300")
-    assert msg.startswith("eps0=1e-300 is not valid") and "rounds to 0 in float32" in msg
+@pytest.mark.parametrize(
+    ("eps0", "why"),
+    [("1e-300", "the kernel eps rounds to 0 in float32"), ("1e-30", "below float32's smallest")],
+)
+def test_eps0_whose_distances_round_to_zero_is_refused(eps0, why):
+    """eps0=1e-300: the kernel itself is 0 in float32; eps0=1e-30: the kernel is not, but
+    a single spike's van Rossum distance 1/2 sum eps^2 / nb_outputs (about 1e-62) is."""
+    msg = _validate_error(f"eps0={eps0}")
+    assert msg.startswith(f"eps0={eps0} is not valid (default 0.2)") and why in msg
+    settings.validate(compose("eps0=1e-17"))  # 1/2 sum eps^2 / 200 about 2e-37: kept
 
 
 @pytest.mark.parametrize(
