@@ -386,8 +386,8 @@ def _group_overrides(parsed: Sequence[Any], config_dir: Path) -> list[str]:
     chosen = []
     for o in parsed:
         folder = config_dir / o.key_or_group
-        if not folder.is_dir() or o.type.name == "DEL":
-            continue
+        if not folder.is_dir() or o.type.name == "DEL" or o.key_or_group.startswith("hydra"):
+            continue  # Hydra's own groups (launchers, sweepers) also come from its plugins
         options = sorted(p.stem for p in folder.glob("*.yaml"))
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
         for value in values:
@@ -456,6 +456,9 @@ def prepare(
     name = values.get("--config-name", values.get("-cn", None))
     if name is None:
         name = "config"
+    for option in ("--config-dir", "-cd"):
+        if option in values and not Path(values[option]).is_dir():
+            raise ConfigError(f"{option}={values[option]} is not valid: no such folder")
     if {"--config-path", "-cp", "--config-dir", "-cd"} & set(values):
         return [*options, *overrides]  # another config folder: Hydra reports on its own
     if name not in _config_names(config_dir):

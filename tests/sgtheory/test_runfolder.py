@@ -503,6 +503,7 @@ def config_dir(tmp_path):
         (["seed=[1"], "seed=[1 cannot be read as a setting"),
         (["hydra.run.dir="], "hydra.run.dir= is not valid; give a folder for the run"),
         (["hydra.run.dir=~/run"], "hydra.run.dir=~/run is not valid: Hydra takes it as a"),
+        (["--config-dir=/nonexistent/conf"], "--config-dir=/nonexistent/conf is not valid: no"),
         (["~seed"], "~seed is not valid: it removes a setting the experiment needs"),
         (["~method"], "~method is not valid: it removes a setting the experiment needs"),
     ],
@@ -521,6 +522,9 @@ def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
     from sgtheory.cli import prepare
 
     assert prepare(["seed=2", "method=b"], config_dir) == ["seed=2", "method=b"]  # runs/b
+    (config_dir / "hydra" / "launcher").mkdir(parents=True)
+    (config_dir / "hydra" / "launcher" / "mine.yaml").write_text("n: 1\n")
+    assert prepare(["hydra/launcher=basic"], config_dir) == ["hydra/launcher=basic"]  # Hydra's
     odd = tmp_path / "a b, é's"
     args = prepare([f"hydra.run.dir={odd}"], config_dir)
     from hydra.core.override_parser.overrides_parser import OverridesParser
