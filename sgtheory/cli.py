@@ -354,11 +354,16 @@ def _composition_error(err: Exception, parsed: Sequence[Any], config_dir: Path, 
 
 
 def _check_shapes(parsed: Sequence[Any], base: Any, config_dir: Path) -> None:
-    """ConfigError for a mapping or list given where the config holds a single value, and
-    for a single value given where it holds a group of settings."""
+    """ConfigError for a mapping or list given where the config holds a single value, for a
+    single value given where it holds a group of settings, and for a deleted setting."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     for o in parsed:
+        if o.type.name == "DEL" and not o.key_or_group.startswith("hydra"):
+            raise ConfigError(
+                f"{o.input_line} is not valid: it removes a setting the experiment needs; "
+                f"set it instead ({o.key_or_group}=<value>)"
+            )
         skip = o.is_sweep_override() or o.type.name == "DEL"
         if skip or o.key_or_group.startswith("hydra.") or (config_dir / o.key_or_group).is_dir():
             continue  # a sweep, a deletion, Hydra's own or a group's option (checked before)
@@ -426,6 +431,19 @@ def _folder_setting(cfg: Any, key: str, typed: dict[str, str]) -> tuple[Path, st
     return path, where
 
 
+def _refuse_sweeps(parsed: Sequence[Any]) -> None:
+    """ConfigError for the first override giving several values (a run without -m)."""
+    for o in parsed:
+        if o.is_sweep_override():
+            key = o.get_key_element()
+            given = list(o.sweep_string_iterator())
+            raise ConfigError(
+                f"{o.input_line} gives several values; add -m to run one job per value, or "
+                f"write {key}=[{','.join(given)}] for a list, or "
+                f"{key}='{o.input_line.partition('=')[2]}' for one string"
+            )
+
+
 def prepare(
     args: Sequence[str], config_dir: str | Path, run_files: Iterable[str] = ()
 ) -> list[str]:
@@ -443,19 +461,9 @@ def prepare(
     parsed = _parse(overrides)
     multirun = "-m" in values or "--multirun" in values
     groups = _group_overrides(parsed, config_dir)  # a group's options named first
-    sweeps = [o for o in parsed if o.is_sweep_override()]
-    if sweeps and not multirun:
-        o = sweeps[0]
-        key = o.get_key_element()
-        given = list(o.sweep_string_iterator())
-        raise ConfigError(
-            f"{o.input_line} gives several values; add -m to run one job per value, or write "
-            f"{key}=[{','.join(given)}] for a list, or {key}='{o.input_line.partition('=')[2]}' "
-            "for one string"
-        )
-    name = values.get("--config-name", values.get("-cn", None))
-    if name is None:
-        name = "config"
+    if not multirun:
+        _refuse_sweeps(parsed)
+    name = values.get("--config-name", values.get("-cn", None)) or "config"
     for option in ("--config-dir", "-cd"):
         if option in values and not Path(values[option]).is_dir():
             raise ConfigError(f"{option}={values[option]} is not valid: no such folder")
@@ -479,12 +487,6 @@ def prepare(
     except (HydraException, OmegaConfBaseException) as err:
         raise _composition_error(err, parsed, config_dir, base) from None
     _check_shapes(parsed, base, config_dir)
-    for o in parsed:
-        if o.type.name == "DEL" and not o.key_or_group.startswith("hydra"):
-            raise ConfigError(
-                f"{o.input_line} is not valid: it removes a setting the experiment needs; "
-                f"set it instead ({o.key_or_group}=<value>)"
-            )
     typed = {
         o.key_or_group: as_typed.get(o.key_or_group, o.input_line.partition("=")[2])
         for o in parsed

@@ -72,13 +72,7 @@ def train_epoch(
         value = float(loss.detach())
         where = f"in epoch {epoch + 1}, batch {start // int(cfg.batch_size) + 1}"
         if not math.isfinite(value):
-            # before the first step the learning rate has not acted: the start was bad
-            first = epoch == 0 and start == 0
-            hint = init_settings(cfg) if first else _hint(cfg)
-            what = "training loss"
-            if math.isfinite(float(task.detach())):  # the activity penalty alone
-                hint, what = _penalty_hint(cfg), "activity penalty"
-            raise NonFiniteError(f"{hint}: the {what} became {value} {where}")
+            _nonfinite_loss(cfg, value, float(task.detach()), epoch == 0 and start == 0, where)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -96,6 +90,17 @@ def train_epoch(
             bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
     means = {k: mean_over_batches(v, sizes, split.average) for k, v in batches.items()}
     return {**means, "spikes": spikes, "possible": possible, "readout_spread": spread}
+
+
+def _nonfinite_loss(cfg: Any, value: float, task: float, first: bool, where: str) -> None:
+    """NonFiniteError naming the settings to blame: the activity penalty's if the task loss
+    is finite, the initial weights' before the first step (the learning rate has not acted
+    yet), else the learning rate's."""
+    hint = init_settings(cfg) if first else _hint(cfg)
+    what = "training loss"
+    if math.isfinite(task):
+        hint, what = _penalty_hint(cfg), "activity penalty"
+    raise NonFiniteError(f"{hint}: the {what} became {value} {where}")
 
 
 def _penalty_hint(cfg: Any) -> str:
