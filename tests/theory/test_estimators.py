@@ -29,7 +29,7 @@ def within(samples, expected, bound=4.0):
     return bool((z < bound).all()), float(z.max())
 
 
-@pytest.mark.parametrize("build,n", [(deep3, N), (lif, 8000)])
+@pytest.mark.parametrize("build,n", [(deep3, 10_000), (lif, 8000)])
 def test_unbiased_estimators_agree_with_the_exact_gradient(build, n):
     net, params = build()
     exact = exact_moments(net, params, ESCAPE).gradient

@@ -71,7 +71,7 @@ def test_enumeration_matches_monte_carlo_of_the_library_sampler(build):
     """E[L] by enumeration against the mean loss of trials drawn by SpikeFn (4 SE)."""
     net, params = build()
     ex = exact_moments(net, params, ESCAPE)
-    n = 40_000
+    n = 10_000
     losses = sg_samples(net, params, ESCAPE, SURROGATE, n, torch.Generator().manual_seed(5)).losses
     se = losses.std().item() / math.sqrt(n)
     assert abs(losses.mean().item() - ex.expected_loss) < 4 * se

@@ -54,7 +54,7 @@ def test_notebook_runs_and_writes_numbers(tmp_path: Path) -> None:
     assert len(tagged) == 1
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit cleared"
     small = {"NB_NETWORKS": 3, "NB_SAMPLES": 400, "NB_SINGLE": 400, "SINGLE_POINTS": 3}
-    small.update(LEARNING_INITS=2, LEARNING_STEPS=2)
+    small.update(LEARNING_INITS=2, LEARNING_STEPS=2, NAMED_NETWORKS=["deep3"])
     small["OUT_DIR"] = str(tmp_path / "plots")
     source = "\n".join(f"{k} = {v!r}" for k, v in small.items())
     nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source))
