@@ -520,6 +520,7 @@ def validate(cfg: Any) -> Geometry:
 # keeps at once (currents, membranes, spikes, saved for the backward pass); measured peaks
 # (README, "Speed") stay below this estimate
 COPIES_PER_NEURON = 3
+SHD_TRAIN_SAMPLES = 8156  # samples in SHD's official training file
 
 
 def memory_needed(cfg: Any, geo: Geometry) -> dict[str, int]:
@@ -538,6 +539,8 @@ def memory_needed(cfg: Any, geo: Geometry) -> dict[str, int]:
     if ds.name == "randman":
         data = 4 * int(ds.nb_classes) * int(ds.nb_samples) * steps * units
         batch = min(batch, int(ds.nb_classes) * int(ds.nb_samples))
+    else:  # no batch is larger than the official training file (or dataset.max_samples)
+        batch = min(batch, SHD_TRAIN_SAMPLES, int(ds.get("max_samples") or SHD_TRAIN_SAMPLES))
     params, channels = 0, 1
     for i, (filters, kernel) in enumerate(zip(lists["nb_filters"], lists["kernel_size"])):
         params += filters * channels * kernel + filters * filters * lists["recurrent_kernel"][i]
