@@ -92,7 +92,7 @@ INFO_OPTIONS = (
     "--experimental-rerun",
 )
 # characters Hydra's grammar does not take in an unquoted value
-PLAIN_VALUE = re.compile(r"[A-Za-z0-9_\-+./:\\%@?&!* ]*")
+PLAIN_VALUE = re.compile(r"[A-Za-z0-9_\-+./:\\%@?* ]*")
 PATH_SETTINGS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir")
 
 

@@ -525,7 +525,7 @@ def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
     (config_dir / "hydra" / "launcher").mkdir(parents=True)
     (config_dir / "hydra" / "launcher" / "mine.yaml").write_text("n: 1\n")
     assert prepare(["hydra/launcher=basic"], config_dir) == ["hydra/launcher=basic"]  # Hydra's
-    odd = tmp_path / "a b, é's"
+    odd = tmp_path / "a b, é's & (1)!"
     args = prepare([f"hydra.run.dir={odd}"], config_dir)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
