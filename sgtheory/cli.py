@@ -245,23 +245,33 @@ def _split(args: Sequence[str]) -> tuple[list[str], list[str], dict[str, str]]:
     return options, overrides, values
 
 
+def _is_path_setting(key: str) -> bool:
+    """Run folders, and settings named like paths (`dataset.datadir`, `dataset.data_path`)."""
+    key = key.lstrip("+")
+    last = key.rsplit(".", 1)[-1]
+    return key in PATH_SETTINGS or last.endswith(("dir", "path"))
+
+
+def _escape_quoted(value: str) -> str:
+    """`value` for Hydra's single-quoted strings: backslashes before a quote or the end
+    doubled, quotes escaped (elsewhere a backslash stands for itself)."""
+    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    return value.replace("'", "\\'")
+
+
 def quote_paths(overrides: Sequence[str]) -> list[str]:
-    """Run-folder settings with characters Hydra's grammar does not take unquoted (letters
-    outside ASCII, commas, quotes, brackets) given quoted, so they mean the path typed."""
+    """Values Hydra's grammar does not take unquoted, given quoted so that they mean what
+    was typed: paths (`_is_path_setting`) with letters outside ASCII, commas, quotes or
+    brackets, and any other value whose only such characters are letters outside ASCII."""
     out = []
     for arg in overrides:
         key, eq, value = arg.partition("=")
         plain = PLAIN_VALUE.fullmatch(value) is not None
         quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
-        if (
-            eq
-            and key.lstrip("+") in PATH_SETTINGS
-            and not plain
-            and not quoted
-            and "${" not in value
-        ):
-            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-            arg = f"{key}='{escaped}'"
+        ascii_rest = PLAIN_VALUE.fullmatch("".join(c for c in value if c.isascii()))
+        text = _is_path_setting(key) or (not value.isascii() and ascii_rest is not None)
+        if eq and text and not plain and not quoted and "${" not in value:
+            arg = f"{key}='{_escape_quoted(value)}'"
         out.append(arg)
     return out
 

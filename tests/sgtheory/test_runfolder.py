@@ -519,7 +519,7 @@ def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, me
 
 
 def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
-    from sgtheory.cli import prepare
+    from sgtheory.cli import prepare, quote_paths
 
     assert prepare(["seed=2", "method=b"], config_dir) == ["seed=2", "method=b"]  # runs/b
     (config_dir / "hydra" / "launcher").mkdir(parents=True)
@@ -531,6 +531,10 @@ def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
 
     (parsed,) = OverridesParser.create().parse_overrides(args)
     assert parsed.value() == str(odd)  # quoted, so Hydra reads the path typed
+    typed = ["a/é", "x\\'y", "z\\", "b, c"]
+    args = quote_paths([f"dataset.datadir={t}" for t in typed] + ["wandb.project=é"])
+    values = [o.value() for o in OverridesParser.create().parse_overrides(args)]
+    assert values == [*typed, "é"]
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("x")
