@@ -397,14 +397,23 @@ def test_a_checkpoint_without_settings_is_damaged(tmp_path):
 # ------------------------------------------------------------------ nothing nonsensical
 
 
-def test_a_silent_network_is_flagged_in_results_and_one_warning_line(run, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["threshold=1e300"], "threshold=1e+300"),
+        (["p0=1e-300", "method=exponentialstochasticsuperspike"], "p0=1e-300"),
+    ],
+)
+def test_a_silent_network_is_flagged_in_results_and_one_warning_line(
+    run, tmp_path, caplog, overrides, named
+):
     with caplog.at_level("WARNING", logger="convsnn.experiment"):
-        res = run(tmp_path, "threshold=1e300", "nb_epochs=2")
+        res = run(tmp_path, *overrides, "nb_epochs=2")
     assert res["status"] == "completed" and res["test"]["test_rates"] == [0.0, 0.0, 0.0]
     (warning,) = read_results(tmp_path)["warnings"]  # once, not once per epoch
     assert warning["epoch"] == 1
     assert warning["silent"] == ["hidden layer 1", "hidden layer 2", "hidden layer 3", "readout"]
-    assert "threshold=1e+300" in warning["warning"]
+    assert named in warning["warning"]
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert lines == [warning["warning"]]
 
