@@ -127,18 +127,16 @@ def check_init(cfg: Any, defaults: dict[str, Any]) -> None:
         log_std = log_init_std(int(n_pre), cfg.sigma_u, cfg.input_rate, cfg.tau_mem, cfg.tau_syn)
         too_big = log_std + math.log(6 * n_pre) > LOG_F32_MAX
         if too_big or log_std < math.log(F32_TINY):
-            bound = (
-                f"its fan-in x 6 std must stay below {F32_MAX:.3g}"
-                if too_big
-                else (f"the std must be at least {F32_TINY:.3g}")
-            )
+            bound = f"the std must be at least {F32_TINY:.3g}"
+            if too_big:
+                bound = f"its fan-in x 6 std must stay below {F32_MAX:.3g}"
             raise _blame(
                 cfg,
                 ["sigma_u", "input_rate", "tau_syn", "tau_mem", size],
                 defaults,
                 f"the initial weights {name} would have std sigma_u / sqrt(N nu eps_hat) = "
-                f"{log_text(log_std)} (N = {size}, nu = input_rate, eps_hat = tau_syn^2 / "
-                f"(2 (tau_syn + tau_mem))), which float32 cannot hold ({bound})",
+                f"{log_text(log_std)} (N = {size} = {n_pre}, nu = input_rate, eps_hat = "
+                f"tau_syn^2 / (2 (tau_syn + tau_mem))), which float32 cannot hold ({bound})",
             )
 
 

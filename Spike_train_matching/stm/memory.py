@@ -79,9 +79,10 @@ def available() -> int | None:
 
 
 def human(n: float) -> str:
-    """Bytes as a short human-readable size (binary units)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    """Bytes as a short human-readable size (binary units, up to PiB)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = 0
+    while abs(n) >= 1024 and power < len(units) - 1:
         n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
+        power += 1
+    return f"{n:.0f} B" if power == 0 else f"{n:.1f} {units[power]}"
