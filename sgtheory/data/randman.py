@@ -164,6 +164,14 @@ def _check_sizes(
         check_positive(name, value, integer=True)
 
 
+def _check_shape(alpha: float, step_frac: float) -> None:
+    """Smoothness alpha positive; spike window step_frac in (0, 1]."""
+    check_positive("dataset.alpha", alpha)
+    check_positive("dataset.step_frac", step_frac)
+    if step_frac > 1:
+        raise ConfigError(f"dataset.step_frac={step_frac!r} is not valid; it must be in (0, 1]")
+
+
 def _check_work(
     work: float,
     nb_classes: int,
@@ -202,6 +210,15 @@ def _progress_bar(work: float, total: int):
     )
 
 
+def _places(n: int, seed: int, shuffle: bool) -> np.ndarray:
+    """Row of each generated sample after the seeded shuffle, so that sample i of class c is
+    written straight to its place (no second copy of the raster)."""
+    order = np.random.default_rng((seed, 2)).permutation(n) if shuffle else np.arange(n)
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    return place
+
+
 def make_randman(
     nb_classes: int = 15,
     nb_units: int = 20,
@@ -226,10 +243,7 @@ def make_randman(
     use dt = 2 ms, i.e. 0.2 s per sample.
     """
     _check_sizes(nb_classes, nb_units, nb_steps, nb_samples, nb_spikes, dim_manifold)
-    check_positive("dataset.alpha", alpha)
-    check_positive("dataset.step_frac", step_frac)
-    if step_frac > 1:
-        raise ConfigError(f"dataset.step_frac={step_frac!r} is not valid; it must be in (0, 1]")
+    _check_shape(alpha, step_frac)
     seed = _check_seed(seed)
     nb_classes, nb_units, nb_steps = int(nb_classes), int(nb_units), int(nb_steps)
     nb_samples, nb_spikes, dim_manifold = int(nb_samples), int(nb_spikes), int(dim_manifold)
@@ -238,10 +252,7 @@ def make_randman(
     _check_work(work, nb_classes, nb_samples, nb_units, nb_spikes, dim_manifold, nb_terms, alpha)
 
     n = nb_classes * nb_samples
-    # sample i of class c is written straight to its place after the shuffle (no copy)
-    order = np.random.default_rng((seed, 2)).permutation(n) if shuffle else np.arange(n)
-    place = np.empty(n, dtype=np.int64)
-    place[order] = np.arange(n)
+    place = _places(n, seed, shuffle)
     spikes = np.zeros((n, nb_steps, nb_units), dtype=np.float32)
     labels = np.empty(n, dtype=np.int64)
     unit_idx = np.broadcast_to(np.arange(nb_units)[None, :], (nb_samples, nb_units))
