@@ -304,3 +304,30 @@ def learning_study(
             task_lr = dataclasses.replace(task, lr=lr)
             out["tasks"][key] = task_study(task_lr, nb_inits, beta, schedule, seed + index)
     return out
+
+
+def main(argv: list[str]) -> None:
+    """`python3 -m sgtheory.theory.learning SIZE OUT.json`: the learning part of a run of
+    that size (the study's defaults: 20 initialisations, beta 5, seed 500), timed."""
+    import json
+    import time
+
+    from ..runs import write_json_atomic
+
+    size, out = argv
+    if size not in SIZES:
+        raise SystemExit(f"error: size={size} is not valid; choose one of: {', '.join(SIZES)}")
+    torch.set_num_threads(1)
+    start, cpu = time.perf_counter(), time.process_time()
+    record = learning_study(size, 20, 5.0, 500)
+    record["total_time_s"] = time.perf_counter() - start
+    record["total_cpu_time_s"] = time.process_time() - cpu
+    record["command"] = f"python3 -m sgtheory.theory.learning {size} {out}"
+    write_json_atomic(out, record)
+    print(json.dumps({k: record[k] for k in ("total_time_s", "total_cpu_time_s")}))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -6,6 +6,9 @@ block of Theory/README.md between its markers ``<!-- numbers:NAME -->`` and
 ``<!-- /numbers -->``, and a test renders them again from the JSON and compares.
 
     python3 -m sgtheory.theory.report Theory/Plots/theory_numbers.json Theory/README.md
+
+The block `learning_full` comes from `learning_full.json` next to the record (the learning
+part of a `full` run, written by ``python3 -m sgtheory.theory.learning full <file>``).
 """
 
 from __future__ import annotations
@@ -259,6 +262,40 @@ def timing_block(record: dict) -> str:
     return f"The study took {sig(record['total_time_s'])} s wall{cpu_text} ({parts}; seconds)."
 
 
+FULL = "learning_full.json"  # next to the record: the learning part of a `full` run
+COLUMNS = (
+    "exact",
+    "surrogate_gradient",
+    "smoothed_input",
+    "smoothed_output",
+    "stochastic_ad",
+    "reinforce",
+    "reinforce_baseline",
+)
+
+
+def learning_full_block(study: dict) -> str:
+    """Final E[L] (mean over initialisations) and the share of steps that increased it, for
+    every task and step size of the full learning study."""
+    lines = [
+        f"Size `{study['size']}`: {study['nb_inits']} initialisations per task, "
+        f"{study['steps']} steps, {study['trials_per_input']} sampled trials per input and step; "
+        f"{sig(study['total_time_s'])} s wall, {sig(study['total_cpu_time_s'])} s of CPU "
+        "(one process, niced, on the shared machine). Final E[L] (steps that increased it):",
+        "",
+        "| task | " + " | ".join(NAMES[k] for k in COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
+    for name, task in study["tasks"].items():
+        cells = [
+            f"{fixed(task['estimators'][k]['final_mean'], 3)} "
+            f"({fixed(100 * task['estimators'][k]['fraction_of_steps_increasing'], 0)} %)"
+            for k in COLUMNS
+        ]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[dict], str]] = {
     "single": single_block,
     "depth": depth_block,
@@ -325,12 +362,19 @@ def top_paragraph(record: dict) -> str:
     )
 
 
-def write_readme(record: dict, path: str | Path) -> None:
+def render_block(name: str, record: dict, full: dict | None) -> str:
+    """Block `name` from the record (or, for `learning_full`, the full learning record)."""
+    if name == "learning_full":
+        return learning_full_block(full) if full else "(no full learning study recorded)"
+    return BLOCKS[name](record)
+
+
+def write_readme(record: dict, path: str | Path, full: dict | None = None) -> None:
     """Replace every numbers block of the README at `path` by its rendering (atomic)."""
     text = Path(path).read_text()
 
     def render(match: re.Match) -> str:
-        return f"{match.group(1)}{BLOCKS[match.group(2)](record)}\n{match.group(4)}"
+        return f"{match.group(1)}{render_block(match.group(2), record, full)}\n{match.group(4)}"
 
     write_text_atomic(path, MARKER.sub(render, text))
 
@@ -341,5 +385,8 @@ def readme_blocks(text: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    write_readme(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2])
-    print(top_paragraph(json.loads(Path(sys.argv[1]).read_text())))
+    numbers = Path(sys.argv[1])
+    full_path = numbers.parent / FULL
+    full_record = json.loads(full_path.read_text()) if full_path.exists() else None
+    write_readme(json.loads(numbers.read_text()), sys.argv[2], full_record)
+    print(top_paragraph(json.loads(numbers.read_text())))

@@ -14,13 +14,24 @@ from sgtheory.theory import report
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "Theory" / "README.md"
 RECORD = json.loads((ROOT / "Theory" / "Plots" / "theory_numbers.json").read_text())
+FULL = json.loads((ROOT / "Theory" / "Plots" / report.FULL).read_text())
 
 
-@pytest.mark.parametrize("name", list(report.BLOCKS))
+@pytest.mark.parametrize("name", [*report.BLOCKS, "learning_full"])
 def test_every_numbers_block_is_rendered_from_the_json(name):
     blocks = report.readme_blocks(README.read_text())
     assert name in blocks, f"Theory/README.md has no numbers block {name}"
-    assert blocks[name] == report.BLOCKS[name](RECORD)
+    assert blocks[name] == report.render_block(name, RECORD, FULL)
+
+
+def test_full_learning_record_is_the_full_study_of_the_defaults():
+    from sgtheory.theory import learning
+
+    assert FULL["size"] == "full" and FULL["nb_inits"] == RECORD["settings"]["learning_inits"]
+    assert FULL["beta"] == RECORD["settings"]["beta"]
+    tasks = [t.name for t in learning.tasks_for("full")]
+    rates = learning.SCHEDULES["full"].learning_rates
+    assert list(FULL["tasks"]) == [f"{t} lr={lr:g}" for t in tasks for lr in rates]
 
 
 def test_results_prose_holds_no_numbers_of_its_own():
