@@ -26,6 +26,7 @@ def run(cfg, run_dir: Path) -> None:
     import time
 
     import matplotlib
+    import torch
     from omegaconf import OmegaConf
 
     from sgtheory.cli import MARKER, mark
@@ -35,6 +36,7 @@ def run(cfg, run_dir: Path) -> None:
     from sgtheory.theory.study import StudySettings, run_study
 
     matplotlib.use("Agg")
+    torch.set_num_threads(1)  # small networks: a second thread only spins on a shared machine
     values = OmegaConf.to_container(cfg, resolve=True)
     fields = [f.name for f in dataclasses.fields(StudySettings)]
     check_known(values.items(), fields, str(CONFIG_DIR / "config.yaml"))

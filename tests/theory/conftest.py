@@ -19,6 +19,16 @@ def dsig(u: float) -> float:
     return BETA * sig(u) * (1 - sig(u))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: the networks are small, and on a shared machine a second
+    thread only spins (restored afterwards for the other test folders)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def chain_means() -> dict[str, torch.Tensor]:
     """(w1, b1, w2, b2) of s1 -> s2, L = s2 (sigmoid escape, beta = 5): the exact gradient,
