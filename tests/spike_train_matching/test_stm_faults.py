@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import compose, run_cli, tiny_overrides
+from conftest import EXPERIMENTS, compose, run_cli, tiny_overrides
 
 from sgtheory.errors import NonFiniteError
 from stm import learning, settings, training
@@ -116,8 +116,6 @@ def test_sigterm_is_one_line_and_status_interrupted(tmp_path, tiny_png):
     import signal
     import subprocess
     import sys
-
-    from conftest import EXPERIMENTS
 
     run_dir = tmp_path / "term"
     args = tiny_overrides(tiny_png, nb_epochs=100000, logging_freq=20)
