@@ -1,9 +1,11 @@
 """Seconds per training step of the Classification networks against the machine's own limit.
 
-For the Randman network (100 steps, conv 32/64/128) and the SHD-shaped network (350 steps,
-strided conv 16/32/64 with recurrent convolutions), each with a deterministic
-(superspike) and a stochastic (stochasticsuperspike) method, one training step at batch 400
-(forward, loss, backward, optimiser step) is timed with
+For the Randman network (conv 32/64/128) and the SHD-shaped network (strided conv 16/32/64
+with recurrent convolutions), both built from the experiment's dataset configs
+(Classification/experiments/config_stork/dataset/*.yaml, whose time steps the table's network
+names show), each with a deterministic (superspike) and a stochastic (stochasticsuperspike)
+method, one training step at batch 400 (forward, loss, backward, optimiser step) is timed
+with
 
 * fast: the core layers as the experiment uses them, and
 * reference: `reference=True` (one convolution per time step, neuron update through
@@ -40,11 +42,29 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "Classification" / "experiments" / "config_stork"
 
-NETWORKS = {"randman": "Randman (100 steps)", "shd": "SHD-shaped (350 steps, recurrent)"}
+
+def dataset_config(network: str):
+    """The experiment's dataset config of `network` (its YAML file, read with omegaconf)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(CONFIG_DIR / "dataset" / f"{network}.yaml")
+
+
+def network_label(network: str) -> str:
+    """The network's name in the table, with the time steps of the experiment's config."""
+    steps = int(dataset_config(network).nb_steps)
+    if network == "shd":
+        return f"SHD-shaped ({steps} steps, recurrent)"
+    return f"Randman ({steps} steps)"
+
+
+NETWORKS = {name: network_label(name) for name in ("randman", "shd")}
 METHODS = ("superspike", "stochasticsuperspike")
 MATMUL_SIZE = 2048
 
@@ -175,10 +195,28 @@ def step_flops(net, x_shape) -> dict:
     return counts
 
 
-def build(network: str, method: str, batch: int, device: str, precision: str):
-    """(net, optimiser, loss function, inputs, labels) as the experiment builds them."""
-    import torch
+def compose_config(
+    network: str, method: str, precision: str = "float32", overrides: Sequence[str] = ()
+):
+    """The experiment's config for `network` and `method`, with Hydra `overrides` on top."""
     from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        chosen = [f"dataset={network}", f"method={method}", f"precision={precision}"]
+        return compose("config", [*chosen, *overrides])
+
+
+def build(
+    network: str,
+    method: str,
+    batch: int,
+    device: str,
+    precision: str,
+    overrides: Sequence[str] = (),
+):
+    """(net, optimiser, loss function, inputs, labels) as the experiment builds them;
+    `overrides` (Hydra syntax, e.g. "dataset.nb_steps=100") change the sizes."""
+    import torch
 
     from convsnn.model import build_network, spike_fns
     from convsnn.seeds import generator, layer_generators
@@ -186,10 +224,7 @@ def build(network: str, method: str, batch: int, device: str, precision: str):
     from sgtheory.losses import loss_fn
     from sgtheory.optim import make_optimizer
 
-    config_dir = REPO / "Classification" / "experiments" / "config_stork"
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        overrides = [f"dataset={network}", f"method={method}", f"precision={precision}"]
-        cfg = compose("config", overrides)
+    cfg = compose_config(network, method, precision, overrides)
     geo = validate(cfg)
     nb_layers = len(cfg.dataset.nb_filters)
     gens = layer_generators(cfg.seed, "train_spikes", nb_layers, device=device)
@@ -213,9 +248,11 @@ def one(
     threads: int,
     device: str = "cpu",
     precision: str = "float32",
+    overrides: Sequence[str] = (),
 ) -> dict:
     """Time `reps` training steps of one configuration in this process on `device`, each
-    right after one float32 matrix product (and one bfloat16 product under bf16)."""
+    right after one float32 matrix product (and one bfloat16 product under bf16);
+    `overrides` as for `build`."""
     import torch
 
     from sgtheory import conv_algos
@@ -227,7 +264,7 @@ def one(
         torch.cuda.reset_peak_memory_stats(device)
     else:
         retain_freed_memory()  # as the experiments do (sgtheory.allocator)
-    net, opt, lossf, x, y = build(network, method, batch, device, precision)
+    net, opt, lossf, x, y = build(network, method, batch, device, precision, overrides)
     reference = impl == "reference"
     rec = {"times": [], "losses": [], "matmul_rates": [], "bf16_matmul_rates": []}
     for rep in range(reps):
