@@ -353,6 +353,11 @@ def _composition_error(err: Exception, parsed: Sequence[Any], config_dir: Path, 
 
             tree = OmegaConf.to_container(base, resolve=False)
             keys = [k for k in _leaf_keys(tree) if not k.startswith("hydra.")]
+        if key in keys and by_key[key].input_line.startswith("~"):
+            return ConfigError(
+                f"{by_key[key].input_line} is not valid: it removes a setting the experiment "
+                f"needs; set it instead ({key}=<value>)"
+            )
         close = difflib.get_close_matches(key, keys, n=3)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         return ConfigError(

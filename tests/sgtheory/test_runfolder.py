@@ -474,7 +474,7 @@ def config_dir(tmp_path):
     (folder / "method" / "a.yaml").write_text("name: a\nlr: 0.1\n")
     (folder / "method" / "b.yaml").write_text("name: b\nlr: 0.2\n")
     (folder / "config.yaml").write_text(
-        "defaults:\n  - method: a\n  - _self_\nseed: 1\nnb_epochs: 2\n"
+        "defaults:\n  - method: a\n  - _self_\nseed: 1\nnb_epochs: 2\nlimit: null\n"
         "hydra:\n  run:\n    dir: runs/${method.name}\n"
     )
     return folder
@@ -506,6 +506,7 @@ def config_dir(tmp_path):
         (["--config-dir=/nonexistent/conf"], "--config-dir=/nonexistent/conf is not valid: no"),
         (["~seed"], "~seed is not valid: it removes a setting the experiment needs"),
         (["~method"], "~method is not valid: it removes a setting the experiment needs"),
+        (["~limit"], "~limit is not valid: it removes a setting the experiment needs"),
     ],
 )
 def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, message):
