@@ -587,3 +587,29 @@ def run_cli(
         raise
     except BaseException as err:  # noqa: BLE001 - the point: no traceback for any input
         report(err)
+
+
+def record_failure(run_dir: Path, cfg: Any, err: BaseException, experiment: str) -> None:
+    """A sweep's job that stopped before it wrote results.json gets one saying why (in its
+    own, new folder), so that the sweep's collection lists it. Run-folder refusals and
+    folders that already hold results or other files are left as they are."""
+    from omegaconf import OmegaConf
+
+    from .errors import RunFolderError, one_line
+    from .runs import write_json_atomic
+
+    if isinstance(err, RunFolderError) or (run_dir / "results.json").exists():
+        return
+    if foreign_entries(run_dir):
+        return
+    try:
+        config = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve: keep it as typed
+        config = OmegaConf.to_container(cfg, resolve=False)
+    failed = {"status": "failed", "error": one_line(err), "config": config}
+    try:
+        if not (run_dir / MARKER).exists():
+            mark(run_dir, experiment)
+        write_json_atomic(run_dir / "results.json", failed)
+    except OSError:
+        pass  # the error itself is reported

@@ -27,13 +27,12 @@ def app() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     from convsnn.experiment import run_experiment
-    from sgtheory.cli import MARKER, foreign_entries, mark
-    from sgtheory.errors import RUN_ERRORS, RunFolderError, one_line
+    from sgtheory.cli import record_failure
+    from sgtheory.errors import RUN_ERRORS, one_line
     from sgtheory.runfolder import exit_on_error
-    from sgtheory.runs import write_json_atomic
 
     log = logging.getLogger("deep_convSNN")
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
@@ -44,33 +43,16 @@ def app() -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 
-        def record_failure(err: BaseException) -> None:
-            """A sweep's job that stopped before it wrote results.json gets one saying why
-            (in its own, new folder), so that the sweep's collection lists it."""
-            if not multirun or isinstance(err, RunFolderError):
-                return
-            if (run_dir / "results.json").exists() or foreign_entries(run_dir):
-                return
-            failed = {
-                "status": "failed",
-                "error": one_line(err),
-                "config": OmegaConf.to_container(cfg, resolve=True),
-            }
-            try:
-                if not (run_dir / MARKER).exists():
-                    mark(run_dir, "classification")
-                write_json_atomic(run_dir / "results.json", failed)
-            except OSError:
-                pass  # the error itself is reported
-
         try:
             results = run_experiment(cfg, run_dir)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:
             log.error("%s", one_line(err))
-            record_failure(err)
+            if multirun:
+                record_failure(run_dir, cfg, err, "classification")
             exit_on_error(err, multirun)  # one line on stderr, exit 1; a sweep goes on
         except Exception as err:  # unexpected: recorded, then reported by run_cli
-            record_failure(err)
+            if multirun:
+                record_failure(run_dir, cfg, err, "classification")
             raise
         if results.get("status") == "completed":
             return float(results["test"]["test_acc"])

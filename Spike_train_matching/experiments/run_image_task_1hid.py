@@ -15,37 +15,10 @@ import time
 _T0 = time.perf_counter()  # process start (before the heavy imports), for the start-up time
 
 from pathlib import Path
-from typing import Any
 
 from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
-
-
-def record_failure(run_dir: Path, cfg: Any, err: BaseException) -> None:
-    """A sweep's job that stopped before it wrote results.json gets one saying why (in its
-    own, new folder), so that the sweep's collection lists it."""
-    from omegaconf import OmegaConf
-
-    from sgtheory.cli import MARKER, foreign_entries, mark
-    from sgtheory.errors import RunFolderError, one_line
-    from sgtheory.runs import write_json_atomic
-
-    if isinstance(err, RunFolderError) or (run_dir / "results.json").exists():
-        return
-    if foreign_entries(run_dir):
-        return
-    try:
-        config = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve: keep it as typed
-        config = OmegaConf.to_container(cfg, resolve=False)
-    failed = {"status": "failed", "error": one_line(err), "config": config}
-    try:
-        if not (run_dir / MARKER).exists():
-            mark(run_dir, "spike_train_matching")
-        write_json_atomic(run_dir / "results.json", failed)
-    except OSError:
-        pass  # the error itself is reported
 
 
 def app() -> None:
@@ -57,7 +30,7 @@ def app() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sgtheory.cli import report
+    from sgtheory.cli import record_failure, report
     from sgtheory.errors import RUN_ERRORS
     from sgtheory.runfolder import exit_on_error
     from stm.settings import precheck_argv, validate
@@ -76,11 +49,11 @@ def app() -> None:
             run(cfg, run_dir, checked, _T0)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:  # SIGTERM too (runfolder.Interrupted)
             if multirun:
-                record_failure(run_dir, cfg, err)
+                record_failure(run_dir, cfg, err, "spike_train_matching")
             exit_on_error(err, multirun=multirun)  # one line; a sweep goes on
         except Exception as err:  # a bug: one line (SGTHEORY_TRACEBACK=1 prints where)
             if multirun:
-                record_failure(run_dir, cfg, err)
+                record_failure(run_dir, cfg, err, "spike_train_matching")
                 raise  # Hydra records the job as failed; the sweep goes on
             report(err)
 
