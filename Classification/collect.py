@@ -3,7 +3,7 @@ seeds.
 
 Run from this folder or anywhere:  python3 collect.py experiments/Runs/<sweep folder> [--out DIR]
 See docs/sweeps.md. What to read from a Classification results.json is defined here (the
-`EXPERIMENT` below); finding, grouping and summarizing runs is done in sgsweeps.
+`EXPERIMENT` below); finding, grouping and summarizing runs is done in sgruns.sweeps.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sgsweeps import (
+from sgruns.sweeps import (
     Experiment,
     Group,
     curve_figure,

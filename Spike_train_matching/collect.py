@@ -4,7 +4,7 @@ over seeds.
 Run from this folder or anywhere:  python3 collect.py experiments/Runs/<sweep folder> [--out DIR]
 See docs/sweeps.md. What to read from a Spike train matching run (results.json and the loss
 histories in data/) is defined here (the `EXPERIMENT` below); finding, grouping and summarizing
-runs is done in the sgsweeps package.
+runs is done in the sgruns.sweeps package.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sgsweeps import Experiment, Group, curve_figure, main, nested_get
+from sgruns.sweeps import Experiment, Group, curve_figure, main, nested_get
 
 
 def _stm_metrics(res: dict) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
+from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 EXPERIMENT = "theory"
@@ -29,9 +29,9 @@ def run(cfg, run_dir: Path) -> None:
     import torch
     from omegaconf import OmegaConf
 
-    from sgtheory.cli import MARKER, mark
-    from sgtheory.errors import check_known
-    from sgtheory.runs import versions
+    from sgruns.cli import MARKER, mark
+    from sgruns.errors import check_known
+    from sgruns.records import versions
     from sgtheory.theory.figures import write_outputs
     from sgtheory.theory.study import StudySettings, run_study
 
@@ -58,7 +58,7 @@ def app() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from sgtheory.cli import report
+    from sgruns.cli import report
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def main(cfg) -> None:

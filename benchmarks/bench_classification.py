@@ -76,7 +76,7 @@ def peak_label(device: str) -> str:
 
 def cpu_switches() -> str:
     """The CPU speed switches of sgtheory as this benchmark's children will see them."""
-    from sgtheory import fused
+    from sgtheory.backends.native import fused
 
     kernels = "on" if fused.library() is not None else "off (SGTHEORY_FUSED=0 or no compiler)"
     kept = os.environ.get("SGTHEORY_MALLOPT", "1").strip().lower() not in ("0", "false", "off")
@@ -84,7 +84,7 @@ def cpu_switches() -> str:
     conv = os.environ.get("SGTHEORY_CONV_ALGO", "auto") or "auto"
     import torch
 
-    from sgtheory.conv_algos import use_channels_last
+    from sgtheory.backends.conv.algos import use_channels_last
 
     layout = "channels-last" if use_channels_last(torch.device("cpu")) else "standard"
     return (
@@ -97,7 +97,7 @@ def machine(device: str, threads: int | None) -> dict:
     """The machine of this run: CPU model, torch CPU capability, AMX, threads, load."""
     import torch
 
-    from sgtheory.conv_algos import cpu_model
+    from sgtheory.backends.conv.algos import cpu_model
 
     flags = next(
         (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
@@ -116,7 +116,7 @@ def machine(device: str, threads: int | None) -> dict:
         "loadavg_start": os.getloadavg(),
     }
     if device.startswith("cuda"):
-        from sgtheory import triton_scan
+        from sgtheory.backends.triton import scan as triton_scan
 
         info["device_name"] = torch.cuda.get_device_name(device)
         info["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
@@ -179,7 +179,7 @@ def step_flops(net, x_shape) -> dict:
     same three for every recurrent convolution (run once per step on batch samples); the
     readout's product, its input and weight gradients: 3 x 2 N n_in n_out.
     """
-    from sgtheory.conv_algos import Geometry
+    from sgtheory.backends.conv.algos import Geometry
 
     samples, cin, lin = x_shape[0] * x_shape[1], x_shape[2], x_shape[3]
     counts = {"conv": 0.0, "recurrent_conv": 0.0, "readout": 0.0}
@@ -255,15 +255,15 @@ def one(
     `overrides` as for `build`."""
     import torch
 
-    from sgtheory import conv_algos
-    from sgtheory.allocator import retain_freed_memory
+    from sgtheory.backends.allocator import retain_freed_memory
+    from sgtheory.backends.conv import algos as conv_algos
 
     torch.set_num_threads(threads)  # matters on CPU only
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        retain_freed_memory()  # as the experiments do (sgtheory.allocator)
+        retain_freed_memory()  # as the experiments do (sgtheory.backends.allocator)
     net, opt, lossf, x, y = build(network, method, batch, device, precision, overrides)
     reference = impl == "reference"
     rec = {"times": [], "losses": [], "matmul_rates": [], "bf16_matmul_rates": []}
@@ -435,7 +435,7 @@ def parse_args() -> argparse.Namespace:
     if args.device != "cpu" and args.device != "cuda" and not args.device.startswith("cuda:"):
         parser.error(f"--device={args.device!r} is not valid; choose cpu, cuda or cuda:<index>")
     if args.threads is None:
-        from sgtheory.threads import default_threads
+        from sgtheory.backends.threads import default_threads
 
         args.threads = default_threads()
     return args

@@ -300,7 +300,7 @@ def parse_args() -> argparse.Namespace:
     if args.threads is not None and args.threads < 1:
         sys.exit(f"error: --threads={args.threads} is not valid; give a whole number >= 1")
     if args.threads is None:
-        from sgtheory.threads import default_threads
+        from sgtheory.backends.threads import default_threads
 
         args.threads = default_threads()
     if args.quick and "--repeats" not in sys.argv:

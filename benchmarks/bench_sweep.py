@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sgsweeps import n_jobs_for, usable_cores
+from sgruns.sweeps import n_jobs_for, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 STM = ROOT / "Spike_train_matching" / "experiments"

@@ -49,7 +49,7 @@ import sys
 
 import torch
 
-from sgtheory import triton_scan
+from sgtheory.backends.triton import scan as triton_scan
 
 print("python", sys.version.split()[0])
 print("torch", torch.__version__, "cuda", torch.version.cuda)

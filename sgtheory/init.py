@@ -17,8 +17,8 @@ import math
 
 import torch
 
-from .errors import ConfigError, check_positive
-from .neurons import decay
+from sgtheory.errors import ConfigError, check_positive
+from sgtheory.neurons import decay
 
 
 def psp_kernel(tau_mem: float, tau_syn: float, dt: float, nb_steps: int) -> torch.Tensor:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import conv1d_chunked
-from .conv_algos import use_channels_last
-from .errors import ConfigError, check_positive
-from .neurons import decay, delay_in_time, lif_scan, lif_scan_reference, readout_scan
-from .regularizers import sum_over_time
-from .spikes import SpikeFn
+from sgtheory.backends.conv.algos import use_channels_last
+from sgtheory.backends.conv.chunked import conv1d_chunked
+from sgtheory.errors import ConfigError, check_positive
+from sgtheory.neurons import decay, delay_in_time, lif_scan, lif_scan_reference, readout_scan
+from sgtheory.regularizers import sum_over_time
+from sgtheory.spikes import SpikeFn
 
 LOW_PRECISION = (torch.bfloat16, torch.float16)  # autocast dtypes; dynamics run in float32
 
@@ -172,7 +172,7 @@ class ConvLIFLayer(LIFLayer):
 
     def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
         # without recurrence the current, and so the spikes, stay channels-last on CPU: the
-        # next convolution then reads its windows in place (sgtheory.conv_algos); the scan
+        # next convolution then reads its windows in place (sgtheory.backends.conv.algos); the scan
         # runs on any such layout. A recurrent layer's per-step convolution wants standard.
         cl = self.rec_weight is None and use_channels_last(x.device)
         return conv1d_chunked(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import check_choice
+from sgtheory.errors import check_choice
 
 LOSS_TYPES = ("mot_ce", "sum_of_softmax")
 

@@ -16,9 +16,9 @@ delivers its output at the next step; spikes before step 0 count as 0).
 
 ``lif_scan`` is the fast path: one custom autograd function that runs the loop without an
 autograd graph and computes the adjoint (time-reversed) recursion by hand. On CPU in float32
-without recurrence, both loops run in the fused C kernels of ``sgtheory.fused`` (same
+without recurrence, both loops run in the fused C kernels of ``backends.native.fused`` (same
 operations, same spikes); on CUDA in float32, with or without recurrence, in the Triton
-kernels of ``sgtheory.triton_scan`` (which says when they apply; ``SGTHEORY_TRITON=0`` turns
+kernels of ``backends.triton.scan`` (which says when they apply; ``SGTHEORY_TRITON=0`` turns
 them off); otherwise as per-step torch operations on preallocated buffers.
 ``lif_scan_reference`` is the same model written plainly with autograd, one step at a time:
 the baseline of the benchmarks and the oracle of the tests.
@@ -37,10 +37,13 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import conv_algos, fused, random, triton_scan
-from .conv import conv1d_weight_grad
-from .errors import ConfigError, check_choice, check_positive
-from .spikes import SpikeFn
+from sgtheory import random
+from sgtheory.backends.conv import algos as conv_algos
+from sgtheory.backends.conv.chunked import conv1d_weight_grad
+from sgtheory.backends.native import fused
+from sgtheory.backends.triton import scan as triton_scan
+from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.spikes import SpikeFn
 
 RESETS = ("full", "leak")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import check_choice, check_positive
+from sgtheory.errors import check_choice, check_positive
 
 OPTIMIZERS = ("smorms3", "adam", "sgd")
 

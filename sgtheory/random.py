@@ -143,7 +143,7 @@ class Draws:
             return block.to(device=device, dtype=torch.float32)
         device = torch.device("cpu") if device is None else torch.device(device)
         if device.type == "cpu":
-            from . import fused  # the C kernels; fused imports the model layer
+            from sgtheory.backends.native import fused
 
             out = fused.philox_uniform(self.seed, self.stream, first, stop - start, shape)
             if out is not None:
@@ -231,3 +231,10 @@ def take(source: Stream | GivenUniforms | torch.Generator | None, nb_steps: int)
             f"a stream of draws is a Stream, GivenUniforms or torch.Generator, not {source!r}"
         )
     return Draws(key_from(source), 0, 0)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device`, seeded with `seed`: the only source of random draws."""
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(int(seed))
+    return gen

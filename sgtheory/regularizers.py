@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import check_choice
+from sgtheory.errors import check_choice
 
 BOUNDS = ("upper", "lower")
 ORDERS = (1, 2)

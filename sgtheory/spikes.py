@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import random
-from .errors import ConfigError, check_positive
+from sgtheory import random
+from sgtheory.errors import ConfigError, check_positive
 
 # Escape-noise registry. The compiled LIF scans draw their uniforms u inside their loops and
 # decide a spike by one of these rules of x = mem - threshold (numbered alike in the C and
@@ -141,7 +141,7 @@ class SigmoidEscape(_Stochastic):
         """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers). In float32
         by `logit_f32` (the kernels' operations; on the CPU by the C kernel
         `fused.logit_points`, the same numbers, faster); in other dtypes by torch.logit."""
-        from . import fused  # here: fused imports this module
+        from sgtheory.backends.native import fused
 
         if u.dtype != torch.float32 or u.requires_grad:
             return torch.div(torch.logit(u), self.beta, out=out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import check_choice, check_positive
+from sgtheory.errors import check_choice, check_positive
 
 FANO_MODES = ("sliding", "binned")
 

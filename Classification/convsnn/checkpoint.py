@@ -1,7 +1,7 @@
 """What a checkpoint holds: model, optimiser, every random generator, and the history so far.
 
 Writing, locking, settings comparison and resumption are the run folder's
-(`sgtheory.runfolder`); this module only turns the training state into a dict and back.
+(`sgruns.folder`); this module only turns the training state into a dict and back.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sgtheory.errors import CheckpointError
+from sgruns.errors import CheckpointError
 
 
 def state(

@@ -12,11 +12,13 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from sgtheory.allocator import retain_freed_memory
-from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError, RunFolderError, one_line
+from sgruns.errors import CheckpointError, RunFolderError, one_line
+from sgruns.folder import RunFolder
+from sgruns.records import resolve_device, versions
+from sgtheory.backends.allocator import retain_freed_memory
+from sgtheory.errors import ConfigError, NonFiniteError
+from sgtheory.files import read_json
 from sgtheory.optim import make_optimizer
-from sgtheory.runfolder import RunFolder
-from sgtheory.runs import read_json, resolve_device, versions
 
 from . import checkpoint, plots
 from .data import Data, load_data, shd_paths

@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sgtheory.random import Stream
-from sgtheory.runs import make_generator
+from sgtheory.random import Stream, make_generator
 
 PURPOSES = {"init": 0, "train_spikes": 1, "shuffle": 2, "eval": 3, "test": 4, "other": 5}
 

@@ -9,22 +9,17 @@ from typing import Any
 
 import torch
 
-from sgtheory.errors import (
-    ConfigError,
-    check_choice,
-    check_known,
-    check_positive,
-    check_seed,
-    check_threads,
-)
+from sgruns.errors import check_known, check_seed, check_threads
+from sgruns.records import resolve_device
+from sgruns.wandb_run import WANDB_MODES
+from sgtheory.backends.threads import default_threads
+from sgtheory.errors import ConfigError, check_choice, check_positive
 from sgtheory.layers import conv_output_length
 from sgtheory.losses import LOSS_TYPES
 from sgtheory.neurons import RESETS
 from sgtheory.optim import OPTIMIZERS
-from sgtheory.runs import WANDB_MODES, resolve_device
 from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
-from sgtheory.threads import default_threads
 
 DATASETS = ("randman", "shd")
 # `precision`: the autocast dtype of convolutions and weight products (None: float32 throughout)

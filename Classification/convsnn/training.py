@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from sgruns.folder import RunFolder
 from sgtheory.errors import NonFiniteError
 from sgtheory.layers import SpikingNetwork
 from sgtheory.losses import accuracy, loss_fn
 from sgtheory.regularizers import ActivityRegularizer, total_penalty
-from sgtheory.runfolder import RunFolder
 
 from .data import Split, mean_over_batches
 from .settings import REGULARIZER_TERMS, init_settings

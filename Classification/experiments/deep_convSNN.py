@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
+from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_stork"
 
@@ -30,9 +30,9 @@ def app() -> None:
     from omegaconf import DictConfig
 
     from convsnn.experiment import run_experiment
-    from sgtheory.cli import record_failure
-    from sgtheory.errors import RUN_ERRORS, one_line
-    from sgtheory.runfolder import exit_on_error
+    from sgruns.cli import record_failure
+    from sgruns.errors import RUN_ERRORS, one_line
+    from sgruns.folder import exit_on_error
 
     log = logging.getLogger("deep_convSNN")
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per message

@@ -16,7 +16,7 @@ _T0 = time.perf_counter()  # process start (before the heavy imports), for the s
 
 from pathlib import Path
 
-from sgtheory.cli import run_cli  # light: the heavy imports happen inside `app`
+from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
 
@@ -30,9 +30,9 @@ def app() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from sgtheory.cli import record_failure, report
-    from sgtheory.errors import RUN_ERRORS
-    from sgtheory.runfolder import exit_on_error
+    from sgruns.cli import record_failure, report
+    from sgruns.errors import RUN_ERRORS
+    from sgruns.folder import exit_on_error
     from stm.settings import precheck_argv, validate
     from stm.training import run
 

@@ -16,14 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sgtheory.errors import (
-    ConfigError,
-    check_choice,
-    check_known,
-    check_positive,
-    check_seed,
-    check_threads,
-)
+from sgruns.errors import check_known, check_seed, check_threads
+from sgtheory.errors import ConfigError, check_choice, check_positive
 from sgtheory.spikes import METHODS
 
 from . import derived, memory

@@ -1,7 +1,7 @@
 """Training loop of one spike-train-matching run: epochs, chunks of history files, results.
 
 The run folder (status, checkpoint, resume, refusal of changed settings, failure records,
-wandb) is the core library's `sgtheory.runfolder.RunFolder`; this module keeps only what
+wandb) is the core library's `sgruns.folder.RunFolder`; this module keeps only what
 is the experiment's own: the set-up, the epoch, the histories and the summary.
 """
 
@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError
-from sgtheory.runfolder import RunFolder, read_status
-from sgtheory.runs import make_generator, read_json, save_npy_atomic, versions
+from sgruns.errors import CheckpointError
+from sgruns.folder import RunFolder, read_status
+from sgruns.records import versions
+from sgtheory.backends.threads import default_threads
+from sgtheory.errors import ConfigError, NonFiniteError
+from sgtheory.files import read_json, save_npy_atomic
+from sgtheory.random import make_generator
 from sgtheory.stats import fano_factor, firing_rate
-from sgtheory.threads import default_threads
 
 from . import derived, learning, model
 from .data import init_weights, poisson_input

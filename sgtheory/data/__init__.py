@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .randman import make_randman, split_dataset
-from .shd import (
+from sgtheory.data.randman import make_randman, split_dataset
+from sgtheory.data.shd import (
     SHD_CLASSES,
     SHD_FILES,
     SHD_UNITS,
@@ -29,7 +29,7 @@ def same_set(x: torch.Tensor, index: int = 0, repeats: int = 400) -> torch.Tenso
     Used to measure trial-to-trial variability of stochastic networks. Returns a dense copy
     (not an expanded view), so it is safe to modify or move; sparse x is densified.
     """
-    from ..errors import ConfigError, check_positive
+    from sgtheory.errors import ConfigError, check_positive
 
     check_positive("same_set.repeats", repeats, integer=True)
     n = x.shape[0]

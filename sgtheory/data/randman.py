@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import torch
 
-from ..errors import ConfigError, check_positive
+from sgtheory.errors import ConfigError, check_positive
 
 PRECISION = 1e-3  # `prec` of randman: sets the frequency cutoff K
 MAX_TERMS = 1000  # cap on the number of Fourier terms per random function

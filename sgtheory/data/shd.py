@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, check_choice, check_positive
-from .randman import _check_seed
+from sgtheory.data.randman import _check_seed
+from sgtheory.errors import ConfigError, DataError, check_choice, check_positive
 
 SHD_URL = "https://zenkelab.org/datasets"
 SHD_FILES = {"train": "shd_train.h5", "test": "shd_test.h5"}

@@ -17,16 +17,16 @@ the spike operations of `sgtheory.spikes`.
 * `report`     the README numbers, rendered from the study's JSON.
 """
 
-from .estimators import (
+from sgtheory.theory.estimators import (
     Samples,
     reinforce_samples,
     sg_samples,
     smoothed_samples,
     stochad_samples,
 )
-from .exact import Exact, exact_moments
-from .networks import BinaryNet, LIFNet
-from .ops import (
+from sgtheory.theory.exact import Exact, exact_moments
+from sgtheory.theory.networks import BinaryNet, LIFNet
+from sgtheory.theory.ops import (
     PAIRS,
     OutputSmoothing,
     ScaledSurrogate,

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 import torch.autograd.forward_ad as fwad
 
-from ..spikes import SpikeFn
-from .exact import flat
-from .ops import (
+from sgtheory.spikes import SpikeFn
+from sgtheory.theory.exact import flat
+from sgtheory.theory.ops import (
     TINY,
     Coupled,
     Replay,

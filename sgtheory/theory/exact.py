@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .ops import Replay, stage_probability
+from sgtheory.theory.ops import Replay, stage_probability
 
 MAX_VARIABLES = 24
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..runs import write_json_atomic
+from sgtheory.files import write_json_atomic
 
 NUMBERS = "theory_numbers.json"
 FIGURES = ("sg_bias.png", "estimator_variance.png", "single_neuron.png", "learning.png")

@@ -33,16 +33,16 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..spikes import SpikeFn
-from .estimators import (
+from sgtheory.spikes import SpikeFn
+from sgtheory.theory.estimators import (
     reinforce_samples,
     sg_samples,
     smoothed_samples,
     stochad_samples,
 )
-from .exact import flat, pattern_probability, patterns
-from .networks import BinaryNet, LIFNet
-from .ops import OutputSmoothing, Replay, Sample, matched_pair
+from sgtheory.theory.exact import flat, pattern_probability, patterns
+from sgtheory.theory.networks import BinaryNet, LIFNet
+from sgtheory.theory.ops import OutputSmoothing, Replay, Sample, matched_pair
 
 SIZES = ("small", "full", "off")
 ESTIMATORS = (
@@ -312,7 +312,7 @@ def main(argv: list[str]) -> None:
     import json
     import time
 
-    from ..runs import write_json_atomic
+    from sgtheory.files import write_json_atomic
 
     size, out = argv
     if size not in SIZES:

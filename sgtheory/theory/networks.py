@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import check_choice, check_positive
-from ..neurons import lif_scan_reference
+from sgtheory.errors import check_choice, check_positive
+from sgtheory.neurons import lif_scan_reference
 
 LOSSES = ("output", "mse", "error")
 

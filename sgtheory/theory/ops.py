@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.autograd.forward_ad as fwad
 
-from ..errors import check_choice
-from ..spikes import SpikeFn, make_escape, make_surrogate
+from sgtheory.errors import check_choice
+from sgtheory.spikes import SpikeFn, make_escape, make_surrogate
 
 # matched pairs: escape noise name -> surrogate name whose derivative is the escape's
 # derivative (up to a constant factor, see `library_pair`)

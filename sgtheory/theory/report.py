@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runs import write_text_atomic
+from sgtheory.files import write_text_atomic
 
 MARKER = re.compile(r"(<!-- numbers:(\w+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
 NAMES = {

@@ -21,17 +21,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, check_choice, check_positive
-from . import learning
-from .estimators import (
+from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.theory import learning
+from sgtheory.theory.estimators import (
     reinforce_samples,
     sg_samples,
     smoothed_samples,
     stochad_samples,
 )
-from .exact import MAX_VARIABLES, exact_moments, patterns
-from .networks import BinaryNet, LIFNet
-from .ops import PAIRS, OutputSmoothing, Replay, library_pair, matched_pair
+from sgtheory.theory.exact import MAX_VARIABLES, exact_moments, patterns
+from sgtheory.theory.networks import BinaryNet, LIFNet
+from sgtheory.theory.ops import PAIRS, OutputSmoothing, Replay, library_pair, matched_pair
 
 GAIN, BIAS = 0.5, 0.2  # weight std gain / sqrt(fan_in), bias std, of the binary networks
 LIF_CURRENT = [[2.0, 0.0], [0.0, 2.0], [2.0, 2.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]

@@ -236,7 +236,7 @@ def test_cli_bad_values_stop_before_any_work(tmp_path):
 
 def test_a_checkpoint_written_before_a_setting_existed_still_resumes():
     from convsnn.experiment import ADDED_KEYS, RESUMABLE_KEYS
-    from sgtheory.runfolder import changed_settings
+    from sgruns.folder import changed_settings
 
     config = {"seed": 1, "precision": "float32", "threads": 2, "connection_delay": False}
     older = {"seed": 1, "threads": 1}  # no `precision` nor `connection_delay` yet

@@ -21,9 +21,10 @@ import pytest
 import torch
 from conftest import EXPERIMENTS, TINY, read_results, run_cli
 
-from sgtheory.cli import mark
-from sgtheory.errors import CheckpointError, ConfigError, DataError, NonFiniteError, RunFolderError
-from sgtheory.runfolder import RunFolder, read_status
+from sgruns.cli import mark
+from sgruns.errors import CheckpointError, RunFolderError
+from sgruns.folder import RunFolder, read_status
+from sgtheory.errors import ConfigError, DataError, NonFiniteError
 
 QUIET = [*TINY, "wandb.mode=disabled", "plotting.enabled=false"]
 
@@ -361,7 +362,7 @@ def test_a_checkpoint_written_into_a_full_disk_fails_as_oserror():
     the checkpoint writer serialises in memory, so the write itself fails with ENOSPC."""
     import io
 
-    from sgtheory.runs import torch_writer
+    from sgtheory.files import torch_writer
 
     class Full(io.RawIOBase):
         def writable(self):
@@ -477,7 +478,7 @@ def test_a_plot_failure_after_training_keeps_the_completed_results(
     run, tmp_path, monkeypatch, fault, caplog
 ):
     from convsnn import plots
-    from sgtheory import runs
+    from sgtheory import files as runs
 
     def snapshot(*args, **kwargs):
         if fault == "memory":

@@ -101,7 +101,7 @@ def test_shd_runs_the_original_step_count_and_readout_time_constant(compose):
 
 def test_checkpoints_from_before_the_setting_resume_only_as_undelayed():
     from convsnn.experiment import ADDED_KEYS, RESUMABLE_KEYS
-    from sgtheory.runfolder import changed_settings
+    from sgruns.folder import changed_settings
 
     old = {"seed": 1, "precision": "float32", "nb_epochs": 10}  # written before the setting
     assert (

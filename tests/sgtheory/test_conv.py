@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
-from sgtheory.conv_algos import ALGOS
+from sgtheory.backends.conv.algos import ALGOS
+from sgtheory.backends.conv.chunked import CHUNK, conv1d_chunked, conv1d_weight_grad
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -81,7 +81,7 @@ def test_bf16_weight_gradient_is_summed_in_float32(monkeypatch, algo):
 def test_binary_input_is_saved_as_booleans_only_above_the_size_limit(monkeypatch, limit):
     """Spikes up to FLOAT_SAVE_BYTES are kept as they are, bigger ones as booleans; the
     gradients are the same either way."""
-    from sgtheory import conv
+    from sgtheory.backends.conv import chunked as conv
 
     monkeypatch.setattr(conv, "FLOAT_SAVE_BYTES", limit)
     gen = torch.Generator().manual_seed(0)

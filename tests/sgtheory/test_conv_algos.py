@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgtheory import conv_algos, fused
-from sgtheory.conv import conv1d_chunked, conv1d_weight_grad
-from sgtheory.conv_algos import ALGOS, CHUNK, FUNCTIONS, OPS, Geometry
+from sgtheory.backends.conv import algos as conv_algos
+from sgtheory.backends.conv.algos import ALGOS, CHUNK, FUNCTIONS, OPS, Geometry
+from sgtheory.backends.conv.chunked import conv1d_chunked, conv1d_weight_grad
+from sgtheory.backends.native import fused
 
 # (cin, lin, cout, k, stride, padding): the Randman layers, SHD-like strides, padding, a
 # layer with more output positions than taps (the other branch of the unfold adjoint), and

@@ -2,7 +2,7 @@
 computation on the CPU, torch's conv1d, and the binomial law of the escape-noise draws.
 
 Skipped where no CUDA device is available. In float32 the scans run in the Triton kernels
-of `sgtheory.triton_scan` where triton is installed (the last section tests them directly).
+of `sgtheory.backends.triton.scan` where triton is installed (the last section tests them directly).
 float32 comparisons run with cuDNN's TF32 convolutions switched off (they read only 10
 mantissa bits), so that they test the math and not TF32 rounding. The helpers take the
 device as an argument, so they can be tried on CPU.
@@ -17,8 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgtheory import random, triton_scan
-from sgtheory.conv import CHUNK, conv1d_chunked, conv1d_weight_grad
+from sgtheory import random
+from sgtheory.backends.conv.chunked import CHUNK, conv1d_chunked, conv1d_weight_grad
+from sgtheory.backends.triton import scan as triton_scan
 from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
 from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
 from sgtheory.losses import loss_fn

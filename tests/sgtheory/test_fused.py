@@ -7,8 +7,9 @@ import warnings
 import pytest
 import torch
 
-from sgtheory import fused, random
-from sgtheory.allocator import retain_freed_memory
+from sgtheory import random
+from sgtheory.backends.allocator import retain_freed_memory
+from sgtheory.backends.native import fused
 from sgtheory.neurons import _LIFScan, delay_in_time, lif_scan, lif_scan_reference
 from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, make_surrogate
 

@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from sgtheory import fused
+from sgtheory.backends.native import fused
 from sgtheory.errors import ConfigError
 from sgtheory.layers import ConvLIFLayer, DenseLIFLayer, Readout, SpikingNetwork, delay_in_time
 from sgtheory.neurons import lif_scan, lif_scan_reference, readout_scan

@@ -14,7 +14,8 @@ import pytest
 import torch
 from scipy import stats
 
-from sgtheory import fused, random
+from sgtheory import random
+from sgtheory.backends.native import fused
 from sgtheory.neurons import lif_scan, lif_scan_reference
 from sgtheory.spikes import ESCAPE_NOISES, SpikeFn, make_escape, make_surrogate
 
@@ -104,7 +105,7 @@ DRAW_KERNEL = """
 import triton
 import triton.language as tl
 
-from sgtheory import triton_scan
+from sgtheory.backends.triton import scan as triton_scan
 
 lane = triton_scan.kernels(True)._philox_lane
 BIAS = tl.constexpr(triton_scan.WORD_BIAS)

@@ -13,7 +13,9 @@ import types
 import pytest
 import torch
 
-from sgtheory import fused, random, spikes, triton_scan
+from sgtheory import random, spikes
+from sgtheory.backends.native import fused
+from sgtheory.backends.triton import scan as triton_scan
 from sgtheory.neurons import lif_scan, lif_scan_reference
 from sgtheory.spikes import KERNEL_FORMULAS, SG_GIVEN, SURROGATES, SpikeFn, make_escape
 

@@ -13,16 +13,11 @@ import time
 import pytest
 import torch
 
-from sgtheory import runfolder
-from sgtheory.cli import MARKER, is_marked, mark
-from sgtheory.errors import (
-    CheckpointError,
-    ConfigError,
-    NonFiniteError,
-    RunFolderError,
-    first_nonfinite,
-)
-from sgtheory.runfolder import RunFolder, changed_settings, exit_on_error, read_status
+from sgruns import folder as runfolder
+from sgruns.cli import MARKER, is_marked, mark
+from sgruns.errors import CheckpointError, RunFolderError
+from sgruns.folder import RunFolder, changed_settings, exit_on_error, read_status
+from sgtheory.errors import ConfigError, NonFiniteError, first_nonfinite
 
 SETTINGS = {"seed": 1, "lr": 0.01, "wandb": {"mode": "disabled"}, "threads": 1}
 
@@ -59,7 +54,7 @@ def test_second_holder_is_refused_with_folder_and_pid(tmp_path):
 def test_a_killed_holder_frees_the_folder_and_its_run_reads_interrupted(tmp_path):
     code = (
         "import sys, time\n"
-        "from sgtheory.runfolder import RunFolder\n"
+        "from sgruns.folder import RunFolder\n"
         "f = RunFolder(sys.argv[1]).acquire()\n"
         "f.resume({'seed': 1})\n"
         "f.write_results({'epochs_done': 0})\n"
@@ -510,7 +505,7 @@ def config_dir(tmp_path):
     ],
 )
 def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, message):
-    from sgtheory.cli import prepare
+    from sgruns.cli import prepare
 
     given = args[-1].startswith("hydra.run.dir=")
     run_dir = [] if given else [f"hydra.run.dir={tmp_path / 'run'}"]
@@ -520,7 +515,7 @@ def test_the_command_line_is_checked_before_hydra(config_dir, tmp_path, args, me
 
 
 def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
-    from sgtheory.cli import prepare, quote_paths
+    from sgruns.cli import prepare, quote_paths
 
     assert prepare(["seed=2", "method=b"], config_dir) == ["seed=2", "method=b"]  # runs/b
     (config_dir / "hydra" / "launcher").mkdir(parents=True)
@@ -557,7 +552,7 @@ def test_run_folders_on_the_command_line(config_dir, tmp_path, monkeypatch):
 
 
 def test_run_cli_reports_anything_escaping_as_one_line_and_exit_1(config_dir, capsys):
-    from sgtheory.cli import run_cli
+    from sgruns.cli import run_cli
 
     def interrupted_in_the_imports():
         raise KeyboardInterrupt

@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from test_conv_algos import GEOMETRIES, _assert_layout  # the same geometries
 
-from sgtheory import conv_algos, conv_kernels, fused
-from sgtheory.conv import conv1d_chunked
-from sgtheory.conv_algos import FUNCTIONS, Geometry
+from sgtheory.backends.conv import algos as conv_algos
+from sgtheory.backends.conv import sparse as conv_kernels
+from sgtheory.backends.conv.algos import FUNCTIONS, Geometry
+from sgtheory.backends.conv.chunked import conv1d_chunked
+from sgtheory.backends.native import fused
 
 pytestmark = pytest.mark.skipif(fused.library() is None, reason="no C compiler")
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from sgtheory import fused, random
+from sgtheory import random
+from sgtheory.backends.native import fused
 from sgtheory.errors import ConfigError
 from sgtheory.spikes import (
     ESCAPE_NOISES,

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from sgruns.records import resolve_device
+from sgruns.wandb_run import init_wandb
 from sgtheory.errors import ConfigError
-from sgtheory.runs import init_wandb, read_json, resolve_device, write_json_atomic
+from sgtheory.files import read_json, write_json_atomic
 from sgtheory.stats import cv_isi, fano_factor, firing_rate, interspike_intervals, window_counts
 
 
@@ -78,8 +80,8 @@ def test_device_and_wandb_settings(tmp_path):
 
 
 def test_seed_and_threads_follow_one_rule_in_both_experiments():
-    from sgtheory.errors import check_seed, check_threads
-    from sgtheory.threads import usable_cores
+    from sgruns.errors import check_seed, check_threads
+    from sgtheory.backends.threads import usable_cores
 
     assert check_seed("seed", 0) == 0 and check_seed("dataset.seed", 2**63 - 1) == 2**63 - 1
     for bad in (-1, 2**63, 1.0, True, "1", None):

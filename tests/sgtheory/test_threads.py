@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sgtheory.threads import default_threads, usable_cores
+from sgtheory.backends.threads import default_threads, usable_cores
 
 
 def test_default_threads_follow_the_affinity_mask(monkeypatch):

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgtheory import spikes, triton_scan
+from sgtheory import spikes
+from sgtheory.backends.triton import scan as triton_scan
 from sgtheory.neurons import lif_scan, lif_scan_reference
 from sgtheory.spikes import (
     ESCAPE_NOISES,
@@ -270,7 +271,8 @@ def test_interpreter_works_after_a_compiled_import():
         """
         import os
         import torch, triton
-        from sgtheory import spikes, triton_scan
+        from sgtheory import spikes
+        from sgtheory.backends.triton import scan as triton_scan
         from sgtheory.neurons import lif_scan
         from sgtheory.spikes import spike_fn_for_method
         compiled = triton_scan.kernels(False).lif_forward_flat

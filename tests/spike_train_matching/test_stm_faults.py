@@ -154,7 +154,7 @@ def test_a_full_disk_while_writing_the_chunk_files_is_one_error(tmp_path, tiny_p
     import errno
     import os
 
-    from sgtheory.errors import RunFolderError
+    from sgruns.errors import RunFolderError
 
     real = training.save_npy_atomic
 

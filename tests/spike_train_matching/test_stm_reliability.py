@@ -19,8 +19,9 @@ import pytest
 import torch
 from conftest import EXPERIMENTS, TINY, compose, run_cli, tiny_overrides
 
-from sgtheory.errors import CheckpointError, ConfigError, NonFiniteError
-from sgtheory.threads import usable_cores
+from sgruns.errors import CheckpointError
+from sgtheory.backends.threads import usable_cores
+from sgtheory.errors import ConfigError, NonFiniteError
 from stm import derived, memory, model, settings, training
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import sgsweeps as sweeps
-from sgsweeps import CollectError, collect_sweep, main, n_jobs_for, stats
+import sgruns.sweeps as sweeps
+from sgruns.sweeps import CollectError, collect_sweep, main, n_jobs_for, stats
 
 from .helpers import ROOT, load_collect_script, parse_summary
 
@@ -210,14 +210,14 @@ def test_launcher_presets_name_the_sweep_callback():
 
 
 def test_no_package_attribute_shadows_a_submodule():
-    """`sgsweeps.<name>` is the submodule for every submodule name (no function hides one)."""
+    """`sgruns.sweeps.<name>` is the submodule for every submodule name (no function hides one)."""
     import importlib
     import pkgutil
 
     names = [m.name for m in pkgutil.iter_modules(sweeps.__path__)]
     assert set(names) == {"figures", "folders", "launch", "summary"}
     for name in names:
-        assert getattr(sweeps, name) is importlib.import_module(f"sgsweeps.{name}"), name
+        assert getattr(sweeps, name) is importlib.import_module(f"sgruns.sweeps.{name}"), name
 
 
 def test_expand_overrides_is_the_product_of_the_sweeps():

@@ -13,7 +13,7 @@ How ``neurons.lif_scan`` chooses (float32 input, see `usable`):
   ``diff_reset``, with or without a recurrent convolution (any ``rec_delay``; one sample's
   channels x positions, padded to powers of two, at most MAX_BLOCK);
 * CUDA without Triton: the torch loop, after one warning; other shapes or dtypes: the loop;
-* CPU: the fused C kernels of ``sgtheory.fused`` (or the loop). Only under Triton's
+* CPU: the fused C kernels of ``sgtheory.backends.native.fused`` (or the loop). Only under Triton's
   interpreter (``TRITON_INTERPRET=1``, slow; for tests) do these kernels run on CPU tensors.
 
 Stochastic escape noise: the forward kernels draw each neuron-step's uniform themselves,
@@ -35,9 +35,9 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import random
-from .conv import conv1d_weight_grad
-from .spikes import ESC_STEP, SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE
+from sgtheory import random
+from sgtheory.backends.conv.chunked import conv1d_weight_grad
+from sgtheory.spikes import ESC_STEP, SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE
 
 ENV = "SGTHEORY_TRITON"
 KERNELS = Path(__file__).with_name("triton_kernels.py")

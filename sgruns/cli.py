@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import ConfigError, RunFolderError, one_line
+from sgruns.errors import RunFolderError, one_line
+from sgtheory.errors import ConfigError
 
 PROJECT = "surrogate-gradient-theory"
 MARKER = ".sgtheory-run"
@@ -595,8 +596,8 @@ def record_failure(run_dir: Path, cfg: Any, err: BaseException, experiment: str)
     folders that already hold results or other files are left as they are."""
     from omegaconf import OmegaConf
 
-    from .errors import RunFolderError, one_line
-    from .runs import write_json_atomic
+    from sgruns.errors import RunFolderError, one_line
+    from sgtheory.files import write_json_atomic
 
     if isinstance(err, RunFolderError) or (run_dir / "results.json").exists():
         return

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sgtheory.runfolder import read_status
-
-from .launch import COMPLETED, JOB_STATUS
+from sgruns.folder import read_status
+from sgruns.sweeps.launch import COMPLETED, JOB_STATUS
 
 if TYPE_CHECKING:
-    from .summary import Group
+    from sgruns.sweeps.summary import Group
 
 RESULTS = "results.json"
 STATUS = "status.json"  # written by the Spike_train_matching runner

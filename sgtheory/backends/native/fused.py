@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from . import random
-from .spikes import ESC_STEP, SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
+from sgtheory import random
+from sgtheory.spikes import ESC_STEP, SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE
 
 SOURCE = Path(__file__).with_name("csrc") / "lif_scan.c"
 SPARSE_SOURCE = SOURCE.with_name("spike_conv.c")  # sparse-input convolution (conv_kernels)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .summary import Group, finite, stats
+from sgruns.sweeps.summary import Group, finite, stats
 
 
 def _band(ax: Any, curves: list[np.ndarray], label: str, color: Any, **kw: Any) -> None:

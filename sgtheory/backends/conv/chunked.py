@@ -2,7 +2,7 @@
 
 A layer's feedforward convolution runs once over batch x time samples (e.g. 400 x 100 =
 40,000 for the Randman network). Its forward, input gradient and weight gradient each run
-by the algorithm that `sgtheory.conv_algos` measured fastest for that shape and memory
+by the algorithm that `sgtheory.backends.conv.algos` measured fastest for that shape and memory
 layout on this CPU (oneDNN over chunks of samples, im2col + matrix product, one dense
 banded matrix product, on channels-last data a matrix product per output position, or,
 for the forward and the weight gradient of a sparse input such as spikes, a C kernel that
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from . import conv_algos
-from .conv_algos import CHUNK, Geometry
+from sgtheory.backends.conv import algos as conv_algos
+from sgtheory.backends.conv.algos import CHUNK, Geometry
 
 __all__ = ["CHUNK", "conv1d_chunked", "conv1d_weight_grad"]
 
@@ -92,6 +92,6 @@ def conv1d_chunked(
     `binary` says whether x holds only 0 and 1 (spikes), which are then saved as booleans;
     None checks it (one pass over x). Pass True only when x is sure to be binary.
     `channels_last`: return the result stored as (samples, positions, channels) (see
-    `sgtheory.conv_algos`); x may come in either layout, and its gradient returns in x's.
+    `sgtheory.backends.conv.algos`); x may come in either layout, and its gradient returns in x's.
     """
     return _Conv1d.apply(x, weight, int(stride), int(padding), binary, bool(channels_last))

@@ -4,7 +4,7 @@ A tools package beside the core library `sgtheory`, which knows nothing of Hydra
 
 - `launch`: the launcher presets' resolvers (`sgt.n_jobs`, `sgt.cpus`) and `SweepCallback`,
   which writes `job_status.json` into each run folder. Importing this package registers the
-  resolvers, so the presets' `_target_: sgsweeps.SweepCallback` is enough.
+  resolvers, so the presets' `_target_: sgruns.sweeps.SweepCallback` is enough.
 - `folders`: finding and reading run folders, and the jobs a multirun.yaml asked for.
 - `summary`: grouping runs that differ only in seed, mean and spread per group, summary.csv /
   summary.md and the problems report; `collect_sweep(folder, experiment)` does all of it and
@@ -15,8 +15,8 @@ What to read from an experiment's results.json lives with the experiment, in
 `Classification/collect.py` and `Spike_train_matching/collect.py`, as an `Experiment`.
 """
 
-from .figures import curve_figure, layer_bar_figure
-from .folders import (
+from sgruns.sweeps.figures import curve_figure, layer_bar_figure
+from sgruns.sweeps.folders import (
     RESULTS,
     STATUS,
     CollectError,
@@ -31,7 +31,7 @@ from .folders import (
     load_run,
     nested_get,
 )
-from .launch import (
+from sgruns.sweeps.launch import (
     COMPLETED,
     JOB_STATUS,
     SweepCallback,
@@ -40,7 +40,7 @@ from .launch import (
     register_resolvers,
     usable_cores,
 )
-from .summary import (
+from sgruns.sweeps.summary import (
     SUMMARY_CSV,
     SUMMARY_MD,
     Group,

@@ -1,6 +1,7 @@
-"""What every run shares: generators, device choice, atomic files, checkpoints, wandb, versions.
+"""Atomic files: readers see the old content or the new, never half a file.
 
-The run-folder life cycle (lock, status, resume, failure) built on these is in `runfolder`.
+Every result, record and checkpoint is written to a temporary file beside its target and
+renamed into place; several files can be replaced together (`atomic_write_many`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,7 @@ import contextlib
 import io
 import json
 import os
-import platform
-import re
-import shlex
 import signal
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,32 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from .errors import CheckpointError, ConfigError
-
-WANDB_MODES = ("offline", "online", "disabled")
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn a `device` setting ('cpu', 'cuda', 'cuda:1') into a torch.device, or raise."""
-    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", name) if isinstance(name, str) else None
-    if match is None or (match[1] == "cpu" and match[2] not in (None, "0")):
-        raise ConfigError(f"device={name!r} is not valid; choose one of: cpu, cuda, cuda:<index>")
-    if match[1] == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} was asked for but no CUDA device is available; use cpu")
-    if match[1] == "cuda" and match[2] is not None and int(match[2]) >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device={name!r} is not valid; this machine has {torch.cuda.device_count()} CUDA "
-            f"device(s): cuda:0..cuda:{torch.cuda.device_count() - 1}"
-        )
-    return torch.device(name)
-
-
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch.Generator on `device`, seeded with `seed`: the only source of random draws."""
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(int(seed))
-    return gen
 
 
 def _umask() -> int:
@@ -179,112 +150,3 @@ def save_atomic(path: str | Path, state: dict) -> None:
 def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
     """np.save `array` atomically."""
     _atomic_write(Path(path), lambda fh: np.save(fh, np.asarray(array)))
-
-
-def load_checkpoint(path: str | Path) -> dict | None:
-    """Load a checkpoint written by `save_atomic`, or None if there is none.
-
-    A file that cannot be read back as a dict (emptied, truncated, not a checkpoint) raises
-    CheckpointError naming the file and how to start afresh.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for damaged files
-        raise CheckpointError(_damaged(path, f"{type(err).__name__}: {err}")) from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(_damaged(path, f"it holds a {type(ckpt).__name__}, not a dict"))
-    return ckpt
-
-
-def _damaged(path: Path, why: str) -> str:
-    why = " ".join(why.split())[:200]
-    folder = path.parent
-    return (
-        f"checkpoint={path} cannot be read ({why}); to start afresh, move the run aside: "
-        f"mv {shlex.quote(str(folder))} {shlex.quote(str(folder))}.old"
-    )
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, the main libraries and (if available) the git commit."""
-    from . import __version__
-
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "sgtheory": __version__,
-    }
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        if commit.returncode == 0:
-            info["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-class _NoWandb:
-    """Stand-in when wandb is disabled: same calls, nothing happens."""
-
-    dir = None
-
-    def log(self, *args, **kwargs) -> None:
-        pass
-
-    def finish(self, *args, **kwargs) -> None:
-        pass
-
-
-def init_wandb(
-    mode: str = "offline",
-    project: str = "surrogate-gradient-theory",
-    entity: str | None = None,
-    run_dir: str | Path = ".",
-    config: dict | None = None,
-    name: str | None = None,
-    resume_id: str | None = None,
-):
-    """Start a wandb run: offline by default (no account, no network), inside `run_dir`.
-
-    `mode` is 'offline' (files under run_dir/wandb, sync later with `wandb sync`),
-    'online' (needs login and network) or 'disabled' (returns a no-op stand-in).
-    """
-    if mode not in WANDB_MODES:
-        raise ConfigError(
-            f"wandb.mode={mode!r} is not valid; choose one of: {', '.join(WANDB_MODES)}"
-        )
-    if mode == "disabled":
-        return _NoWandb()
-    import wandb
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    kwargs = dict(
-        mode=mode,
-        project=project,
-        entity=entity,
-        dir=str(run_dir),
-        config=config or {},
-        name=name,
-        settings=wandb.Settings(console="off", x_disable_stats=True),
-    )
-    if resume_id:
-        kwargs.update(id=resume_id, resume="allow")
-    try:
-        return wandb.init(**kwargs)
-    except Exception as err:  # wandb's own errors: no login, no network, a refused name
-        raise ConfigError(
-            f"wandb.mode={mode}: wandb could not start ({' '.join(str(err).split())[:300]}); "
-            "check wandb.project and wandb.entity, or use wandb.mode=offline or disabled"
-        ) from None

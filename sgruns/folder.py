@@ -66,7 +66,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from .cli import (
+from sgruns.cli import (
     MARKER,
     RUN_FILES,
     foreign_entries,
@@ -75,20 +75,13 @@ from .cli import (
     refuse_foreign,
     remove_temp_files,
 )
-from .errors import (
-    CheckpointError,
-    ConfigError,
-    NonFiniteError,
-    RunFolderError,
-    first_nonfinite,
-    one_line,
-)
-from .runs import (
-    _damaged,
+from sgruns.errors import CheckpointError, RunFolderError, one_line
+from sgruns.records import _damaged, load_checkpoint
+from sgruns.wandb_run import init_wandb
+from sgtheory.errors import ConfigError, NonFiniteError, first_nonfinite
+from sgtheory.files import (
     atomic_write_many,
-    init_wandb,
     json_writer,
-    load_checkpoint,
     signals_deferred,
     torch_writer,
     write_json_atomic,

@@ -118,7 +118,7 @@ def _job_error(job_return: JobReturn) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from sgtheory.runs import write_json_atomic
+    from sgtheory.files import write_json_atomic
 
     write_json_atomic(path, obj)
 

@@ -5,7 +5,7 @@ for the Randman network), with few channels and positions per sample. Which algo
 fastest for such shapes depends on the CPU: on an AVX2 machine oneDNN's convolution
 backward took 2-3x the time of a matrix product of the same FLOPs, on an AVX-512 one much
 less. So every operation (``forward``, ``input_grad``, ``weight_grad``) of every layer shape
-and memory layout is timed once per machine with each candidate of `sgtheory.conv_kernels`
+and memory layout is timed once per machine with each candidate of `sgtheory.backends.conv.sparse`
 (oneDNN, unfold, banded, on channels-last data positions, and in float32 sparse), and the
 fastest is kept on disk. All of them equal ``F.conv1d`` and its gradients up to float
 rounding (tested).
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 
-from .conv_kernels import (
+from sgtheory.backends.conv.sparse import (
     ALGOS,
     CHUNK,
     FUNCTIONS,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .folders import (
+from sgruns.sweeps.folders import (
     CollectError,
     Experiment,
     Run,
@@ -32,7 +32,7 @@ from .folders import (
     group_overrides,
     is_run_control,
 )
-from .launch import COMPLETED
+from sgruns.sweeps.launch import COMPLETED
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"

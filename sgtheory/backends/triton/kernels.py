@@ -1,6 +1,6 @@
 """Triton kernels of the LIF scan: forward and adjoint, one launch per layer and direction.
 
-Not imported directly: ``sgtheory.triton_scan`` loads this file once per mode (compiled for
+Not imported directly: ``sgtheory.backends.triton.scan`` loads this file once per mode (compiled for
 CUDA, or run by Triton's interpreter under TRITON_INTERPRET=1) into a module of its own, so
 the mode does not depend on when triton was first imported. For the same reason the kernels
 use only Triton's builtins, none of its @jit library functions (such as tl.zeros), which

@@ -1,4 +1,4 @@
-"""The algorithms that `sgtheory.conv_algos` chooses among for a 1-D convolution and its two
+"""The algorithms that `algos` chooses among for a 1-D convolution and its two
 gradients, over (samples, channels, positions) tensors in either memory layout.
 
 Layouts. A tensor shaped (samples, channels, positions) is *standard* when contiguous and
@@ -36,7 +36,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from . import fused
+from sgtheory.backends.native import fused
 
 ALGOS = ("onednn", "unfold", "banded", "positions", "sparse")
 CHUNK = 512  # samples per oneDNN call: oneDNN is slower on one call over 10^5 samples
