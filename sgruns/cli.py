@@ -571,17 +571,21 @@ def run_cli(
     config_dir: str | Path,
     run_files: Iterable[str] = (),
     argv: Sequence[str] | None = None,
+    register: Callable[[], None] | None = None,
 ) -> None:
     """Run Hydra `app` for the command line `argv` (default: sys.argv[1:]), every failure
     before, inside or after it one line `error: ...` and exit status 1.
 
     `config_dir`: the app's config folder; `run_files`: names the experiment writes into a
-    run folder besides `RUN_FILES`. Hydra's own exceptions reach here (HYDRA_FULL_ERROR=1)
+    run folder besides `RUN_FILES`; `register`: stores the experiment's structured config
+    (its schema) in Hydra's ConfigStore, before the command line is composed. Hydra's own exceptions reach here (HYDRA_FULL_ERROR=1)
     instead of being printed by Hydra over several lines.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        if register is not None:
+            register()
         sys.argv[1:] = prepare(args, config_dir, run_files)
         app()
     except SystemExit:
