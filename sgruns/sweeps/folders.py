@@ -17,15 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from sgruns.folder import read_status
 from sgruns.sweeps.launch import COMPLETED, JOB_STATUS
-
-if TYPE_CHECKING:
-    from sgruns.sweeps.summary import Group
 
 RESULTS = "results.json"
 STATUS = "status.json"  # written by the Spike_train_matching runner
@@ -102,6 +99,29 @@ class Run:
     def group_key(self) -> tuple:
         """What runs of one group share: method, config name and overrides minus seed."""
         return (self.method, self.config_name or "config", tuple(sorted(group_overrides(self))))
+
+
+@dataclass
+class Group:
+    """Runs that differ only in seed (and run-control settings); `summary.group_runs` makes them."""
+
+    key: tuple
+    runs: list[Run]
+    mixed: list[str] = field(default_factory=list)
+    common: frozenset[str] = frozenset()  # overrides every group shares (shown once)
+
+    @property
+    def label(self) -> str:
+        """Method plus the group's overrides that are not shared by every group of the sweep."""
+        method, config_name, overrides = self.key
+        extra = [] if config_name == "config" else [f"--config-name={config_name}"]
+        extra += [o for o in overrides if o not in self.common]
+        return method + (f" [{', '.join(extra)}]" if extra else "")
+
+    @property
+    def completed(self) -> list[Run]:
+        """The group's completed runs (the ones that enter means and figures)."""
+        return [r for r in self.runs if r.status == COMPLETED]
 
 
 def _parse_scalar(text: str) -> Any:
@@ -349,6 +369,7 @@ __all__ = [
     "STATUS",
     "CollectError",
     "Experiment",
+    "Group",
     "Run",
     "collect_runs",
     "expand_overrides",

@@ -17,7 +17,6 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 from sgruns.sweeps.folders import (
     CollectError,
     Experiment,
+    Group,
     Run,
     collect_runs,
     flatten,
@@ -36,29 +36,6 @@ from sgruns.sweeps.launch import COMPLETED
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
-
-
-@dataclass
-class Group:
-    """Runs that differ only in seed (and run-control settings)."""
-
-    key: tuple
-    runs: list[Run]
-    mixed: list[str] = field(default_factory=list)
-    common: frozenset[str] = frozenset()  # overrides every group shares (shown once)
-
-    @property
-    def label(self) -> str:
-        """Method plus the group's overrides that are not shared by every group of the sweep."""
-        method, config_name, overrides = self.key
-        extra = [] if config_name == "config" else [f"--config-name={config_name}"]
-        extra += [o for o in overrides if o not in self.common]
-        return method + (f" [{', '.join(extra)}]" if extra else "")
-
-    @property
-    def completed(self) -> list[Run]:
-        """The group's completed runs (the ones that enter means and figures)."""
-        return [r for r in self.runs if r.status == COMPLETED]
 
 
 def group_runs(runs: Iterable[Run]) -> list[Group]:
