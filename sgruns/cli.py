@@ -27,6 +27,7 @@ directory, an experiment's source folder, a user's notes) is refused, never empt
 
 from __future__ import annotations
 
+import copy
 import difflib
 import errno
 import json
@@ -333,8 +334,18 @@ def _leaf_keys(tree: Any, prefix: str = "") -> list[str]:
     return [prefix[:-1]]
 
 
-def _composition_error(err: Exception, parsed: Sequence[Any], config_dir: Path, base: Any):
-    """A ConfigError naming the override Hydra could not apply."""
+def _composition_error(
+    err: Exception,
+    parsed: Sequence[Any],
+    config_dir: Path,
+    base: Any,
+    typed: dict[str, str] | None = None,
+) -> ConfigError:
+    """A ConfigError naming the override Hydra could not apply.
+
+    `base`: the config composed with the group choices only (it gives the settings' names and,
+    with a structured config, their types); `typed`: each override's value as the user typed it.
+    """
     text = str(err)
     by_key = {o.key_or_group: o for o in parsed}
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
@@ -342,31 +353,226 @@ def _composition_error(err: Exception, parsed: Sequence[Any], config_dir: Path, 
         group, option = missing.groups()
         choices = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
         return ConfigError(f"{group}={option} is not valid; choose one of: {', '.join(choices)}")
+    refused = schema_error(err, parsed, base, typed)
+    if refused is not None:
+        return refused
     over = re.search(
         r"Could not (?:override|append to config|delete from config)[^']*'([^']+)'", text
     )
     if over and over.group(1) in by_key:
         key = over.group(1)
         arg = by_key[key].input_line.lstrip("+~")
-        keys = []
-        if base is not None:
-            from omegaconf import OmegaConf
-
-            tree = OmegaConf.to_container(base, resolve=False)
-            keys = [k for k in _leaf_keys(tree) if not k.startswith("hydra.")]
+        keys = _setting_names(base)
         if key in keys and by_key[key].input_line.startswith("~"):
             return ConfigError(
                 f"{by_key[key].input_line} is not valid: it removes a setting the experiment "
                 f"needs; set it instead ({key}=<value>)"
             )
-        close = difflib.get_close_matches(key, keys, n=3)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        return ConfigError(
-            f"{arg} is not a setting of this experiment; {hint}the settings and their "
-            f"defaults are in {config_dir}"
-        )
+        inner = getattr(err.__cause__, "full_key", None) or key
+        if inner != key and inner.startswith(f"{key}."):  # a mapping with an unknown member
+            given = arg.partition("=")[2]
+            return ConfigError(
+                f"{key}={given} is not valid: {inner} is not a setting of this experiment; the "
+                f"settings and their defaults are in {config_dir}"
+            )
+        return _not_a_setting(arg, key, keys, config_dir)
     cause = f" ({one_line(err.__cause__)})" if err.__cause__ is not None else ""
     return ConfigError(f"{one_line(err)}{cause}")
+
+
+def _setting_names(cfg: Any) -> list[str]:
+    """The dotted names of the settings of `cfg` (Hydra's own left out)."""
+    if cfg is None:
+        return []
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    return [k for k in _leaf_keys(tree) if not k.startswith("hydra.")]
+
+
+def _not_a_setting(arg: str, key: str, keys: Sequence[str], config_dir: Path) -> ConfigError:
+    close = difflib.get_close_matches(key, keys, n=3)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return ConfigError(
+        f"{arg} is not a setting of this experiment; {hint}the settings and their "
+        f"defaults are in {config_dir}"
+    )
+
+
+# ---------------------------------------------------------------------- structured configs
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+PLURALS = {int: "integers", float: "numbers", bool: "true/false values", str: "strings"}
+
+
+def _kind(hint: Any, plural: bool = False) -> str:
+    """What a type hint of a structured config allows, in words ("an integer", ...)."""
+    import types
+    import typing
+
+    words = PLURALS if plural else TYPE_WORDS
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if set(args) <= {int, float}:
+            return words[float]
+        return " or ".join(_kind(a, plural) for a in args)
+    if origin in (list, tuple):
+        inner = f" of {_kind(args[0], plural=True)}" if args and args[0] is not typing.Any else ""
+        return f"lists{inner}" if plural else f"a list{inner}"
+    if origin is dict or hint is dict:
+        return "groups of settings" if plural else "a group of settings"
+    if hint in words:
+        return words[hint]
+    name = getattr(hint, "__name__", str(hint))
+    return f"values of type {name}" if plural else f"a value of type {name}"
+
+
+def allowed(cfg: Any, key: str) -> str | None:
+    """What setting `key` of structured config `cfg` allows ("an integer or null"), or None
+    where `cfg` does not type it."""
+    node = _node(cfg, key)
+    if node is None or node._metadata.ref_type is Any:
+        return None
+    what = _kind(node._metadata.ref_type)
+    return f"{what} or null" if node._metadata.optional else what
+
+
+def schema_error(
+    err: BaseException,
+    parsed: Sequence[Any] = (),
+    base: Any = None,
+    typed: dict[str, str] | None = None,
+) -> ConfigError | None:
+    """The one-line ConfigError for a value the structured config refused (wrong type), or
+    None for any other failure. Names the setting and the value as typed (from `parsed` and
+    `typed`), and what the setting allows (from `base`'s types)."""
+    from omegaconf.errors import ValidationError
+
+    cause = err if isinstance(err, ValidationError) else err.__cause__
+    if not isinstance(cause, ValidationError):
+        return None
+    typed = typed or {}
+    merging = re.search(r"Error merging override (.+)", str(err).splitlines()[0])
+    line = merging.group(1).strip() if merging else None
+    found = [o for o in parsed if o.input_line == line] if line else []
+    if found:
+        key = found[0].key_or_group.lstrip("+")
+        value = typed.get(key, found[0].input_line.partition("=")[2])
+    elif line is not None:
+        key, _, value = line.lstrip("+").partition("=")
+    else:
+        key = str(cause.full_key or cause.key)
+        value = _shown(cause.value)
+    what = allowed(base, key) if base is not None else None
+    if what is None:
+        first = (str(cause).splitlines() or [type(cause).__name__])[0]
+        return ConfigError(f"{key}={value} is not valid ({first})")
+    return ConfigError(f"{key}={value} is not valid; it must be {what}")
+
+
+def _shown(value: Any) -> str:
+    """A value as a user would type it on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return str(value)
+
+
+def unknown_settings(cfg: Any) -> list[str]:
+    """Dotted names in `cfg` that its structured config does not have (settings added with
+    `+`/`++`, which Hydra lets into a typed config); [] where nothing is typed."""
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        kind = OmegaConf.get_type(node)
+        fields = (
+            {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+        )
+        out = []
+        for key in node.keys():
+            name = f"{prefix}{key}"
+            if name == "hydra":
+                continue
+            if fields is not None and key not in fields:
+                out.append(name)
+                continue
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+                out += walk(child, f"{name}.")
+        return out
+
+    return walk(cfg, "")
+
+
+def _node(cfg: Any, key: str) -> Any:
+    """The node of setting `key` in `cfg` (its type and flags), or None if it has none."""
+    from omegaconf import DictConfig, OmegaConf
+
+    parent_key, _, last = key.rpartition(".")
+    try:
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        return parent._get_node(last) if isinstance(parent, DictConfig) else None
+    except Exception:  # noqa: BLE001 - not a setting of `cfg`
+        return None
+
+
+def _check_types(
+    parsed: Sequence[Any], cfg: Any, base: Any, typed: dict[str, str], config_dir: Path
+) -> None:
+    """ConfigError for a setting the structured config lacks (added with `+`/`++`), for a
+    sweep's value of the wrong type (the first value of each sweep was composed already),
+    and for a value OmegaConf would convert where a typed config asks for true/false or a
+    string (`sigm=1`, `device=3`: refused as typed, not read as true or as "3")."""
+    from omegaconf import BooleanNode, OmegaConf, StringNode
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+    unknown = unknown_settings(cfg)
+    if unknown:
+        name = unknown[0]
+        value = typed.get(name)
+        if value is None:
+            value = _shown(OmegaConf.select(cfg, name, throw_on_missing=False))
+        raise _not_a_setting(f"{name}={value}", name, _setting_names(base), config_dir)
+    trial = None
+    for o in parsed:
+        key = o.key_or_group.lstrip("+")
+        if o.type.name == "DEL" or key.startswith("hydra") or (config_dir / key).is_dir():
+            continue
+        node = _node(base, key)
+        if o.is_sweep_override():
+            try:
+                pairs = list(zip(o.sweep_iterator(), o.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - a sweep without values (intervals): Hydra's
+                continue
+        else:
+            pairs = [(o.value(), typed.get(o.key_or_group, o.input_line.partition("=")[2]))]
+        for value, text in pairs:
+            wrong = (isinstance(node, BooleanNode) and not isinstance(value, bool)) or (
+                isinstance(node, StringNode) and not isinstance(value, str)
+            )
+            if wrong and not (value is None and node._metadata.optional):
+                raise ConfigError(f"{key}={text} is not valid; it must be {allowed(base, key)}")
+            if not o.is_sweep_override():
+                continue
+            if trial is None:
+                trial = copy.deepcopy(cfg)
+            try:
+                OmegaConf.update(trial, key, value, merge=True)
+            except ValidationError:
+                what = allowed(base, key)
+                raise ConfigError(
+                    f"{key}={text} is not valid (a value of the sweep {o.input_line}); it must "
+                    f"be {what}"
+                    if what
+                    else f"{key}={text} is not valid (a value of the sweep {o.input_line})"
+                ) from None
+            except OmegaConfBaseException:
+                continue  # a key Hydra adds (`+`): refused above if the config is typed
 
 
 def _check_shapes(parsed: Sequence[Any], base: Any, config_dir: Path) -> None:
@@ -494,20 +700,21 @@ def prepare(
     from omegaconf.errors import OmegaConfBaseException
 
     first = _first_values(parsed)
-    try:
-        base = _compose(config_dir, name, groups)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise _composition_error(err, parsed, config_dir, None) from None
-    try:
-        cfg = _compose(config_dir, name, first)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise _composition_error(err, parsed, config_dir, base) from None
-    _check_shapes(parsed, base, config_dir)
     typed = {
         o.key_or_group: as_typed.get(o.key_or_group, o.input_line.partition("=")[2])
         for o in parsed
         if not o.is_sweep_override()
     }
+    try:
+        base = _compose(config_dir, name, groups)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _composition_error(err, parsed, config_dir, None, typed) from None
+    _check_shapes(parsed, base, config_dir)
+    try:
+        cfg = _compose(config_dir, name, first)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise _composition_error(err, parsed, config_dir, base, typed) from None
+    _check_types(parsed, cfg, base, typed, config_dir)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     found = _folder_setting(cfg, key, typed)
     if found is not None:
@@ -549,6 +756,9 @@ def describe(err: BaseException) -> str:
         return f"{where}{err.strerror or one_line(err)} ({name})"
     if isinstance(err, MemoryError):
         return "out of memory (MemoryError); use smaller sizes"
+    refused = schema_error(err)
+    if refused is not None:
+        return one_line(refused)
     if name in ("ConfigCompositionException", "MissingConfigException", "OverrideParseException"):
         cause = f" ({one_line(err.__cause__)})" if err.__cause__ is not None else ""
         return f"{one_line(err)}{cause}"
@@ -578,8 +788,9 @@ def run_cli(
 
     `config_dir`: the app's config folder; `run_files`: names the experiment writes into a
     run folder besides `RUN_FILES`; `register`: stores the experiment's structured config
-    (its schema) in Hydra's ConfigStore, before the command line is composed. Hydra's own exceptions reach here (HYDRA_FULL_ERROR=1)
-    instead of being printed by Hydra over several lines.
+    (its schema) in Hydra's ConfigStore, before the command line is composed. Hydra's own
+    exceptions reach here (HYDRA_FULL_ERROR=1) instead of being printed by Hydra over several
+    lines.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -16,16 +16,17 @@ from sgruns.errors import CheckpointError, RunFolderError, one_line
 from sgruns.folder import RunFolder
 from sgruns.records import resolve_device, versions
 from sgtheory.backends.allocator import retain_freed_memory
+from sgtheory.backends.threads import default_threads
 from sgtheory.errors import ConfigError, NonFiniteError
 from sgtheory.files import read_json
 from sgtheory.optim import make_optimizer
 
 from . import checkpoint, plots
+from .checks import check
 from .data import Data, load_data, shd_paths
 from .metrics import evaluate, run_same, variability
-from .model import beta_at, build_network, spike_fns
+from .model import NetworkShape, beta_at, build_network, init_settings, network_shape, spike_fns
 from .seeds import generator, layer_generators
-from .settings import init_settings, nb_threads, validate
 from .training import regularizers, train_epoch
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,15 @@ ADDED_KEYS = {
 HISTORY_KEYS = ("train_loss", "train_acc", "train_reg", "valid_loss", "valid_acc", "beta")
 
 
-class Run:
-    """Everything one run holds: config, data, network, optimiser, generators, records."""
+class TrainingRun:
+    """Everything one training run holds: config, data, network, optimiser, generators,
+    records; its methods are the run's phases (train, test, figures)."""
 
-    def __init__(self, cfg: Any, folder: RunFolder, geo: Any, shd: dict[str, Path] | None):
-        self.cfg, self.folder, self.run_dir, self.geo = cfg, folder, folder.path, geo
-        torch.set_num_threads(nb_threads(cfg.threads))
+    def __init__(
+        self, cfg: Any, folder: RunFolder, shape: NetworkShape, shd: dict[str, Path] | None
+    ):
+        self.cfg, self.folder, self.run_dir, self.shape = cfg, folder, folder.path, shape
+        torch.set_num_threads(default_threads(cfg.threads))
         self.device = resolve_device(cfg.device)
         if self.device.type == "cpu":
             retain_freed_memory()  # big activations without page faults: 2x faster steps
@@ -69,7 +73,7 @@ class Run:
             "shuffle": [generator(cfg.seed, "shuffle")],
         }
         fns = spike_fns(cfg, cfg.method.name, self.gens["train_spikes"])
-        self.net = build_network(cfg, self.geo, fns, generator(cfg.seed, "init")).to(self.device)
+        self.net = build_network(cfg, self.shape, fns, generator(cfg.seed, "init")).to(self.device)
         self.optimizer = make_optimizer(cfg.optimizer, self.net.parameters(), cfg.method.lr)
         self.history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
         self.stats: list[dict[str, Any]] = []
@@ -458,10 +462,11 @@ def run_experiment(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     A failure during training (NonFiniteError, a full disk, ...) is recorded in results.json
     (status failed; results and checkpoint of the last saved epoch) and then raised.
     """
-    geo = validate(cfg)
+    check(cfg)
+    shape = network_shape(cfg)
     shd = shd_paths(cfg) if cfg.dataset.name == "shd" else None  # missing files: fail now
     with RunFolder(run_dir, experiment="classification") as folder:
-        run = Run(cfg, folder, geo, shd)
+        run = TrainingRun(cfg, folder, shape, shd)
         done = run.completed_results()
         if done is not None:  # a rerun of a completed run: its record stays as it is
             log.info("%s holds this run, completed; nothing to do", run.run_dir)

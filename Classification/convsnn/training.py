@@ -15,7 +15,10 @@ from sgtheory.losses import accuracy, loss_fn
 from sgtheory.regularizers import ActivityRegularizer, total_penalty
 
 from .data import Split, mean_over_batches
-from .settings import REGULARIZER_TERMS, init_settings
+from .model import init_settings
+
+# regulariser term -> (bound, order) of its penalty on the hidden layers' spike counts
+REGULARIZER_TERMS = {"upper_l2": ("upper", 2), "lower_l1": ("lower", 1), "lower_l2": ("lower", 2)}
 
 
 def regularizers(cfg: Any) -> list[ActivityRegularizer]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convsnn.schema import register  # light: the types of the settings, no torch
 from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_stork"
@@ -62,4 +63,4 @@ def app() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(app, CONFIG_DIR)
+    run_cli(app, CONFIG_DIR, register=register)

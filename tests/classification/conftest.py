@@ -50,8 +50,31 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from convsnn.schema import register
+
+    register()
+
     def make(*overrides: str, config_name: str = "config"):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(config_name=config_name, overrides=list(overrides))
 
     return make
+
+
+@pytest.fixture
+def refused(tmp_path):
+    """refused(*args) -> the message of the ConfigError the command line `args` stops with
+    before any work (as deep_convSNN.py reads it: schema registered, Hydra's composition)."""
+    from convsnn.schema import register
+    from sgruns.cli import prepare
+    from sgtheory.errors import ConfigError
+
+    register()
+
+    def message(*args: str) -> str:
+        with pytest.raises(ConfigError) as err:
+            prepare([*args, f"hydra.run.dir={tmp_path / 'run'}"], CONFIG_DIR)
+        assert not (tmp_path / "run").exists()
+        return str(err.value)
+
+    return message

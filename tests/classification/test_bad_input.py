@@ -40,24 +40,9 @@ CASES = [
     ("p0=1.5", "p0=1.5 is not valid; it must lie in (0, 1]"),
     ("alpha=2", "alpha=2 is not valid; it must lie in [0, 1]"),
     ("fano.repeats=1", "fano.repeats=1 is not valid; it must be >= 2"),
-    # wrong types: one line naming setting and value, never a comparison's TypeError
-    ("regularizer.upper_l2.strength=abc", "regularizer.upper_l2.strength='abc' is not valid; it"),
-    ("fano.sample_index=abc", "fano.sample_index='abc' is not valid; it must be an integer"),
-    ("seed=abc", "seed='abc' is not valid; it must be an integer"),
-    ("batch_size=1.5", "batch_size=1.5 is not valid; it must be an integer"),
-    ("nb_epochs=true", "nb_epochs=True is not valid; it must be an integer"),
-    ("tau_mem=abc", "tau_mem='abc' is not valid; it must be a finite number"),
     ("tau_mem=nan", "tau_mem=nan is not valid; it must be a finite number"),
     ("beta=inf", "beta=inf is not valid; it must be a finite number"),
-    ("sigm=1", "sigm=1 is not valid; it must be true or false"),
-    ("threads=abc", "threads='abc' is not valid; it must be an integer or null"),
-    ("tau_readout=abc", "tau_readout='abc' is not valid; it must be a finite number or null"),
-    ("wandb.entity=5", "wandb.entity=5 is not valid; it must be a string or null"),
-    ("device=3", "device=3 is not valid; it must be a string"),
-    ("dataset.split=abc", "dataset.split='abc' is not valid; it must be a list"),
-    ("dataset.nb_filters=5", "dataset.nb_filters=5 is not valid; it must be a list"),
-    ("dataset.split=[0.8,0.1,abc]", "dataset.split=[0.8, 0.1, 'abc'] is not valid"),
-    ("regularizer.lower_l1.dims=abc", "regularizer.lower_l1.dims='abc' is not valid; it must be"),
+    ("dataset.nu=-inf", "dataset.nu=-inf is not valid; it must be a finite number"),
     ("regularizer.upper_l2.strength=-1", "regularizer.upper_l2.strength=-1 is not valid"),
     # annealing: checked for every epoch before training, not when training gets there
     (
@@ -69,9 +54,6 @@ CASES = [
     ("anneal=true anneal_start=-1", "anneal_start=-1 is not valid; it must be >= 0"),
 ]
 CASES += [
-    # settings that are not settings (Hydra's `+`/`++` add them; they would be ignored)
-    ("+foo=1", "foo=1 is not a setting of this experiment"),
-    ("++dataset.nb_sample=3", "dataset.nb_sample=3 is not a setting of this experiment; did you"),
     ("regularizer.upper_l2.dims=[5]", "regularizer.upper_l2.dims=[5] is not valid; give dims"),
     ("threads=100000", "threads=100000 is not valid: this process may run on"),
 ]
@@ -89,7 +71,6 @@ CASES += [
     ("seed=-1", "seed=-1 is not valid; it must be an integer from 0 to 2**63 - 1"),
     ("dataset.seed=-1", "dataset.seed=-1 is not valid; it must be an integer from 0"),
     ("seed=9223372036854775808", "seed=9223372036854775808 is not valid; it must be an integer"),
-    ("seed=1.0", "seed=1.0 is not valid; it must be an integer"),
     ("threads=0", "threads=0 is not valid; it must be a positive integer (at most"),
     ("threads=-2", "threads=-2 is not valid; it must be a positive integer"),
     # degenerate tasks: stop before training
@@ -128,57 +109,99 @@ CASES += [
     ("anneal=true anneal_step=1e308 anneal_interval=1 nb_epochs=9", "beta would be inf in epoch 2"),
 ]
 SHD_CASES = [
-    ("dataset.valid_fraction=abc", "dataset.valid_fraction='abc' is not valid; it must be a"),
     ("dataset.valid_fraction=1.0", "dataset.valid_fraction=1.0 is not valid; it must lie in"),
-    ("dataset.max_samples=abc", "dataset.max_samples='abc' is not valid; it must be an integer"),
-    ("dataset.allow_silent_samples=maybe", "dataset.allow_silent_samples='maybe' is not valid"),
-    ("dataset.datadir=5", "dataset.datadir=5 is not valid; it must be a string or null"),
     ("dataset.name=randman", "dataset.name=randman does not match the dataset's settings"),
     ("dataset.seed=-3", "dataset.seed=-3 is not valid; it must be an integer from 0"),
     ("dataset.duration=1e300", "dataset.duration=1e+300 is not valid with dataset.dt=0.002"),
+    ("dataset.max_samples=0", "dataset.max_samples=0 is not valid; it must be a positive integer"),
+]
+# wrong types and unknown names: refused by the structured config (convsnn.schema) while the
+# command line is composed, one line naming the setting, the value typed and what it allows
+TYPE_CASES = [
+    ("regularizer.upper_l2.strength=abc", "regularizer.upper_l2.strength=abc is not valid; it"),
+    ("fano.sample_index=abc", "fano.sample_index=abc is not valid; it must be an integer"),
+    ("seed=abc", "seed=abc is not valid; it must be an integer"),
+    ("batch_size=1.5", "batch_size=1.5 is not valid; it must be an integer"),
+    ("seed=1.0", "seed=1.0 is not valid; it must be an integer"),
+    ("nb_epochs=true", "nb_epochs=true is not valid; it must be an integer"),
+    ("tau_mem=abc", "tau_mem=abc is not valid; it must be a number"),
+    ("sigm=1", "sigm=1 is not valid; it must be true or false"),
+    ("threads=abc", "threads=abc is not valid; it must be an integer or null"),
+    ("tau_readout=abc", "tau_readout=abc is not valid; it must be a number or null"),
+    ("wandb.entity=5", "wandb.entity=5 is not valid; it must be a string or null"),
+    ("device=3", "device=3 is not valid; it must be a string"),
+    ("dataset.split=abc", "dataset.split=abc is not valid; it must be a list of numbers"),
+    ("dataset.nb_filters=5", "dataset.nb_filters=5 is not valid; it must be a list of integers"),
+    ("dataset.split=[0.8,0.1,abc]", "dataset.split=[0.8,0.1,abc] is not valid; it must be a list"),
+    ("regularizer.lower_l1.dims=abc", "regularizer.lower_l1.dims=abc is not valid; it must be a"),
+    ("tau_mem=[1,2]", "tau_mem=[1,2] is not valid; it takes a single value (default 0.02), not a"),
+    # settings that are not settings (Hydra's `+`/`++` add them; they would be ignored)
+    ("+foo=1", "foo=1 is not a setting of this experiment"),
+    ("++dataset.nb_sample=3", "dataset.nb_sample=3 is not a setting of this experiment; did you"),
+    ("dataset.datadir=/x", "dataset.datadir=/x is not a setting of this experiment"),  # Randman
+    ("-m seed=1,abc", "seed=abc is not valid (a value of the sweep seed=1,abc); it must be an"),
+    ("dataset=shd dataset.valid_fraction=abc", "dataset.valid_fraction=abc is not valid; it must"),
+    ("dataset=shd dataset.max_samples=abc", "dataset.max_samples=abc is not valid; it must be an"),
+    ("dataset=shd dataset.allow_silent_samples=maybe", "dataset.allow_silent_samples=maybe is"),
+    ("dataset=shd dataset.datadir=5", "dataset.datadir=5 is not valid; it must be a string or"),
+    ("dataset=shd dataset.step_frac=0.5", "dataset.step_frac=0.5 is not a setting of this exp"),
 ]
 
 
 @pytest.mark.parametrize(
     "override,message", CASES + [("dataset=shd " + o, m) for o, m in SHD_CASES]
 )
-def test_validate_names_value_and_choices(compose, override, message):
-    from convsnn.settings import validate
+def test_check_names_value_and_choices(compose, override, message):
+    from convsnn.checks import check
 
     with pytest.raises(ConfigError) as err:
-        validate(compose(*override.split()))
+        check(compose(*override.split()))
     assert message in str(err.value)
     assert re.match(r"[\w.\[\]]+=\S", str(err.value)), "starts with <setting>=<value>"
 
 
+@pytest.mark.parametrize("override,message", TYPE_CASES)
+def test_the_schema_refuses_wrong_types_and_names_while_composing(refused, override, message):
+    text = refused(*override.split())
+    assert text.startswith(message), text
+    assert "\n" not in text
+
+
 def test_annealing_that_keeps_beta_positive_is_accepted(compose):
+    from convsnn.checks import check
     from convsnn.model import beta_at
-    from convsnn.settings import validate
 
     cfg = compose("anneal=true", "anneal_step=-1.0", "nb_epochs=90")  # beta 10 -> 1 at epoch 90
-    validate(cfg)
+    check(cfg)
     assert beta_at(cfg, 89) == 1.0
 
 
 def test_every_setting_of_every_config_has_a_type(compose):
+    """Each YAML file points at its schema node: every setting it holds is typed there."""
     from omegaconf import OmegaConf
 
-    from convsnn.settings import _leaves, _type_of
+    from convsnn.checks import _leaves
+    from sgruns.cli import allowed, unknown_settings
 
     untyped = set()
     for overrides in ([], ["dataset=shd"], ["regularizer=lowerBound"]):
         cfg = compose(*overrides)
-        for key, _ in _leaves(OmegaConf.to_container(cfg, resolve=True)):
-            if _type_of(key) is None:
+        assert unknown_settings(cfg) == []
+        assert OmegaConf.get_type(cfg.dataset).__name__ in ("RandmanSchema", "SHDSchema")
+        for key, _ in _leaves(cfg):
+            key = key.split("[")[0]
+            if allowed(cfg, key) is None:
                 untyped.add(key)
-    assert not untyped, f"settings without an entry in convsnn.settings.TYPES: {sorted(untyped)}"
+    assert not untyped, f"settings without a type in convsnn.schema: {sorted(untyped)}"
 
 
 def test_defaults_and_every_method_and_dataset_validate(compose):
-    from convsnn.settings import validate
+    from convsnn.checks import check
+    from convsnn.model import network_shape
 
-    geo = validate(compose())
-    assert geo.lengths == (20, 10, 6, 2) and geo.nb_readout_inputs == 256
+    check(compose())
+    shape = network_shape(compose())
+    assert shape.lengths == (20, 10, 6, 2) and shape.nb_readout_inputs == 256
     for method in (
         "superspike",
         "stochasticsuperspike",
@@ -187,8 +210,9 @@ def test_defaults_and_every_method_and_dataset_validate(compose):
         "multilayerspiker",
         "scaled_sigmoid",
     ):
-        validate(compose(f"method={method}"))
-    assert validate(compose("dataset=shd")).lengths == (700, 68, 21, 5)
+        check(compose(f"method={method}"))
+    check(compose("dataset=shd"))
+    assert network_shape(compose("dataset=shd")).lengths == (700, 68, 21, 5)
     assert compose(config_name="config_sigm").sigm is True
 
 
@@ -252,19 +276,19 @@ def test_a_checkpoint_written_before_a_setting_existed_still_resumes():
 def test_seed_zero_and_a_long_annealing_schedule_are_accepted_at_once(compose):
     import time
 
-    from convsnn.settings import validate
+    from convsnn.checks import check
 
-    validate(compose("seed=0", "dataset.seed=0"))
-    validate(compose("tau_syn=1e-6"))  # a synaptic decay of 0 per step: the model takes it
-    validate(compose("dataset.recurrent_kernel=[3,3,3]", "alpha=1"))  # no recurrent share
+    check(compose("seed=0", "dataset.seed=0"))
+    check(compose("tau_syn=1e-6"))  # a synaptic decay of 0 per step: the model takes it
+    check(compose("dataset.recurrent_kernel=[3,3,3]", "alpha=1"))  # no recurrent share
     start = time.perf_counter()
-    validate(compose("anneal=true", "nb_epochs=1000000000"))  # closed form: no loop
+    check(compose("anneal=true", "nb_epochs=1000000000"))  # closed form: no loop
     assert time.perf_counter() - start < 2.0
 
 
 def test_the_first_failing_annealed_epoch_is_found_exactly(compose):
+    from convsnn.checks import check
     from convsnn.model import beta_at
-    from convsnn.settings import validate
 
     for step in ("-0.7", "-0.1", "-3.3333333333333335", "7e307"):
         overrides = ["anneal=true", "anneal_start=7", "anneal_interval=3", f"anneal_step={step}"]
@@ -272,8 +296,8 @@ def test_the_first_failing_annealed_epoch_is_found_exactly(compose):
         beta = [beta_at(cfg, e) for e in range(1000)]
         first = next(e for e in range(1000) if not 0 < beta[e] < float("inf"))  # brute force
         with pytest.raises(ConfigError, match=f"in epoch {first + 1} of nb_epochs=1000"):
-            validate(cfg)
-        validate(compose(*overrides, f"nb_epochs={first}"))  # one epoch fewer: fine
+            check(cfg)
+        check(compose(*overrides, f"nb_epochs={first}"))  # one epoch fewer: fine
 
 
 @pytest.mark.parametrize("delay,layers", [(True, 3), (False, 2)])
@@ -282,9 +306,8 @@ def test_min_steps_is_where_the_readout_first_depends_on_the_input(compose, dela
     gradient), at one step fewer it cannot (every path is longer than the sample)."""
     import torch
 
-    from convsnn.model import build_network, spike_fns
+    from convsnn.model import build_network, min_steps, network_shape, spike_fns
     from convsnn.seeds import generator, layer_generators
-    from convsnn.settings import geometry, min_steps
 
     lists = {"nb_filters": [2] * layers, "kernel_size": [3] * layers, "padding": [1] * layers}
     base = [f"dataset.{k}={v}" for k, v in lists.items()]
@@ -294,7 +317,7 @@ def test_min_steps_is_where_the_readout_first_depends_on_the_input(compose, dela
     for steps, depends in ((need, True), (need - 1, False)):
         cfg = compose(*base, f"dataset.nb_steps={steps}")
         fns = spike_fns(cfg, "superspike", layer_generators(1, "train_spikes", layers))
-        net = build_network(cfg, geometry(cfg), fns, generator(1, "init"))
+        net = build_network(cfg, network_shape(cfg), fns, generator(1, "init"))
         x = torch.ones(1, steps, 1, 20, requires_grad=True)
         net(x)[0].sum().backward()
         assert bool(x.grad.abs().sum() > 0) == depends
@@ -302,35 +325,36 @@ def test_min_steps_is_where_the_readout_first_depends_on_the_input(compose, dela
 
 def test_the_data_estimate_is_the_size_of_the_generated_data(compose):
     from convsnn.data import load_data
-    from convsnn.settings import geometry, memory_needed
+    from convsnn.memory import memory_needed
+    from convsnn.model import network_shape
 
     cfg = compose(*TINY)
     data = load_data(cfg)
     held = sum(s.x.numel() * s.x.element_size() for s in (data.train, data.valid, data.test))
-    assert memory_needed(cfg, geometry(cfg))["data"] == held
+    assert memory_needed(cfg, network_shape(cfg))["data"] == held
 
 
 def test_a_run_that_does_not_fit_is_refused_with_the_estimate(compose):
-    from convsnn.settings import check_memory, geometry
+    from convsnn.memory import check_memory
+    from convsnn.model import network_shape
 
     cfg = compose()
-    need = check_memory(cfg, geometry(cfg), available=2**40)  # fits in 1 TiB
+    need = check_memory(cfg, network_shape(cfg), available=2**40)  # fits in 1 TiB
     total = sum(need.values())
     with pytest.raises(ConfigError, match=r"needs about 0\.\d+ GiB of host memory"):
-        check_memory(cfg, geometry(cfg), available=total - 1)
+        check_memory(cfg, network_shape(cfg), available=total - 1)
 
 
 def test_initial_weight_scales_are_those_of_the_built_network(compose):
     """init_stds (checked before anything is built) gives the std the weights are drawn with."""
     import torch
 
-    from convsnn.model import build_network, spike_fns
+    from convsnn.model import build_network, init_stds, network_shape, spike_fns
     from convsnn.seeds import generator, layer_generators
-    from convsnn.settings import geometry, init_stds
 
     cfg = compose("dataset=shd")  # recurrent layers: both kinds of weight
     fns = spike_fns(cfg, "superspike", layer_generators(1, "train_spikes", 3))
-    net = build_network(cfg, geometry(cfg), fns, generator(1, "init"))
+    net = build_network(cfg, network_shape(cfg), fns, generator(1, "init"))
     weights = dict(net.named_parameters())
     for name, std in init_stds(cfg):
         w = weights[name].detach().double().flatten()

@@ -46,11 +46,11 @@ def test_evaluate_averages_as_the_split_says(average, expected):
 
 
 def test_setting_is_checked_and_defaults_to_batch(compose):
+    from convsnn.checks import check
     from convsnn.data import metric_average
-    from convsnn.settings import validate
 
     assert metric_average(compose()) == "batch"
     assert metric_average(compose("dataset=shd")) == "batch"
     assert metric_average(compose("dataset.metric_average=sample")) == "sample"
     with pytest.raises(ConfigError, match="^dataset.metric_average='mean' is not valid; choose"):
-        validate(compose("dataset.metric_average=mean"))
+        check(compose("dataset.metric_average=mean"))

@@ -7,11 +7,12 @@ import torch
 
 
 def _net(cfg, method):
-    from convsnn.model import build_network, spike_fns
+    from convsnn.checks import check
+    from convsnn.model import build_network, network_shape, spike_fns
     from convsnn.seeds import generator, layer_generators
-    from convsnn.settings import validate
 
-    geo = validate(cfg)
+    check(cfg)
+    geo = network_shape(cfg)
     gens = layer_generators(cfg.seed, "train_spikes", len(cfg.dataset.nb_filters))
     return build_network(cfg, geo, spike_fns(cfg, method, gens), generator(cfg.seed, "init")), geo
 

@@ -20,11 +20,12 @@ T0 = 5
 
 
 def _build(cfg):
-    from convsnn.model import build_network, spike_fns
+    from convsnn.checks import check
+    from convsnn.model import build_network, network_shape, spike_fns
     from convsnn.seeds import generator, layer_generators
-    from convsnn.settings import validate
 
-    geo = validate(cfg)
+    check(cfg)
+    geo = network_shape(cfg)
     gens = layer_generators(cfg.seed, "train_spikes", len(cfg.dataset.nb_filters))
     fns = spike_fns(cfg, cfg.method.name, gens)
     return build_network(cfg, geo, fns, generator(cfg.seed, "init")), geo
@@ -87,16 +88,17 @@ def test_shd_recurrent_input_reaches_the_membrane_two_or_three_steps_after_the_s
 
 
 def test_shd_runs_the_original_step_count_and_readout_time_constant(compose):
-    from convsnn.model import readout_tau
-    from convsnn.settings import validate
+    from convsnn.checks import check
+    from convsnn.model import network_shape, readout_tau
 
     cfg = compose("dataset=shd")
     assert cfg.connection_delay is True
-    geo = validate(cfg)
+    check(cfg)
+    geo = network_shape(cfg)
     assert geo.nb_steps == int(0.7 / 2e-3) == 349  # 0.7 / 2e-3 = 349.99999999999994
     assert readout_tau(cfg, geo) == 0.7
     randman = compose()
-    assert readout_tau(randman, validate(randman)) == pytest.approx(0.2, rel=1e-15)
+    assert readout_tau(randman, network_shape(randman)) == pytest.approx(0.2, rel=1e-15)
 
 
 def test_checkpoints_from_before_the_setting_resume_only_as_undelayed():
@@ -111,12 +113,9 @@ def test_checkpoints_from_before_the_setting_resume_only_as_undelayed():
     assert changed == [("connection_delay", False, True)]
 
 
-def test_connection_delay_must_be_a_bool(compose):
-    from convsnn.settings import validate
-    from sgtheory.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="connection_delay=1"):
-        validate(compose("connection_delay=1"))
+def test_connection_delay_must_be_a_bool(refused):
+    message = refused("connection_delay=1")
+    assert message.startswith("connection_delay=1 is not valid; it must be true or false")
 
 
 def test_randman_delayed_network_is_the_undelayed_one_shifted_in_time(compose):
