@@ -17,8 +17,8 @@ from sgruns.errors import check_seed, check_threads
 from sgruns.records import resolve_device
 from sgruns.wandb_run import WANDB_MODES
 from sgtheory.errors import ConfigError, check_choice, check_positive
+from sgtheory.lif import RESETS
 from sgtheory.losses import LOSS_TYPES
-from sgtheory.neurons import RESETS
 from sgtheory.optim import OPTIMIZERS
 from sgtheory.spikes import METHODS
 from sgtheory.stats import FANO_MODES
@@ -34,41 +34,15 @@ from .model import (
     min_steps,
     network_shape,
 )
-from .training import REGULARIZER_TERMS
+from .training import REGULARIZER_TERMS as TERMS
 
 DATASETS = ("randman", "shd")
-POSITIVE = (
-    "tau_mem",
-    "tau_syn",
-    "threshold",
-    "beta",
-    "p0",
-    "delta_u",
-    "method.lr",
-    "method.target_sigma_u",
-    "dataset.dt",
-    "dataset.nu",
-    "tau_readout",  # (null: the sample duration)
-    "dataset.duration",
-)
-POSITIVE_INT = (
-    "batch_size",
-    "nb_epochs",
-    "epoch_chunk",
-    "stop_after_epochs",
-    "dataset.nb_steps",
-    "dataset.nb_units",
-    "dataset.nb_classes",
-    "dataset.nb_samples",
-    "dataset.nb_spikes",
-    "dataset.dim_manifold",
-    "dataset.max_samples",
-    "fano.bin_dt",
-    "fano.repeats",
-    "plotting.nb_samples",
-    "plotting.nb_trials",
-    "plotting.dpi",
-)
+POSITIVE = "tau_mem tau_syn threshold beta p0 delta_u method.lr method.target_sigma_u".split()
+POSITIVE += ["dataset.dt", "dataset.nu", "tau_readout", "dataset.duration"]  # (null: allowed)
+POSITIVE_INT = "batch_size nb_epochs epoch_chunk stop_after_epochs fano.bin_dt fano.repeats".split()
+POSITIVE_INT += "plotting.nb_samples plotting.nb_trials plotting.dpi".split()
+POSITIVE_INT += [f"dataset.{k}" for k in "nb_steps nb_units nb_classes nb_samples".split()]
+POSITIVE_INT += ["dataset.nb_spikes", "dataset.dim_manifold", "dataset.max_samples"]
 # a decay factor exp(-dt / tau) must differ from 1 in float32; tau_mem's and tau_syn's may
 # not both be 0 in float64
 MIN_DT_OVER_TAU, MAX_DT_OVER_TAU = 1e-6, 700.0
@@ -79,6 +53,32 @@ MAX_SNAPSHOT_SAMPLES = 20  # columns of the snapshot figure (2.6 inches each)
 WANDB_FORBIDDEN = set("/\\#?%:")
 # float32 weights must hold the initial values and their products with inputs and currents
 INIT_STD_RANGE = (1e-30, 1e30)
+DIMS = "give dims of the per-sample counts (channels, positions): -2 and/or -1, at most once each"
+# setting: (test of its value, what is allowed); a setting this config lacks or sets to null
+# (where null is allowed) is skipped
+RANGES = {
+    "p0": (lambda v: 0 < v <= 1, "it must lie in (0, 1]"),
+    "alpha": (lambda v: 0 <= v <= 1, "it must lie in [0, 1]"),
+    "dataset.nb_classes": (lambda v: v >= 2, "a classification needs at least 2 classes"),
+    "dataset.valid_fraction": (lambda v: 0 < v < 1, "it must lie in (0, 1)"),
+    "dataset.split": (
+        lambda v: len(v) == 3 and min(v) > 0 and abs(sum(v) - 1) <= 1e-6,
+        "give three positive fractions (train, valid, test) that sum to 1",
+    ),
+    "fano.repeats": (lambda v: v >= 2, "it must be >= 2"),
+    "fano.sample_index": (lambda v: v >= 0, "it must be >= 0"),
+    "method.lr": (lambda v: v <= FLOAT32_MAX, f"it must be at most {FLOAT32_MAX:.3g} (float32)"),
+    "plotting.dpi": (lambda v: v <= MAX_DPI, f"it must be at most {MAX_DPI} (far beyond print)"),
+    "plotting.nb_samples": (
+        lambda v: v <= MAX_SNAPSHOT_SAMPLES,
+        f"the snapshot shows one column per sample: at most {MAX_SNAPSHOT_SAMPLES}",
+    ),
+    **{f"regularizer.{term}.strength": (lambda v: v >= 0, "it must be >= 0") for term in TERMS},
+    **{
+        f"regularizer.{term}.dims": (lambda v: set(v) <= {-2, -1} and len(set(v)) == len(v), DIMS)
+        for term in TERMS
+    },
+}
 
 
 def _value(cfg: Any, key: str) -> Any:
@@ -150,64 +150,19 @@ def check(cfg: Any) -> None:
     check_seed("seed", cfg.seed)
     check_seed("dataset.seed", ds.seed)
     check_threads("threads", cfg.threads)
-    if ds.nb_classes < 2:
-        _refuse("dataset.nb_classes", ds.nb_classes, "a classification needs at least 2")
-    bounded = [
-        ("p0", cfg.p0, 0 < cfg.p0 <= 1, "it must lie in (0, 1]"),
-        ("alpha", cfg.alpha, 0 <= cfg.alpha <= 1, "it must lie in [0, 1]"),
-        ("fano.repeats", cfg.fano.repeats, cfg.fano.repeats >= 2, "it must be >= 2"),
-        ("fano.sample_index", cfg.fano.sample_index, cfg.fano.sample_index >= 0, "it must be >= 0"),
-        (
-            "fano.bin_dt",
-            cfg.fano.bin_dt,
-            cfg.fano.bin_dt <= ds.nb_steps,
-            f"it must be at most dataset.nb_steps={ds.nb_steps}",
-        ),
-        (
-            "method.lr",
-            cfg.method.lr,
-            cfg.method.lr <= FLOAT32_MAX,  # the optimisers keep it in float32 tensors
-            f"it must be at most {FLOAT32_MAX:.3g} (float32)",
-        ),
-        (
-            "plotting.dpi",
-            cfg.plotting.dpi,
-            cfg.plotting.dpi <= MAX_DPI,
-            f"it must be at most "
-            f"{MAX_DPI} (a figure of a few inches at that resolution is already far beyond print "
-            "quality)",
-        ),
-        (
-            "plotting.nb_samples",
-            cfg.plotting.nb_samples,
-            cfg.plotting.nb_samples <= MAX_SNAPSHOT_SAMPLES,
-            f"the snapshot shows one column per sample: at most {MAX_SNAPSHOT_SAMPLES}",
-        ),
-    ]
-    if group == "shd":
-        ok = 0 < ds.valid_fraction < 1
-        bounded.append(("dataset.valid_fraction", ds.valid_fraction, ok, "it must lie in (0, 1)"))
-    else:
-        split = list(ds.split)
-        ok = len(split) == 3 and all(f > 0 for f in split) and abs(sum(split) - 1) <= 1e-6
-        why = "give three positive fractions (train, valid, test) that sum to 1"
-        bounded.append(("dataset.split", split, ok, why))
+    for key, (ok, why) in RANGES.items():
+        value = _value(cfg, key)
+        value = list(value) if isinstance(value, Sequence) else value
+        if value is not None and not ok(value):
+            _refuse(key, value, why)
+    if cfg.fano.bin_dt > ds.nb_steps:
+        _refuse(
+            "fano.bin_dt", cfg.fano.bin_dt, f"it must be at most dataset.nb_steps={ds.nb_steps}"
+        )
     if cfg.anneal:
         check_positive("anneal_interval", cfg.anneal_interval, integer=True)
-        bounded.append(("anneal_start", cfg.anneal_start, cfg.anneal_start >= 0, "it must be >= 0"))
-    for term in REGULARIZER_TERMS:
-        spec, key = cfg.regularizer[term], f"regularizer.{term}"
-        dims = None if spec.dims is None else list(spec.dims)
-        ok = dims is None or (set(dims) <= {-2, -1} and len(set(dims)) == len(dims))
-        why = (
-            "give dims of the per-sample counts (channels, positions): a list of -2 and/or "
-            "-1, each at most once, or null"
-        )
-        bounded.append((f"{key}.dims", dims, ok, why))
-        bounded.append((f"{key}.strength", spec.strength, spec.strength >= 0, "it must be >= 0"))
-    for key, value, ok, why in bounded:
-        if not ok:
-            _refuse(key, value, why)
+        if cfg.anneal_start < 0:
+            _refuse("anneal_start", cfg.anneal_start, "it must be >= 0")
     _check_decays(cfg)
     if math.isclose(cfg.tau_mem, cfg.tau_syn):
         raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
