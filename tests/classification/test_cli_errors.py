@@ -61,6 +61,37 @@ def test_bad_command_lines_are_one_line(tmp_path, args, start):
     assert not (run_dir / "results.json").exists()
 
 
+@pytest.mark.parametrize(
+    "args,start",
+    [
+        (["+foo=1"], "foo=1 is not a setting of this experiment; the settings and their"),
+        (["++dataset.nb_sample=3"], "dataset.nb_sample=3 is not a setting of this experiment; did"),
+        (["seed=abc"], "seed=abc is not valid; it must be an integer\n"),
+        (["nb_epochs=2.5"], "nb_epochs=2.5 is not valid; it must be an integer\n"),
+        (["tau_mem=abc"], "tau_mem=abc is not valid; it must be a number\n"),
+        (["tau_mem=[1,2]"], "tau_mem=[1,2] is not valid; it takes a single value (default 0.02)"),
+        (["dataset.split=0.5"], "dataset.split=0.5 is not valid; it must be a list of numbers\n"),
+        (["dataset=randmann"], "dataset=randmann is not valid; choose one of: randman, shd\n"),
+        (
+            ["regularizer=lowerbound"],
+            "regularizer=lowerbound is not valid; choose one of: default,",
+        ),
+        (["-m", "seed=1,abc"], "seed=abc is not valid (a value of the sweep seed=1,abc); it must"),
+        (["p0=1.5"], "p0=1.5 is not valid; it must lie in (0, 1]\n"),
+    ],
+)
+def test_the_schema_and_the_checks_stop_a_run_before_any_work(tmp_path, args, start):
+    """Unknown keys, wrong types and misspelt group options are refused by the structured
+    config while the command line is composed; values out of range by convsnn.checks."""
+    run_dir = tmp_path / "run"
+    proc = run_cli(run_dir, *QUIET, *args)
+    _one_line(proc, start)
+    if args[0].startswith("p0"):  # checked in the run, before any data or weights are made
+        assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "stork_superspike.log"]
+    else:  # refused while the command line is composed: not even Hydra's .hydra/
+        assert not run_dir.exists()
+
+
 @pytest.mark.parametrize("where", ["", ".", "experiments"])
 def test_the_experiments_own_folder_is_refused_and_left_as_it_was(tmp_path, where):
     before = sorted(p.name for p in EXPERIMENTS.iterdir())
