@@ -186,7 +186,7 @@ def test_notebook_source_keeps_code_cells_only(tmp_path):
 
 def test_repository_files_are_found():
     py = repo_files(".py")
-    assert ROOT / "sgtheory" / "neurons.py" in py and ROOT / "tests" / "test_house.py" in py
+    assert ROOT / "sgtheory" / "spikes.py" in py and ROOT / "tests" / "test_house.py" in py
     assert any(p.suffix == ".ipynb" for p in repo_files(".ipynb"))
 
 
