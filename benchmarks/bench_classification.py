@@ -76,7 +76,7 @@ def peak_label(device: str) -> str:
 
 def cpu_switches() -> str:
     """The CPU speed switches of sgtheory as this benchmark's children will see them."""
-    from sgtheory.backends.native import fused
+    from sgtheory.backends.native import build as fused
 
     kernels = "on" if fused.library() is not None else "off (SGTHEORY_FUSED=0 or no compiler)"
     kept = os.environ.get("SGTHEORY_MALLOPT", "1").strip().lower() not in ("0", "false", "off")

@@ -18,7 +18,7 @@ import math
 import torch
 
 from sgtheory.errors import ConfigError, check_positive
-from sgtheory.neurons import decay
+from sgtheory.lif import decay
 
 
 def psp_kernel(tau_mem: float, tau_syn: float, dt: float, nb_steps: int) -> torch.Tensor:

@@ -2,16 +2,16 @@
 
 Every layer takes and returns tensors shaped (batch, time, ...). The feedforward input of
 a layer does not depend on its state, so it is computed for all time steps at once (one
-matmul or convolution over batch x time); only the recurrence runs step by step
-(`sgtheory.neurons.lif_scan`). `reference=True` runs the plain baseline instead: each
-convolution once per time step and the neuron update through autograd.
+matmul or convolution over batch x time); only the recurrence runs step by step, by the
+backend that ``sgtheory.scan`` chooses. `reference=True` runs the plain baseline instead:
+each convolution once per time step and the neuron update through autograd (`lif.reference`).
 
 `time_major=True` makes a layer take and return (time, batch, ...) tensors:
 `SpikingNetwork` uses it between layers so that no layer has to transpose its data.
 
 Connection delays (stork's timing): `input_delay=1` makes a layer's feedforward current
 reach its synapses one step later (current[t] = W x[t-1], zero at step 0); `rec_delay=2`
-does the same for the recurrent convolution (`sgtheory.neurons.lif_scan`). The readout
+does the same for the recurrent convolution (`sgtheory.lif.LIFParams`). The readout
 takes `input_delay`, `initial_mem` and `after_update`. The defaults (0, 1; 0, 0.0, False)
 are the undelayed model.
 """
@@ -21,10 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sgtheory.backends.conv.algos import use_channels_last
-from sgtheory.backends.conv.chunked import conv1d_chunked
+from sgtheory import scan
 from sgtheory.errors import ConfigError, check_positive
-from sgtheory.neurons import decay, delay_in_time, lif_scan, lif_scan_reference, readout_scan
+from sgtheory.lif import LIFParams, decay, delay_in_time
 from sgtheory.regularizers import sum_over_time
 from sgtheory.spikes import SpikeFn
 
@@ -48,7 +47,8 @@ def conv_output_length(length: int, kernel: int, stride: int = 1, padding: int =
 
 
 class LIFLayer(nn.Module):
-    """Shared LIF part: time constants, threshold, reset and the spike operation."""
+    """Shared LIF part: the LIF parameters (`params`, from the time constants, threshold,
+    reset and delays) and the spike operation."""
 
     def __init__(
         self,
@@ -64,13 +64,9 @@ class LIFLayer(nn.Module):
     ):
         super().__init__()
         self.spike_fn = spike_fn
-        self.a_mem = decay(tau_mem, dt)
-        self.a_syn = decay(tau_syn, dt)
-        self.threshold = threshold
-        self.reset = reset
-        self.diff_reset = diff_reset
+        rest = dict(threshold=threshold, reset=reset, diff_reset=diff_reset, rec_delay=rec_delay)
+        self.params = LIFParams.from_time_constants(tau_mem, tau_syn, dt, **rest)
         self.input_delay = _check_input_delay(input_delay)  # steps added to the feedforward path
-        self.rec_delay = rec_delay  # steps from a spike to the recurrent current it causes
         # Keep the membrane potential of the last call (batch, time, ...) for recording and
         # plots. Off by default: holding it would keep a whole batch's potentials alive
         # through the next training step.
@@ -85,22 +81,16 @@ class LIFLayer(nn.Module):
         time_major: bool,
         input_delay: int = 0,
     ) -> torch.Tensor:
-        """Spikes of the neurons driven by `current`; `input_delay` (fast path only) shifts
-        the current later in time inside the scan (`sgtheory.neurons.lif_scan`)."""
-        scan = lif_scan_reference if reference else lif_scan
-        extra = {"input_delay": input_delay} if input_delay else {}
-        spikes, mem = scan(
+        """Spikes of the neurons driven by `current`, shifted `input_delay` steps later in
+        time inside the scan (`scan.run`)."""
+        spikes, mem = scan.run(
             current.float() if current.dtype in LOW_PRECISION else current,  # see autocast
             self.spike_fn,
-            self.a_syn,
-            self.a_mem,
-            self.threshold,
-            self.reset,
-            self.diff_reset,
+            self.params,
             rec_weight,
             time_major,
-            rec_delay=self.rec_delay,
-            **extra,
+            input_delay,
+            backend="reference" if reference else None,
         )
         if self.record_mem:
             self.last_mem = mem.transpose(0, 1) if time_major else mem  # (batch, time, ...)
@@ -172,10 +162,10 @@ class ConvLIFLayer(LIFLayer):
 
     def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
         # without recurrence the current, and so the spikes, stay channels-last on CPU: the
-        # next convolution then reads its windows in place (sgtheory.backends.conv.algos); the scan
+        # next convolution then reads its windows in place (scan.use_channels_last); the scan
         # runs on any such layout. A recurrent layer's per-step convolution wants standard.
-        cl = self.rec_weight is None and use_channels_last(x.device)
-        return conv1d_chunked(
+        cl = self.rec_weight is None and scan.use_channels_last(x.device)
+        return scan.conv1d(
             x, self.weight, self.stride, self.padding, self.input_is_spikes, channels_last=cl
         )
 
@@ -207,7 +197,7 @@ class ConvLIFLayer(LIFLayer):
 class Readout(nn.Module):
     """Non-spiking leaky integrator readout: (batch, time, ...) -> potentials (batch, time, n).
 
-    `input_delay`, `initial_mem`, `after_update`: see `sgtheory.neurons.readout_scan` and
+    `input_delay`, `initial_mem`, `after_update`: see `sgtheory.lif.readout_reference` and
     the module docstring; stork's readout is (1, -1e-3, True).
     """
 
@@ -240,7 +230,7 @@ class Readout(nn.Module):
         if current.dtype in LOW_PRECISION:  # the product ran under autocast
             current = current.float()
         current = delay_in_time(current, self.input_delay, 0 if time_major else 1)
-        return readout_scan(
+        return scan.readout_scan(
             current,
             self.a_syn,
             self.a_mem,

@@ -12,9 +12,9 @@ with `seed` and `stream` 64-bit, `step` a time step counted along the stream (be
 and `element` the neuron's index in its step's logical, C-contiguous order (batch, ...)
 (below 2^32). So one Philox call gives one neuron four consecutive steps, whatever the
 memory layout, and any backend draws any element independently, in any order: the torch
-reference here (integer tensor operations, the definition), the C scan
-(``csrc/lif_scan.c``) and the Triton kernels (``triton_kernels.py``) draw the same numbers
-on every device.
+reference here (integer tensor operations, the definition), the C kernels
+(``backends/native/csrc/lif_scan.c``) and the Triton kernels (``backends/triton/kernels.py``)
+draw the same numbers on every device.
 
 A `Stream` names what it draws for (a layer, a purpose such as training spikes, evaluation
 trials or data, a trial) by a 64-bit id hashed from its names, and counts the steps it has
@@ -130,8 +130,8 @@ class Draws:
     given: torch.Tensor | None = None
 
     def uniform(self, start: int, stop: int, shape: tuple, device=None) -> torch.Tensor:
-        """Uniforms (stop - start, *shape) of this draw's steps start..stop - 1, float32:
-        on CPU by the C kernel where it is built (the same numbers), else by the reference."""
+        """Uniforms (stop - start, *shape) of this draw's steps start..stop - 1, float32, by
+        `uniform_reference` (the backends compute the same numbers faster)."""
         first = self.first_step + start
         if self.given is not None:
             block = self.given[first : first + stop - start]
@@ -141,13 +141,6 @@ class Draws:
                     f"{first}..{first + stop - start} of shape {tuple(shape)}"
                 )
             return block.to(device=device, dtype=torch.float32)
-        device = torch.device("cpu") if device is None else torch.device(device)
-        if device.type == "cpu":
-            from sgtheory.backends.native import fused
-
-            out = fused.philox_uniform(self.seed, self.stream, first, stop - start, shape)
-            if out is not None:
-                return out
         return uniform_reference(self.seed, self.stream, first, stop - start, shape, device)
 
     def kernel_words(self) -> tuple[int, int, int, int]:

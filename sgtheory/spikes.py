@@ -139,14 +139,10 @@ class SigmoidEscape(_Stochastic):
 
     def prob_inverse(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """logit(u) / beta (-inf at u = 0); into `out` if given (same numbers). In float32
-        by `logit_f32` (the kernels' operations; on the CPU by the C kernel
-        `fused.logit_points`, the same numbers, faster); in other dtypes by torch.logit."""
-        from sgtheory.backends.native import fused
-
+        by `logit_f32` (the kernels' operations, so every backend gives the same points);
+        in other dtypes by torch.logit."""
         if u.dtype != torch.float32 or u.requires_grad:
             return torch.div(torch.logit(u), self.beta, out=out)
-        if fused.usable(u) and u.is_contiguous() and (out is None or out.is_contiguous()):
-            return fused.logit_points(u, self.beta, out=out)
         return torch.div(logit_f32(u), self.beta, out=out)
 
     def kernel_form(self) -> tuple[int, float, float]:
@@ -201,7 +197,8 @@ class SuperSpikeEscape(_Stochastic):
 
 
 # -------------------------------------------------------------------- surrogate derivatives
-# Kernel registry. The compiled LIF scans (C: csrc/lif_scan.c, Triton: triton_kernels.py)
+# Kernel registry. The compiled LIF scans (C: backends/native/csrc/lif_scan.c, Triton:
+# backends/triton/kernels.py)
 # evaluate a surrogate derivative inside their backward loops by one of these formulas of
 # x = mem - threshold and the spike S, numbered alike in both kernels, with two parameters
 # (p, q). Every surrogate says which formula and parameters it is by `kernel_form()`; one

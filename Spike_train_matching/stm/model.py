@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sgtheory.neurons import lif_scan, readout_scan
+from sgtheory.scan import lif_scan, readout_scan
 from sgtheory.spikes import SpikeFn
 
 # ----------------------------------------------------------------------------- kernels

@@ -3,7 +3,7 @@
 `os.cpu_count()` counts every core of the machine; a job started under `taskset`, a
 SLURM allocation or a container's CPU set may use fewer, and more threads than cores makes
 OpenMP's spinning threads wait on each other (a step several times slower). torch's CPU
-operations and the fused LIF kernels (`backends.native.fused`, one worker per torch thread) both
+operations and the C kernels (`backends.native`, one worker per torch thread) both
 follow `torch.set_num_threads`, so setting it once covers both.
 """
 

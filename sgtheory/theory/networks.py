@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from sgtheory.errors import check_choice, check_positive
-from sgtheory.neurons import lif_scan_reference
+from sgtheory.lif import lif_scan_reference
 
 LOSSES = ("output", "mse", "error")
 

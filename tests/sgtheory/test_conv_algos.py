@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from sgtheory.backends.conv import algos as conv_algos
 from sgtheory.backends.conv.algos import ALGOS, CHUNK, FUNCTIONS, OPS, Geometry
 from sgtheory.backends.conv.chunked import conv1d_chunked, conv1d_weight_grad
-from sgtheory.backends.native import fused
+from sgtheory.backends.native import build
 
 # (cin, lin, cout, k, stride, padding): the Randman layers, SHD-like strides, padding, a
 # layer with more output positions than taps (the other branch of the unfold adjoint), and
@@ -231,7 +231,7 @@ def test_a_small_batch_called_once_per_step_is_measured_at_its_own_size(monkeypa
 def test_measure_times_every_candidate_and_banded_only_for_small_bands():
     randman_l3 = Geometry(64, 6, 128, 5, 1, 0)
     shd_l1 = Geometry(1, 700, 16, 21, 10, 0)  # a dense matrix 33x the convolution's FLOPs
-    sparse = ("sparse",) if fused.library() is not None else ()
+    sparse = ("sparse",) if build.library() is not None else ()
     standard = ("onednn", "unfold", "banded")
     assert conv_algos.candidates(randman_l3, torch.float32) == standard + sparse
     assert conv_algos.candidates(randman_l3, torch.float32, True) == ALGOS[: 4 + len(sparse)]

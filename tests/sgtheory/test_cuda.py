@@ -22,8 +22,9 @@ from sgtheory.backends.conv.chunked import CHUNK, conv1d_chunked, conv1d_weight_
 from sgtheory.backends.triton import scan as triton_scan
 from sgtheory.init import fluctuation_driven_init_, psp_eps_hat, readout_init_
 from sgtheory.layers import ConvLIFLayer, Readout, SpikingNetwork
+from sgtheory.lif import lif_scan_reference
 from sgtheory.losses import loss_fn
-from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import (
     ESCAPE_NOISES,
     SURROGATES,
@@ -407,7 +408,7 @@ def test_triton_kernels_at_shd_shapes(monkeypatch, triton_calls, method):
 def test_triton_kernels_leave_float64_and_disabled_scans_to_the_loop(monkeypatch, triton_calls):
     cur = torch.randn(2, 10, 3, device=CUDA)
     spike = spike_fn_for_method("superspike")
-    assert triton_scan.usable(cur.transpose(0, 1).contiguous())
+    assert triton_scan.runs(cur.transpose(0, 1).contiguous())
     lif_scan(cur.double(), spike, 0.8, 0.9)
     monkeypatch.setenv("SGTHEORY_TRITON", "0")
     lif_scan(cur, spike, 0.8, 0.9)

@@ -1,5 +1,6 @@
-"""The fused C kernels of the LIF scan against the torch loop and against plain autograd,
-the escape noises' inverse (on which the fused sampling rests), and the allocator switch."""
+"""The native backend (C kernels) of the LIF scan against the torch loop and against plain
+autograd, the escape noises' inverse (on which the fused sampling rests), building and
+loading the kernels, and the allocator switch."""
 
 import math
 import warnings
@@ -8,12 +9,15 @@ import pytest
 import torch
 
 from sgtheory import random
+from sgtheory.backends import torch_loop
 from sgtheory.backends.allocator import retain_freed_memory
-from sgtheory.backends.native import fused
-from sgtheory.neurons import _LIFScan, delay_in_time, lif_scan, lif_scan_reference
+from sgtheory.backends.native import build
+from sgtheory.backends.native import lif as native
+from sgtheory.lif import LIFParams, delay_in_time, lif_scan_reference
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import ESCAPE_NOISES, SURROGATES, SpikeFn, make_escape, make_surrogate
 
-needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
+needs_compiler = pytest.mark.skipif(build.compiler() is None, reason="no C compiler here")
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +49,7 @@ def test_fused_scan_equals_torch_loop_and_plain_autograd(
     monkeypatch, escape, surrogate, reset, diff_reset
 ):
     fast = scan_with(monkeypatch, True, escape, surrogate, reset, diff_reset)
-    assert fused.usable(torch.zeros(1))
+    assert build.runs(torch.zeros(1))
     loop = scan_with(monkeypatch, False, escape, surrogate, reset, diff_reset)
     plain = scan_with(monkeypatch, False, escape, surrogate, reset, diff_reset, lif_scan_reference)
     assert 0.01 < fast[0].mean() < 0.5
@@ -68,7 +72,7 @@ def test_fused_scan_split_over_threads_equals_one_thread(monkeypatch):
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
-            assert len(fused._ranges(30 * 97 * 23, 40)) == threads
+            assert len(build.ranges(30 * 97 * 23, 40)) == threads
             spike.generator = torch.Generator().manual_seed(5)
             cur = current.clone().requires_grad_()
             spikes, mem = lif_scan(cur, spike, 0.8, 0.9, time_major=True)
@@ -82,17 +86,17 @@ def test_fused_scan_split_over_threads_equals_one_thread(monkeypatch):
 
 def test_fused_kernels_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("SGTHEORY_FUSED", "0")
-    assert fused.library() is None
-    assert not fused.usable(torch.zeros(3))
+    assert build.library() is None
+    assert not build.runs(torch.zeros(3))
 
 
 def test_no_compiler_falls_back_to_the_torch_loop_with_a_warning(monkeypatch, tmp_path):
     monkeypatch.setenv("SGTHEORY_FUSED", "1")
     monkeypatch.setenv("SGTHEORY_CACHE", str(tmp_path))
-    monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
-    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    monkeypatch.setattr(build, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
+    monkeypatch.setattr(build, "compiler", lambda: None)
     with pytest.warns(RuntimeWarning, match="torch loop"):
-        assert fused.library() is None
+        assert build.library() is None
     spike = SpikeFn(make_escape("step"), make_surrogate("superspike"))
     spikes, _ = lif_scan(torch.ones(2, 5, 3), spike, 0.8, 0.9)  # still runs, by the loop
     assert spikes.shape == (2, 5, 3)
@@ -102,13 +106,13 @@ def test_no_compiler_falls_back_to_the_torch_loop_with_a_warning(monkeypatch, tm
 def test_kernels_are_built_once_into_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("SGTHEORY_FUSED", "1")
     monkeypatch.setenv("SGTHEORY_CACHE", str(tmp_path))
-    monkeypatch.setattr(fused, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
+    monkeypatch.setattr(build, "_state", {"lib": None, "tried": False, "pool": None, "workers": 0})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fused.library() is not None
+        assert build.library() is not None
     built = list(tmp_path.glob("lif_scan_*.so"))
     assert len(built) == 1
-    assert fused._build(fused._compiler()) == built[0]  # cached: no second build
+    assert build.build(build.compiler()) == built[0]  # cached: no second build
 
 
 @pytest.mark.parametrize("name", [n for n, cls in ESCAPE_NOISES.items() if n != "step"])
@@ -164,11 +168,11 @@ def test_fused_scan_works_in_a_forked_child(monkeypatch):
     import multiprocessing
 
     monkeypatch.setenv("SGTHEORY_FUSED", "1")
-    monkeypatch.setattr(fused, "_ranges", _two_ranges)
+    monkeypatch.setattr(build, "ranges", _two_ranges)
     current = torch.randn(40, 20, 60, 7) * 0.5 + 0.3
     spike = SpikeFn(make_escape("step"), make_surrogate("superspike"))
     expected, _ = lif_scan(current, spike, 0.8, 0.9, time_major=True)  # pool made here
-    assert fused._state["pool"] is not None
+    assert build._state["pool"] is not None
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_scan_in_child, (current,)).get(timeout=60)
     assert torch.equal(got, expected)
@@ -187,16 +191,16 @@ def _scan_in_child(current: torch.Tensor) -> torch.Tensor:
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 2])
 def test_c_philox_draws_equal_the_reference(monkeypatch, threads):
-    """fused.philox_uniform = random.uniform_reference bitwise: any first step (also not a
+    """native.philox_uniform = random.uniform_reference bitwise: any first step (also not a
     multiple of 4, and near the 2^34 steps of a stream), any shape, split over threads."""
-    monkeypatch.setattr(fused, "MIN_PARALLEL", 64)
+    monkeypatch.setattr(build, "MIN_PARALLEL", 64)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         cases = [(0, 0, 0, 1, (1,)), (7, 2**63 + 5, 3, 9, (2, 300)), (2**64 - 1, 11, 5, 6, (257,))]
         cases.append((5, 6, random.MAX_STEPS - 7, 7, (3, 5)))
         for seed, stream, first, steps, shape in cases:
-            ours = fused.philox_uniform(seed, stream, first, steps, shape)
+            ours = native.philox_uniform(seed, stream, first, steps, shape)
             assert torch.equal(ours, random.uniform_reference(seed, stream, first, steps, shape))
     finally:
         torch.set_num_threads(before)
@@ -208,7 +212,7 @@ def test_element_layout_gives_each_storage_position_its_logical_index():
     storage order, as the C kernel does) gives the logical index of the neuron stored there."""
     step = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)  # value = logical index
     stored = step.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other storage
-    layout = fused.element_layout(stored).tolist()
+    layout = native.element_layout(stored).tolist()
     assert layout == [3, 2, 12, 4, 1, 3, 4]
     in_storage = stored.transpose(1, 2).reshape(-1)  # the values as they lie in memory
     ndim, decoded = layout[0], []
@@ -219,7 +223,7 @@ def test_element_layout_gives_each_storage_position_its_logical_index():
             rest //= layout[1 + 2 * d]
         decoded.append(index)
     assert decoded == in_storage.long().tolist()
-    assert fused.element_layout(step).tolist() == [3, 2, 12, 3, 4, 4, 1]
+    assert native.element_layout(step).tolist() == [3, 2, 12, 3, 4, 4, 1]
 
 
 @needs_compiler
@@ -287,11 +291,11 @@ def test_channels_last_current_runs_in_place_with_the_same_results(monkeypatch, 
 def test_time_major_dense_keeps_step_blocks_and_copies_the_rest():
     storage = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 5, 4)
     cl = storage.transpose(2, 3)  # each step one contiguous block, neurons permuted
-    assert fused.time_major_dense(cl) is cl
+    assert native.time_major_dense(cl) is cl
     batch_major = torch.zeros(3, 2, 4, 5).transpose(0, 1)  # steps interleaved: copied
-    assert fused.time_major_dense(batch_major).is_contiguous()
+    assert native.time_major_dense(batch_major).is_contiguous()
     sliced = torch.zeros(2, 3, 4, 10)[..., ::2]  # holes in every step: copied
-    assert fused.time_major_dense(sliced).is_contiguous()
+    assert native.time_major_dense(sliced).is_contiguous()
 
 
 def ulps(value: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
@@ -307,7 +311,7 @@ def test_logit_points_within_ulps_of_the_exact_value_for_every_draw_and_increasi
     the points never decrease with u."""
     draws = torch.arange(2**24, dtype=torch.float32) / 2**24
     beta = 10.0
-    points = fused.logit_points(draws, beta)
+    points = native.logit_points(draws, beta)
     exact = torch.logit(draws.double()) / beta
     assert points[0].item() == float("-inf")
     assert ulps(points[1:], exact[1:]).max() <= 2.0  # logit within 1.6, then / beta
@@ -320,7 +324,7 @@ def test_logit_points_within_ulps_of_the_exact_value_for_every_draw_and_increasi
 @needs_compiler
 def test_logit_points_outside_the_draws_range():
     u = torch.tensor([1.0, -0.0, -0.5, 1.5, float("nan"), float("inf"), 1e-40, 3e-39, 0.25])
-    points = fused.logit_points(u, 2.0)
+    points = native.logit_points(u, 2.0)
     assert points[0].item() == float("inf") and points[1].item() == float("-inf")
     assert bool(points[2:6].isnan().all())
     exact = torch.logit(u[6:].double()) / 2.0  # subnormal, just below FLT_MIN, normal
@@ -330,14 +334,14 @@ def test_logit_points_outside_the_draws_range():
 @needs_compiler
 def test_logit_points_are_elementwise_in_place_and_over_threads():
     u = torch.rand(300_001, generator=torch.Generator().manual_seed(2))
-    whole = fused.logit_points(u, 10.0)
-    pieces = torch.cat([fused.logit_points(p.contiguous(), 10.0) for p in u.split(777)])
+    whole = native.logit_points(u, 10.0)
+    pieces = torch.cat([native.logit_points(p.contiguous(), 10.0) for p in u.split(777)])
     assert torch.equal(whole, pieces)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
         in_place = u.clone()
-        assert fused.logit_points(in_place, 10.0, out=in_place) is in_place
+        assert native.logit_points(in_place, 10.0, out=in_place) is in_place
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(whole, in_place)
@@ -353,7 +357,7 @@ def test_logit_estimate_from_the_bits_is_within_its_bound_for_every_draw():
     bits = draws.view(torch.int32).double() - (1.0 - draws).view(torch.int32).double()
     estimate = bits * math.log(2.0) / 2**23
     error = (estimate - torch.logit(draws.double())).abs().max().item()
-    assert 0.059 < error <= 0.0597 < fused.LAZY_MARGIN - 0.005
+    assert 0.059 < error <= 0.0597 < native.LAZY_MARGIN - 0.005
 
 
 @needs_compiler
@@ -366,24 +370,24 @@ def test_lazy_logit_scan_gives_the_spikes_of_the_points_computed_beforehand(
     are. Both give the spikes of the same draws' points computed beforehand (the torch
     loop, escape.prob_inverse), and a margin of 0 (the estimate alone) would not."""
     if margin is not None:
-        monkeypatch.setattr(fused, "LAZY_MARGIN", margin)
+        monkeypatch.setattr(native, "LAZY_MARGIN", margin)
     gen = torch.Generator().manual_seed(4)
     cur = torch.randn(30, 20, 7, 9, generator=gen) * 0.6 + 0.25
     if channels_last:  # stored (T, B, L, C), as the conv currents are
         cur = cur.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
     escape, draws = make_escape("sigmoid", beta=10.0), random.Draws(8, 9, 2)
+    params = LIFParams(0.8, 0.9, 1.0, "full", False)
     for delay in (0, 2):
-        args = (0.8, 0.9, 1.0, True, False, delay)
-        lazy = fused.lif_forward(cur, escape, draws, *args)
+        lazy = native.forward(cur, None, escape, draws, params, delay)
         shifted = delay_in_time(cur, delay, 0).contiguous()
-        monkeypatch.setenv("SGTHEORY_FUSED", "0")
-        on_points = _LIFScan.run_loop(shifted, None, escape, draws, 0.8, 0.9, 1.0, "full", False)
+        monkeypatch.setenv("SGTHEORY_FUSED", "0")  # points by escape.prob_inverse in torch
+        on_points = torch_loop.forward(shifted, None, escape, draws, params)
         monkeypatch.setenv("SGTHEORY_FUSED", "1")
         assert 0.02 < on_points[0].float().mean() < 0.5
-        assert torch.equal(lazy[1], on_points[0])
-    monkeypatch.setattr(fused, "LAZY_MARGIN", 0.0)
-    estimate_only = fused.lif_forward(cur, escape, draws, *args)
-    assert not torch.equal(estimate_only[1], lazy[1])
+        assert torch.equal(lazy[0], on_points[0])
+    monkeypatch.setattr(native, "LAZY_MARGIN", 0.0)
+    estimate_only = native.forward(cur, None, escape, draws, params, delay)
+    assert not torch.equal(estimate_only[0], lazy[0])
 
 
 @needs_compiler

@@ -7,7 +7,8 @@ import torch
 
 from sgtheory.errors import ConfigError
 from sgtheory.init import fluctuation_driven_init_, fluctuation_driven_std, psp_eps_hat, psp_kernel
-from sgtheory.neurons import decay, readout_scan
+from sgtheory.lif import decay
+from sgtheory.scan import readout_scan
 
 
 def test_eps_hat_is_integral_of_squared_kernel_and_has_continuous_limit():

@@ -1,6 +1,6 @@
 """Connection delays, checked against step numbers worked out by hand.
 
-Model (sgtheory.neurons): syn[t+1] = a_s syn[t] + I[t] + rec(S[t + 1 - rec_delay]),
+Model (sgtheory.lif): syn[t+1] = a_s syn[t] + I[t] + rec(S[t + 1 - rec_delay]),
 mem[t+1] = a_m mem[t] + (1 - a_m) syn[t] (reset aside), S[t] = spike(mem[t]).
 A layer with `input_delay=d` gets I[t] = W x[t - d]. With one input spike at step t0 and a
 weight large enough that one step of synaptic current lifts the membrane above threshold:
@@ -15,10 +15,11 @@ import math
 import pytest
 import torch
 
-from sgtheory.backends.native import fused
+from sgtheory.backends.native import build
 from sgtheory.errors import ConfigError
 from sgtheory.layers import ConvLIFLayer, DenseLIFLayer, Readout, SpikingNetwork, delay_in_time
-from sgtheory.neurons import lif_scan, lif_scan_reference, readout_scan
+from sgtheory.lif import lif_scan_reference
+from sgtheory.scan import lif_scan, readout_scan
 from sgtheory.spikes import spike_fn_for_method
 
 DT, TAU_MEM, TAU_SYN, TAU_RO = 0.002, 0.02, 0.01, 0.2
@@ -191,7 +192,7 @@ def test_fused_loop_and_reference_agree_with_delays(monkeypatch, method, delay):
     x = (torch.rand(3, 40, 1, 15, generator=torch.Generator().manual_seed(0)) < 0.3).float()
     # (fused, reference, channels-last): fused, fused standard, torch loop, plain autograd
     paths = [("1", False, "1"), ("1", False, "0"), ("0", False, "1"), ("0", True, "1")]
-    if fused._compiler() is None:
+    if build.compiler() is None:
         paths = paths[2:]
     results = []
     for env, reference, layout in paths:

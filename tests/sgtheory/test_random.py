@@ -15,11 +15,13 @@ import torch
 from scipy import stats
 
 from sgtheory import random
-from sgtheory.backends.native import fused
-from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.backends.native import build
+from sgtheory.backends.native import lif as native
+from sgtheory.lif import lif_scan_reference
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import ESCAPE_NOISES, SpikeFn, make_escape, make_surrogate
 
-needs_compiler = pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
+needs_compiler = pytest.mark.skipif(build.compiler() is None, reason="no C compiler here")
 P_REJECT = 1e-6  # significance of every statistical test here: rejected if p < 1e-6
 
 
@@ -96,7 +98,7 @@ def test_a_draw_is_a_pure_function_of_where_it_is_used():
 def test_c_draws_equal_the_reference_at_any_first_step():
     for first in range(0, 9):
         assert torch.equal(
-            fused.philox_uniform(1, 2, first, 6, (5, 3)),
+            native.philox_uniform(1, 2, first, 6, (5, 3)),
             random.uniform_reference(1, 2, first, 6, (5, 3)),
         )
 
@@ -194,7 +196,7 @@ def test_given_uniforms_feed_a_layer_its_spikes():
 def test_ten_million_draws_are_uniform():
     """Chi-square over 1000 equal bins and Kolmogorov-Smirnov, both at p >= 1e-6; the values
     are multiples of 2^-24 in [0, 1)."""
-    u = fused.philox_uniform(2024, random.stream_id("uniformity"), 0, 40, (250_000,)).view(-1)
+    u = native.philox_uniform(2024, random.stream_id("uniformity"), 0, 40, (250_000,)).view(-1)
     assert u.numel() == 10**7
     assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
     assert torch.equal(u * 2**24, torch.floor(u * 2**24))

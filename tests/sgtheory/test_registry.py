@@ -1,8 +1,8 @@
 """The kernel registry of `sgtheory.spikes`: every surrogate and escape noise defined in Python
-has a path through the compiled scans (C: `fused`, Triton: `triton_scan`) or a declared
-fallback, each surrogate's declared formula is its derivative, and the C kernel numbers the
-formulas as spikes.py does. (That the kernels evaluate the formulas right is tested by the
-scan equalities of test_fused.py and test_triton.py, which walk SURROGATES.)"""
+has a path through the compiled scans (C: `backends.native`, Triton: `backends.triton`) or a
+declared fallback, each surrogate's declared formula is its derivative, and the C kernel
+numbers the formulas as spikes.py does. (That the kernels evaluate the formulas right is
+tested by the scan equalities of test_fused.py and test_triton.py, which walk SURROGATES.)"""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 import torch
 
 from sgtheory import random, spikes
-from sgtheory.backends.native import fused
+from sgtheory.backends.native import build
+from sgtheory.backends.native import lif as native
 from sgtheory.backends.triton import scan as triton_scan
-from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.lif import lif_scan_reference
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import KERNEL_FORMULAS, SG_GIVEN, SURROGATES, SpikeFn, make_escape
 
 # the formulas of KERNEL_FORMULAS written out independently: (x, S, p, q) -> dS/dx
@@ -110,7 +112,7 @@ def test_declared_formula_is_the_surrogate_derivative(name):
 
 
 def test_formula_numbers_agree_with_the_c_kernel():
-    source = fused.SOURCE.read_text()
+    source = build.SOURCE.read_text()
     enums = " ".join(re.findall(r"enum\s*\{([^}]*)\}", source))
     pairs = re.findall(r"((?:SG|ESC)_\w+)\s*=\s*(-?\d+)", enums)
     numbers = {name: int(value) for name, value in pairs if name.startswith("SG_")}
@@ -119,7 +121,7 @@ def test_formula_numbers_agree_with_the_c_kernel():
     for name, value in {**numbers, **rules}.items():
         assert getattr(spikes, name) == value, name
     assert set(rules.values()) == set(spikes.ESCAPE_FORMULAS)
-    assert set(fused.INLINE_FORMULAS) <= set(numbers.values()) - {SG_GIVEN}
+    assert set(native.INLINE_FORMULAS) <= set(numbers.values()) - {SG_GIVEN}
     assert set(FORMULAS) | {SG_GIVEN} == set(KERNEL_FORMULAS)  # this test knows them all
     assert set(triton_scan.INLINE_FORMULAS) <= set(KERNEL_FORMULAS) - {SG_GIVEN}
 
@@ -181,7 +183,7 @@ class Triangle:
         return SG_GIVEN, 0.0, 0.0
 
 
-@pytest.mark.skipif(fused._compiler() is None, reason="no C compiler here")
+@pytest.mark.skipif(build.compiler() is None, reason="no C compiler here")
 def test_c_kernel_runs_a_surrogate_added_in_python_only(monkeypatch):
     """Adding a surrogate is one class: the C kernel reads its derivative (SG_GIVEN)."""
     current = torch.randn(4, 30, 3, 7, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.4
@@ -189,7 +191,7 @@ def test_c_kernel_runs_a_surrogate_added_in_python_only(monkeypatch):
     grads = []
     for kernels in ("1", "0"):
         monkeypatch.setenv("SGTHEORY_FUSED", kernels)
-        assert fused.usable(current) == (kernels == "1")
+        assert build.runs(current) == (kernels == "1")
         cur = current.clone().requires_grad_()
         spike = SpikeFn(make_escape("sigmoid"), Triangle(), torch.Generator().manual_seed(2))
         spikes_out, _ = lif_scan(cur, spike, 0.8, 0.9)

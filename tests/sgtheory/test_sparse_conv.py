@@ -10,9 +10,9 @@ from sgtheory.backends.conv import algos as conv_algos
 from sgtheory.backends.conv import sparse as conv_kernels
 from sgtheory.backends.conv.algos import FUNCTIONS, Geometry
 from sgtheory.backends.conv.chunked import conv1d_chunked
-from sgtheory.backends.native import fused
+from sgtheory.backends.native import build
 
-pytestmark = pytest.mark.skipif(fused.library() is None, reason="no C compiler")
+pytestmark = pytest.mark.skipif(build.library() is None, reason="no C compiler")
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_kernel_returns_the_number_of_nonzeros():
     taps = conv_kernels._tap_rows(torch.randn(4, 3, 4, generator=gen)).contiguous()
     out = torch.empty(300, geo.lout * geo.cout)
     shape = (geo.cin, geo.lin, geo.cout, geo.k, geo.stride, geo.padding, geo.lout, 0, 0, 1)
-    lib, ptrs = fused.library(), (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
+    lib, ptrs = build.library(), (rows.data_ptr(), taps.data_ptr(), out.data_ptr())
     assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.1) == int(x.count_nonzero())
     assert lib.spike_conv_forward(*ptrs, *shape, 300, 0, 1, 0.01) == -1  # 5 % > 1 %: gives up
     # three parts: chunks of 64 samples dealt out in turn (0-63 and 192-255 to part 0, ...)
@@ -128,7 +128,7 @@ def test_density_hidden_from_the_probe_still_runs_the_fallback(fallback_calls):
 def conv_kernels_define(name: str) -> int:
     """A constant of the C source (PROBE: every how-many-th sample the kernels count first;
     SPAN: samples per chunk dealt out to the threads)."""
-    for line in fused.SPARSE_SOURCE.read_text().splitlines():
+    for line in build.SPARSE_SOURCE.read_text().splitlines():
         if line.startswith(f"#define {name} "):
             return int(line.split()[2])
     raise AssertionError(f"no {name} in spike_conv.c")
@@ -161,7 +161,8 @@ def test_recurrent_layer_by_the_sparse_convolution_equals_the_reference(method, 
     """The torch loop's per-step recurrent convolution by `sparse` (forced; the measured
     choice for an SHD-shaped layer): spikes, potentials and both gradients as the plain
     autograd reference (float32, so up to rounding; the spikes equal)."""
-    from sgtheory.neurons import lif_scan, lif_scan_reference
+    from sgtheory.lif import lif_scan_reference
+    from sgtheory.scan import lif_scan
     from sgtheory.spikes import spike_fn_for_method
 
     dense_calls = []  # the fallback of a forced sparse on standard-layout data: onednn

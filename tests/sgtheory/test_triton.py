@@ -26,7 +26,8 @@ import torch
 
 from sgtheory import spikes
 from sgtheory.backends.triton import scan as triton_scan
-from sgtheory.neurons import lif_scan, lif_scan_reference
+from sgtheory.lif import lif_scan_reference
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import (
     ESCAPE_NOISES,
     SG_GIVEN,
@@ -178,19 +179,19 @@ def test_kernels_apply_only_where_they_run(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setenv("SGTHEORY_TRITON", "1")
     cur = torch.zeros(4, 2, 3, 5)
-    assert not triton_scan.usable(cur)  # CPU without the interpreter: the C kernels or loop
+    assert not triton_scan.runs(cur)  # CPU without the interpreter: the C kernels or loop
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     weight = torch.zeros(3, 3, 3)
-    assert triton_scan.usable(cur) == HAS_TRITON
-    assert triton_scan.usable(cur, weight, 2) == HAS_TRITON
-    assert not triton_scan.usable(cur.double())  # float32 only
-    assert not triton_scan.usable(cur[:, :0])  # nothing to launch
-    assert not triton_scan.usable(cur, weight.double())
-    assert not triton_scan.usable(cur, weight, rec_delay=5)  # delay beyond the steps: loop
+    assert triton_scan.runs(cur) == HAS_TRITON
+    assert triton_scan.runs(cur, weight, 2) == HAS_TRITON
+    assert not triton_scan.runs(cur.double())  # float32 only
+    assert not triton_scan.runs(cur[:, :0])  # nothing to launch
+    assert not triton_scan.runs(cur, weight.double())
+    assert not triton_scan.runs(cur, weight, rec_delay=5)  # delay beyond the steps: loop
     big = torch.zeros(2, 1, 64, 200)  # 64 x 256 padded > MAX_BLOCK: loop
-    assert not triton_scan.usable(big, torch.zeros(64, 64, 3))
+    assert not triton_scan.runs(big, torch.zeros(64, 64, 3))
     monkeypatch.setenv("SGTHEORY_TRITON", "0")
-    assert not triton_scan.usable(cur)
+    assert not triton_scan.runs(cur)
     assert triton_scan.describe("cuda") == "torch loop (SGTHEORY_TRITON=0)"
     monkeypatch.setenv("SGTHEORY_TRITON", "1")
     monkeypatch.delenv("TRITON_INTERPRET")
@@ -250,7 +251,7 @@ def test_sgtheory_imports_and_runs_without_triton():
                     raise ModuleNotFoundError("No module named 'triton'")
         sys.meta_path.insert(0, NoTriton())
         import torch
-        from sgtheory.neurons import lif_scan
+        from sgtheory.scan import lif_scan
         from sgtheory.spikes import spike_fn_for_method
         cur = torch.randn(2, 30, 3, 5).requires_grad_()
         spikes, _ = lif_scan(cur, spike_fn_for_method("stochasticsuperspike"), 0.8, 0.9)
@@ -273,14 +274,14 @@ def test_interpreter_works_after_a_compiled_import():
         import torch, triton
         from sgtheory import spikes
         from sgtheory.backends.triton import scan as triton_scan
-        from sgtheory.neurons import lif_scan
+        from sgtheory.scan import lif_scan
         from sgtheory.spikes import spike_fn_for_method
         compiled = triton_scan.kernels(False).lif_forward_flat
         assert type(compiled).__name__ == "JITFunction"
         assert "TRITON_INTERPRET" not in os.environ  # restored after loading
         os.environ["TRITON_INTERPRET"] = "1"
         cur = torch.randn(2, 6, 3, 5, generator=torch.Generator().manual_seed(0)) + 1.0
-        assert triton_scan.usable(cur.transpose(0, 1))
+        assert triton_scan.runs(cur.transpose(0, 1))
         spikes, _ = lif_scan(cur, spike_fn_for_method("superspike"), 0.8, 0.9)
         interpreted = triton_scan.kernels(True).lif_forward_flat
         assert type(interpreted).__name__ == "InterpretedFunction"

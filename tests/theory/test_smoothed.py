@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from sgtheory.neurons import lif_scan
+from sgtheory.scan import lif_scan
 from sgtheory.spikes import SpikeFn, make_escape, make_surrogate
 from sgtheory.theory import (
     coupled_sample,

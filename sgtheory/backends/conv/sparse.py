@@ -36,7 +36,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from sgtheory.backends.native import fused
+from sgtheory.backends.native import build
 
 ALGOS = ("onednn", "unfold", "banded", "positions", "sparse")
 CHUNK = 512  # samples per oneDNN call: oneDNN is slower on one call over 10^5 samples
@@ -311,7 +311,7 @@ def _positions_weight_grad(x, g, geo, channels_last: bool = True) -> torch.Tenso
 
 def sparse_usable(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether `sparse` can run on `device` in `dtype` (CPU, float32, the C kernels built)."""
-    return device.type == "cpu" and dtype == torch.float32 and fused.library() is not None
+    return device.type == "cpu" and dtype == torch.float32 and build.library() is not None
 
 
 def _sparse_rows(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -332,7 +332,7 @@ def _sparse_run(fn, rows, layouts, geo, pointers, max_density: float) -> bool:
     calls = [
         (*ptrs, *shape, part, len(pointers), max_density) for part, ptrs in enumerate(pointers)
     ]
-    return min(fused.parallel(fn, calls)) >= 0
+    return min(build.parallel(fn, calls)) >= 0
 
 
 def sparse_parts(samples: int) -> int:
@@ -349,7 +349,7 @@ def _sparse_forward(
     taps = _tap_rows(w).contiguous()
     out = _empty(x.shape[0], geo.cout, geo.lout, w, channels_last)  # written in place
     pointers = [(rows.data_ptr(), taps.data_ptr(), out.data_ptr())] * sparse_parts(len(rows))
-    lib = fused.library()
+    lib = build.library()
     layouts = (layout, channels_last)
     if not _sparse_run(lib.spike_conv_forward, rows, layouts, geo, pointers, max_density):
         return FUNCTIONS["forward", fallback](x, w, geo, channels_last)
@@ -366,7 +366,7 @@ def _sparse_weight_grad(
     gs = _flat(g, g_last).contiguous()  # rows in g's own layout (a copy only if neither)
     acc = g.new_empty((sparse_parts(len(rows)), geo.k * geo.cin, geo.cout))  # one per thread
     pointers = [(rows.data_ptr(), gs.data_ptr(), part.data_ptr()) for part in acc]
-    lib = fused.library()
+    lib = build.library()
     layouts = (layout, g_last)
     if not _sparse_run(lib.spike_conv_weight_grad, rows, layouts, geo, pointers, max_density):
         return FUNCTIONS["weight_grad", fallback](x, g, geo, channels_last)

@@ -15,7 +15,7 @@ correctly rounded, `div_rn`): the numbers of ``sgtheory.random``, the spikes of 
 loop and the C scan.
 
 Arrays are time-major (nb_steps, row), float32, contiguous; `fired` is uint8. The arithmetic
-follows the torch loop of ``neurons._LIFScan`` operation by operation (fused multiply-adds
+follows the torch loop of ``backends.torch_loop`` operation by operation (fused multiply-adds
 exactly where torch's lerp and add-with-alpha kernels have them; launched with fp fusion
 off), so both give the same spikes. The recurrent kernels run one sample per program: the
 recurrent convolution of a step reads back the spikes (or adjoints) that the program wrote

@@ -1,20 +1,19 @@
 """The LIF scan on CUDA in Triton kernels: one launch per layer and direction.
 
-On a GPU, the torch loop of ``neurons._LIFScan`` costs a handful of kernel launches per
-time step, forward and adjoint, for every layer. The kernels of ``triton_kernels.py`` loop
-over time inside one launch instead, with the neurons spread over program instances; a
-layer with a recurrent convolution runs one sample per program and computes the
-convolution of each step inside the kernel.
+On a GPU, the torch loop (``backends.torch_loop``) costs a handful of kernel launches per
+time step, forward and adjoint, for every layer. The kernels of ``kernels.py`` loop over
+time inside one launch instead, with the neurons spread over program instances; a layer
+with a recurrent convolution runs one sample per program and computes the convolution of
+each step inside the kernel.
 
-How ``neurons.lif_scan`` chooses (float32 input, see `usable`):
-
-* CUDA tensor, Triton installed, ``SGTHEORY_TRITON`` not 0: these kernels, for every escape
-  noise, surrogate (its `kernel_form`, see spikes.KERNEL_FORMULAS), reset and
-  ``diff_reset``, with or without a recurrent convolution (any ``rec_delay``; one sample's
-  channels x positions, padded to powers of two, at most MAX_BLOCK);
-* CUDA without Triton: the torch loop, after one warning; other shapes or dtypes: the loop;
-* CPU: the fused C kernels of ``sgtheory.backends.native.fused`` (or the loop). Only under Triton's
-  interpreter (``TRITON_INTERPRET=1``, slow; for tests) do these kernels run on CPU tensors.
+Where they run (`usable`; the dispatch, ``sgtheory.scan``, takes them first where they do):
+float32 currents on CUDA with Triton installed and ``SGTHEORY_TRITON`` not 0, for every
+escape noise with a `kernel_form` drawing from a stream or generator, every surrogate (its
+`kernel_form`, see spikes.KERNEL_FORMULAS), reset and ``diff_reset``, with or without a
+recurrent convolution (``rec_delay`` up to the scan's steps; one sample's channels x
+positions, padded to powers of two, at most MAX_BLOCK). CUDA without Triton: the torch
+loop, after one warning. Only under Triton's interpreter (``TRITON_INTERPRET=1``, slow; for
+tests) do these kernels run on CPU tensors.
 
 Stochastic escape noise: the forward kernels draw each neuron-step's uniform themselves,
 by Philox4x32-10 as ``sgtheory.random`` defines it (the numbers of the torch loop and the C
@@ -36,15 +35,33 @@ import torch
 from torch import Tensor
 
 from sgtheory import random
+from sgtheory.backends import base
 from sgtheory.backends.conv.chunked import conv1d_weight_grad
-from sgtheory.spikes import ESC_STEP, SG_EXPONENTIAL, SG_GIVEN, SG_SIGMOID, SG_SPIKE, SG_SUPERSPIKE
+from sgtheory.lif import LIFParams
+from sgtheory.spikes import (
+    ESC_STEP,
+    SG_EXPONENTIAL,
+    SG_GIVEN,
+    SG_SIGMOID,
+    SG_SPIKE,
+    SG_SUPERSPIKE,
+    SpikeFn,
+)
 
 ENV = "SGTHEORY_TRITON"
-KERNELS = Path(__file__).with_name("triton_kernels.py")
+NAME = "triton"
+TAKES_INPUT_DELAY = False
+KERNELS = Path(__file__).with_name("kernels.py")
 BLOCK = 512  # neurons per program of the kernels without recurrence
 MAX_BLOCK = 8192  # padded channels x positions of one sample in the recurrent kernels
 _FALSE = ("0", "false", "off", "no")
-# formulas of spikes.KERNEL_FORMULAS that the kernels evaluate (triton_kernels._surrogate);
+REQUIRES = (
+    "a float32 current on CUDA (any device under TRITON_INTERPRET=1), triton installed, "
+    f"{ENV} not 0, a recurrent block of at most {MAX_BLOCK} padded channels x positions "
+    "and rec_delay up to the steps, and draws the kernels make (deterministic, or a "
+    "Stream or torch.Generator with an escape noise that has a kernel_form)"
+)
+# formulas of spikes.KERNEL_FORMULAS that the kernels evaluate (kernels._surrogate);
 # for any other, the derivative is computed beforehand by torch (spikes.SG_GIVEN)
 INLINE_FORMULAS = (SG_SUPERSPIKE, SG_SPIKE, SG_SIGMOID, SG_EXPONENTIAL)
 
@@ -111,8 +128,16 @@ def describe(device_type: str = "cuda") -> str:
     return f"Triton {module.__version__} kernels" + (" (interpreter)" if interpreting() else "")
 
 
-def usable(cur: torch.Tensor, rec_weight: torch.Tensor | None = None, rec_delay: int = 1) -> bool:
-    """Whether the kernels run the scan of time-major `cur` (T, B, ...) with `rec_weight`."""
+def usable(
+    cur: torch.Tensor, rec_weight: torch.Tensor | None, spike_fn: SpikeFn, params: LIFParams
+) -> bool:
+    """Whether the kernels run this scan (see REQUIRES)."""
+    return base.kernels_draw(spike_fn) and runs(cur, rec_weight, params.rec_delay)
+
+
+def runs(cur: torch.Tensor, rec_weight: torch.Tensor | None = None, rec_delay: int = 1) -> bool:
+    """Whether the kernels take time-major `cur` (T, B, ...) with `rec_weight`: device,
+    dtype, shapes and availability."""
     if cur.dtype != torch.float32 or cur.dim() < 2 or cur.numel() == 0:
         return False
     if rec_weight is not None:
@@ -129,7 +154,7 @@ def _pow2(n: int) -> int:
 
 
 def kernels(interpret: bool) -> ModuleType:
-    """triton_kernels.py loaded in one mode (compiled or interpreted), once per mode.
+    """kernels.py loaded in one mode (compiled or interpreted), once per mode.
 
     Triton fixes a kernel's mode when it is decorated, from TRITON_INTERPRET; each mode
     executes the file into its own module with that variable set for the duration.
@@ -185,22 +210,29 @@ def _warps(elements: int) -> int:
 
 
 def forward(
-    cur: Tensor, rec_weight: Tensor | None, escape, draws: random.Draws | None, a_syn: float,
-    a_mem: float, threshold: float, reset: str, diff_reset: bool, rec_delay: int = 1,
-) -> tuple[Tensor, Tensor, Tensor | None]:  # fmt: skip
-    """(fired bool, mem, syn or None) of the scan of time-major `cur`, as `_LIFScan.run_loop`;
-    a stochastic `escape` (its `kernel_form()`) draws the uniforms of `draws` in the kernel."""
+    cur: Tensor,
+    rec_weight: Tensor | None,
+    escape,
+    draws: random.Draws | None,
+    params: LIFParams,
+    input_delay: int = 0,
+) -> tuple[Tensor, Tensor, Tensor | None, None]:
+    """(fired bool, mem, syn or None, None) of the scan of time-major `cur`, as the torch
+    loop's; a stochastic `escape` (its `kernel_form()`) draws the uniforms of `draws` in the
+    kernel."""
+    assert input_delay == 0, "the Triton kernels take the current already delayed"
+    a_syn, a_mem, threshold = params.a_syn, params.a_mem, params.threshold
     cur = cur.contiguous()
     nb_steps, row = cur.shape[0], cur[0].numel()
     mem = torch.empty_like(cur)
     fired = torch.empty(cur.shape, dtype=torch.uint8, device=cur.device)
-    syn = torch.empty_like(cur) if diff_reset else None
+    syn = torch.empty_like(cur) if params.diff_reset else None
     a32 = float(torch.tensor(a_mem, dtype=torch.float32))  # as torch's lerp holds it
     lerp_small = abs(a32) < 0.5
     args = (cur, mem, fired, syn)
     flags = dict(
         ESCAPE=escape.kernel_form()[0],
-        RESET_FULL=reset == "full",
+        RESET_FULL=params.reset == "full",
         LERP_SMALL=lerp_small,
         KEEP_SYN=syn is not None,
     )
@@ -213,23 +245,31 @@ def forward(
     else:
         weight = rec_weight.detach().contiguous()
         shape = (nb_steps, row, cur.shape[2], cur.shape[3])
-        meta = dict(flags, **_rec_meta(cur, weight, rec_delay))
+        meta = dict(flags, **_rec_meta(cur, weight, params.rec_delay))
         _launch(
             "lif_forward_rec", (cur.shape[1],), cur.device, *args, weight, *shape, *coeffs, **meta
         )
-    return fired.view(torch.bool), mem, syn
+    return fired.view(torch.bool), mem, syn, None
 
 
 def backward(
-    fired: Tensor, mem: Tensor, syn: Tensor | None, rec_weight: Tensor | None,
-    grad_spikes: Tensor, surrogate, a_syn: float, a_mem: float, threshold: float, reset: str,
-    diff_reset: bool, rec_delay: int = 1, need_rec_grad: bool = True,
-) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    fired: Tensor,
+    mem: Tensor,
+    syn: Tensor | None,
+    rec_weight: Tensor | None,
+    grad_spikes: Tensor,
+    surrogate,
+    params: LIFParams,
+    input_delay: int = 0,
+    need_rec_grad: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """(dL/dI of every step, dL/drec_weight or None) by the adjoint recursion in the kernels.
 
     The surrogate derivative comes from its `kernel_form()`: evaluated in the kernel, or
     (spikes.SG_GIVEN) computed here beforehand by `surrogate.derivative`.
     """
+    a_syn, a_mem, threshold = params.a_syn, params.a_mem, params.threshold
+    rec_delay = params.rec_delay
     nb_steps, row = fired.shape[0], fired[0].numel()
     grad_spikes, mem = grad_spikes.contiguous(), mem.contiguous()
     form, p, q = surrogate.kernel_form()
@@ -241,7 +281,7 @@ def backward(
     b_mem = 1.0 - a_mem
     args = (fired.contiguous().view(torch.uint8), mem, syn, sg, grad_spikes, grad_syn)
     coeffs = (a_mem, b_mem, a_syn / b_mem, threshold, float(p), float(q))
-    flags = dict(FORM=form, RESET_FULL=reset == "full", DIFF=bool(diff_reset))
+    flags = dict(FORM=form, RESET_FULL=params.reset == "full", DIFF=params.diff_reset)
     if rec_weight is None:
         grid = (-(-row // BLOCK),)
         meta = dict(flags, BLOCK=BLOCK, num_warps=4)

@@ -1,13 +1,13 @@
-/* Fused CPU kernels of the LIF scan (sgtheory/neurons.py), float32, time-major.
+/* Fused CPU kernels of the LIF scan (sgtheory/lif.py), float32, time-major.
  *
  * Every array is (nb_steps, row) with `row` neurons per step, contiguous in the neuron
  * index. A call runs neurons [begin, end) through all time steps: the state of a block of
  * neurons stays in registers and each step touches one short contiguous piece of each row.
  * Python splits the neurons between threads (one call per thread; ctypes releases the GIL).
  *
- * The arithmetic follows the torch loop of neurons.py operation by operation, including the
- * fused multiply-adds of torch's vectorised lerp and add-with-alpha kernels, so both give
- * the same spikes. Compiled with -ffp-contract=off: no other multiply-add is fused.
+ * The arithmetic follows the torch loop (backends/torch_loop.py) operation by operation,
+ * including the fused multiply-adds of torch's vectorised lerp and add-with-alpha kernels,
+ * so both give the same spikes. Compiled with -ffp-contract=off: no other multiply-add is fused.
  */
 #include <math.h>
 #include <stdint.h>
@@ -16,8 +16,8 @@
 #define BLOCK 256
 
 /* The sigmoid escape noise's firing point logit(u) / beta of a uniform draw u, computed
- * here for the torch loop (SigmoidEscape.prob_inverse on CPU float32) and the fused scan
- * alike, so that both give the same spikes.
+ * here for the torch loop (the points of SigmoidEscape.prob_inverse on CPU float32) and the
+ * fused scan alike, so that both give the same spikes.
  *
  * For u in [FLT_MIN, 1): u = 2^e1 m1 and 1 - u = 2^e2 m2 (m in [1, 2); 1 - u is exact for
  * every draw k 2^-24 of torch.rand), and log(u / (1 - u)) = e ln2 + 2 atanh(s) with
@@ -275,7 +275,7 @@ void lif_forward(const float *restrict cur, int escape, float p, float q,
 }
 
 /* Surrogate derivatives that the backward loop evaluates itself: the formulas of
- * KERNEL_FORMULAS in spikes.py, with the same numbers (a test reads them here); fused.py
+ * KERNEL_FORMULAS in spikes.py, with the same numbers (a test reads them here); native/lif.py
  * lists them in INLINE_FORMULAS. The others (with exp) come precomputed by torch's
  * vectorised kernels, as SG_GIVEN. */
 enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };

@@ -8,7 +8,8 @@ import torch
 
 from sgtheory.errors import ConfigError
 from sgtheory.layers import ConvLIFLayer, DenseLIFLayer, Readout, conv_output_length
-from sgtheory.neurons import decay, lif_scan, lif_scan_reference, readout_scan
+from sgtheory.lif import decay, lif_scan_reference
+from sgtheory.scan import lif_scan, readout_scan
 from sgtheory.spikes import spike_fn_for_method
 
 DT, TAU_MEM, TAU_SYN = 1e-3, 20e-3, 5e-3
