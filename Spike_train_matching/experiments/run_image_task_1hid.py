@@ -17,14 +17,14 @@ _T0 = time.perf_counter()  # process start (before the heavy imports), for the s
 from pathlib import Path
 
 from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
+from stm.schema import register  # light: the types of every setting (no torch)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
 
 
 def app() -> None:
-    """Check the method/dataset names of every job, then hand over to Hydra."""
+    """Hydra's app: each job's settings checked (`stm.checks.check`), then its run."""
     import logging
-    import sys
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -33,11 +33,10 @@ def app() -> None:
     from sgruns.cli import record_failure, report
     from sgruns.errors import RUN_ERRORS
     from sgruns.folder import exit_on_error
-    from stm.settings import precheck_argv, validate
+    from stm.checks import check
     from stm.training import run
 
     logging.raiseExceptions = False  # a log file on a full disk: no traceback per message
-    precheck_argv(sys.argv, CONFIG_DIR)  # every value of a sweep, before its first job
 
     @hydra.main(version_base="1.3", config_path="config_experiments", config_name="config")
     def _app(cfg) -> None:
@@ -45,7 +44,7 @@ def app() -> None:
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            checked = validate(cfg, CONFIG_DIR, dict(hydra_cfg.runtime.choices))
+            checked = check(cfg, CONFIG_DIR, dict(hydra_cfg.runtime.choices))
             run(cfg, run_dir, checked, _T0)
         except (*RUN_ERRORS, KeyboardInterrupt) as err:  # SIGTERM too (runfolder.Interrupted)
             if multirun:
@@ -61,4 +60,4 @@ def app() -> None:
 
 
 if __name__ == "__main__":
-    run_cli(app, CONFIG_DIR)
+    run_cli(app, CONFIG_DIR, register=register)

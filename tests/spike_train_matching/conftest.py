@@ -1,13 +1,17 @@
-"""Shared fixtures: a tiny target image and short CLI runs of both methods."""
+"""Shared fixtures: a tiny target image and short CLI runs of both methods; the config as
+Hydra composes it (the schema registered as the entry script does)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stm.schema import register
 
 REPO = Path(__file__).resolve().parents[2]
 STM = REPO / "Spike_train_matching"
@@ -55,8 +59,23 @@ def compose(*overrides: str):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register()
     with initialize_config_dir(str(EXPERIMENTS / "config_experiments"), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides))
+
+
+def refusal(*args: str) -> str:
+    """The message with which the command line `args` is refused before Hydra starts (the
+    run folder set to one that is never made)."""
+    from sgruns.cli import prepare
+    from sgtheory.errors import ConfigError
+
+    register()
+    never = Path(tempfile.gettempdir()) / "stm-run-never-made"
+    with pytest.raises(ConfigError) as info:
+        prepare([*args, f"hydra.run.dir={never}"], EXPERIMENTS / "config_experiments")
+    assert not never.exists()
+    return str(info.value)
 
 
 @pytest.fixture(scope="session")

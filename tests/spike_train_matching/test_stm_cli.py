@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose, run_cli, tiny_overrides, write_png
+from conftest import TINY, compose, refusal, run_cli, tiny_overrides, write_png
 
 from sgtheory.errors import ConfigError
-from stm import settings
+from stm import checks
 
 KINDS_1D = [
     "loss_hist_vRd",
@@ -107,7 +107,7 @@ def test_wandb_offline_run(tmp_path, tiny_png):
         ("method=foo", "method=foo is not valid; choose one of: multilayerspiker"),
         ("dataset=bar", "dataset=bar is not valid; choose one of: oxford, scene"),
         ("tau_mem=-1", "tau_mem=-1"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer from 0 to 2**63 - 1"),
+        ("seed=abc", "seed=abc is not valid; it must be an integer"),
         ("fano_window=1000", "fano_window=1000 is not valid; it must be at most"),
         ("stochastic_escape_h=exponential", "stochastic_escape_h=exponential is not a setting"),
     ],
@@ -125,56 +125,85 @@ def test_bad_input_cli(tmp_path, tiny_png, override, message):
     [
         ("tau_syn=0", "tau_syn=0 is not valid"),
         ("nb_epochs=0", "nb_epochs=0 is not valid"),
-        ("nb_epochs=2.5", "nb_epochs=2.5 is not valid"),
         ("dt=-0.001", "dt=-0.001 is not valid"),
         ("logging_freq=0", "logging_freq=0 is not valid"),
         ("valid_escape=foo", "valid_escape='foo' is not valid; choose one of"),
         ("method.name=foo", "method='foo' is not valid; choose one of"),
-        ("method.sigm=maybe", "method.sigm='maybe' is not valid; it must be true or false"),
-        ("seed=abc", "seed='abc' is not valid; it must be an integer from 0 to 2**63 - 1"),
-        ("seed=1.5", "seed=1.5 is not valid"),
+        ("seed=-1", "seed=-1 is not valid; it must be an integer from 0 to 2**63 - 1"),
         ("seed=99999999999999999999", "seed=99999999999999999999 is not valid"),
-        ("+foo=1", "foo=1 is not a setting of this experiment"),
-        (
-            "++dataset.nb_hiden=3",
-            "nb_hiden=3 is not a setting of this experiment; did you mean dataset.nb_hidden",
-        ),
         ("fano_window=1000", "fano_window=1000 is not valid; it must be at most"),
-        ("fano_window=abc", "fano_window='abc' is not valid"),
-        ("max_chunks=abc", "max_chunks='abc' is not valid"),
-        ("save_spk=abc", "save_spk='abc' is not valid; it must be true or false"),
-        ("resume=2", "resume=2 is not valid; it must be true or false"),
-        ("threshold=abc", "threshold='abc' is not valid"),
-        ("dataset.nb_hidden=abc", "dataset.nb_hidden='abc' is not valid"),
-        ("dataset_method.lr_h=abc", "dataset_method.lr_h='abc' is not valid"),
+        ("max_chunks=0", "max_chunks=0 is not valid; it must be a positive integer"),
         ("dataset_method.lr_o=inf", "dataset_method.lr_o=inf is not valid"),
+        ("dataset_method.lr_h=-1e-5", "dataset_method.lr_h=-1e-05 is not valid"),
         ("input_rate=2000", "input_rate=2000 is not valid with dt=0.001"),
         ("device=cuda", "device='cuda' is not valid; choose one of: cpu"),
-        ("wandb.entity=3", "wandb.entity=3 is not valid"),
         ("wandb.mode=foo", "wandb.mode='foo' is not valid; choose one of"),
+        ("wandb.project=''", "wandb.project='' is not valid; it must be a non-empty string"),
         ("dataset.data_path=/nonexistent/x.png", "does not exist"),
     ],
 )
-def test_bad_settings(override, message):
+def test_values_out_of_range(override, message):
+    """Values of the right type that no run can use: refused by `stm.checks.check`."""
     cfg = compose(override)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        settings.validate(cfg)
+        checks.check(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("nb_epochs=2.5", "nb_epochs=2.5 is not valid; it must be an integer"),
+        ("method.sigm=maybe", "method.sigm=maybe is not valid; it must be true or false"),
+        ("seed=abc", "seed=abc is not valid; it must be an integer"),
+        ("seed=1.5", "seed=1.5 is not valid; it must be an integer"),
+        ("fano_window=abc", "fano_window=abc is not valid; it must be an integer"),
+        ("max_chunks=abc", "max_chunks=abc is not valid; it must be an integer or null"),
+        ("threads=abc", "threads=abc is not valid; it must be an integer or null"),
+        ("save_spk=abc", "save_spk=abc is not valid; it must be true or false"),
+        ("resume=2", "resume=2 is not valid; it must be true or false"),
+        ("threshold=abc", "threshold=abc is not valid; it must be a number"),
+        ("threshold=true", "threshold=true is not valid; it must be a number"),
+        ("dataset.nb_hidden=abc", "dataset.nb_hidden=abc is not valid; it must be an integer"),
+        ("dataset_method.lr_h=abc", "dataset_method.lr_h=abc is not valid; it must be a number"),
+        ("+foo=1", "foo=1 is not a setting of this experiment"),
+        (
+            "num_threads=2",
+            "num_threads=2 is not a setting of this experiment; did you mean threads",
+        ),
+        (
+            "++dataset.nb_hiden=3",
+            "dataset.nb_hiden=3 is not a setting of this experiment; did you mean "
+            "dataset.nb_hidden",
+        ),
+        ("+method.lr=1", "method.lr=1 is not a setting of this experiment"),
+        ("wandb.entity=3", "wandb.entity=3 is not valid; it must be a string or null"),
+    ],
+)
+def test_wrong_types_and_unknown_settings_are_refused_by_the_schema(override, message):
+    """Refused while the command line is composed (`stm.schema`), before any work: one line
+    naming the setting and the value as typed."""
+    msg = refusal(override)
+    assert msg.startswith(message) and "\n" not in msg, msg
 
 
 def test_missing_oxford_image_says_where_to_get_it():
     cfg = compose("dataset=oxford", "dataset.data_path=/nonexistent/radcliffe.png")
     with pytest.raises(ConfigError, match="Radcliffe Camera.*not shipped"):
-        settings.validate(cfg)
+        checks.check(cfg)
 
 
 def test_wrong_image_size(tmp_path):
     path = tmp_path / "small.png"
     write_png(path, 10, 10)
     with pytest.raises(ConfigError, match="10 rows x 10 columns"):
-        settings.validate(compose(f"dataset.data_path={path}"))
+        checks.check(compose(f"dataset.data_path={path}"))
 
 
-def test_precheck_names():
-    settings.precheck_argv(["x", "method=superspike,stochasticsuperspike", "dataset=scene"])
-    with pytest.raises(ConfigError, match="choose one of: multilayerspiker"):
-        settings.precheck_argv(["x", "method=superspike,nope"])
+def test_every_value_of_a_sweep_names_a_config():
+    """A sweep's group values are checked before its first job (the run folders untouched)."""
+    msg = refusal("-m", "method=superspike,nope", "dataset=scene")
+    assert msg.startswith("method=superspike,nope is not valid; choose one of: multilayerspiker")
+    assert refusal("-m", "dataset=scene,bar").startswith("dataset=scene,bar is not valid")
+    msg = refusal("-m", "dataset.nb_hidden=15,15.5")
+    assert msg.startswith("dataset.nb_hidden=15.5 is not valid (a value of the sweep")
+    assert msg.endswith("it must be an integer")

@@ -1,5 +1,5 @@
 """Faults and bad inputs of whole runs: non-finite weights, moving a finished run aside,
-changed settings, equal time constants (issue 11's list; tiny configs, seconds each)."""
+changed settings, equal time constants (tiny configs, seconds each)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import torch
 from conftest import EXPERIMENTS, compose, run_cli, tiny_overrides
 
 from sgtheory.errors import NonFiniteError
-from stm import learning, settings, training
+from stm import checks, learning, training
 
 
 def _run_in_process(run_dir, *overrides):
     cfg = compose(*overrides)
-    checked = settings.validate(cfg)
+    checked = checks.check(cfg)
     return training.run(cfg, run_dir, checked, time.perf_counter())
 
 

@@ -17,17 +17,17 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import EXPERIMENTS, TINY, compose, run_cli, tiny_overrides
+from conftest import EXPERIMENTS, TINY, compose, refusal, run_cli, tiny_overrides
 
 from sgruns.errors import CheckpointError
 from sgtheory.backends.threads import usable_cores
 from sgtheory.errors import ConfigError, NonFiniteError
-from stm import derived, memory, model, settings, training
+from stm import checks, derived, memory, model, training
 
 
 def _run_in_process(run_dir, *overrides, chosen=None):
     cfg = compose(*overrides)
-    checked = settings.validate(cfg, chosen=chosen)
+    checked = checks.check(cfg, chosen=chosen)
     return training.run(cfg, run_dir, checked, time.perf_counter())
 
 
@@ -42,7 +42,7 @@ def _one_line(proc: subprocess.CompletedProcess, start: str) -> str:
 
 def _validate_error(*overrides: str, chosen=None) -> str:
     with pytest.raises(ConfigError) as info:
-        settings.validate(compose(*overrides), chosen=chosen)
+        checks.check(compose(*overrides), chosen=chosen)
     return str(info.value)
 
 
@@ -156,7 +156,7 @@ def test_eps0_whose_distances_round_to_zero_is_refused(eps0, why):
     a single spike's van Rossum distance 1/2 sum eps^2 / nb_outputs (about 1e-62) is."""
     msg = _validate_error(f"eps0={eps0}")
     assert msg.startswith(f"eps0={eps0} is not valid (default 0.2)") and why in msg
-    settings.validate(compose("eps0=1e-17"))  # 1/2 sum eps^2 / 200 about 2e-37: kept
+    checks.check(compose("eps0=1e-17"))  # 1/2 sum eps^2 / 200 about 2e-37: kept
 
 
 @pytest.mark.parametrize(
@@ -191,12 +191,12 @@ def test_a_dataset_name_that_does_not_match_its_data_is_refused(tmp_path, tiny_p
     assert "dataset=oxford" in line and not (tmp_path / "run" / "data").exists()
     msg = _validate_error("dataset.name=oxford", chosen={"dataset": "scene"})
     assert msg.startswith("dataset.name='oxford' does not match")
-    settings.validate(compose(), chosen={"dataset": "scene"})  # the default matches
+    checks.check(compose(), chosen={"dataset": "scene"})  # the default matches
 
 
 def test_another_datasets_image_is_refused():
     """dataset=oxford with the shipped scene image: the run would be recorded as oxford."""
-    scene = settings.CONFIG_DIR.parent.parent / "data" / "scene_200x189.png"
+    scene = checks.CONFIG_DIR.parent.parent / "data" / "scene_200x189.png"
     msg = _validate_error("dataset=oxford", f"dataset.data_path={scene}")
     assert msg == (
         f"dataset.data_path={scene} is not valid with dataset=oxford: it is the image of "
@@ -258,14 +258,25 @@ def test_epochs_without_any_weight_change_are_flagged(tmp_path, tiny_png):
     assert not np.load(run_dir / "data" / "dw0_mean_hist_2.npy").any()
 
 
-def test_a_required_setting_missing_from_the_config_is_named():
-    from omegaconf import OmegaConf
+def test_a_required_setting_missing_from_the_config_is_named(tmp_path):
+    """A config file that leaves a setting out composes (the schema has no default for it)
+    and is refused by the check naming the setting."""
+    import shutil
 
-    cfg = compose()
-    OmegaConf.set_struct(cfg, False)
-    del cfg["seed"]
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from stm.schema import register
+
+    register()
+    config_dir = tmp_path / "config_experiments"
+    shutil.copytree(EXPERIMENTS / "config_experiments", config_dir)
+    text = (config_dir / "config.yaml").read_text()
+    (config_dir / "config.yaml").write_text(re.sub(r"(?m)^seed: .*\n", "", text))
+    with initialize_config_dir(str(config_dir), version_base="1.3"):
+        cfg = hydra_compose("config")
     with pytest.raises(ConfigError, match=r"^seed is not set; it is a required setting"):
-        settings.validate(cfg)
+        checks.check(cfg, config_dir)
 
 
 def test_a_network_that_fires_has_no_warnings(short_runs):
@@ -314,7 +325,7 @@ def test_initial_weight_std_bound_is_the_formula():
     eps_hat = 0.005**2 / (2 * 0.015)
     std_at_1 = 1 / math.sqrt(200 * 50 * eps_hat)
     edge = derived.F32_MAX / (6 * 200) / std_at_1  # sigma_u where fan-in x 6 std = max
-    settings.validate(compose(f"sigma_u={edge / 10}"))
+    checks.check(compose(f"sigma_u={edge / 10}"))
     assert _validate_error(f"sigma_u={edge * 10}").startswith("sigma_u=")
 
 
@@ -357,7 +368,7 @@ def test_a_nan_during_training_names_the_setting_far_from_its_default(tmp_path, 
 
 
 def test_nonfinite_hint_names_the_learning_rates_when_they_changed_most():
-    defaults = derived.shipped_defaults(settings.CONFIG_DIR, "scene", "superspike")
+    defaults = derived.shipped_defaults(checks.CONFIG_DIR, "scene", "superspike")
     hint = derived.nonfinite_hint(compose("dataset_method.lr_h=1e38", "sigma_u=10"), defaults)
     assert hint.startswith("dataset_method.lr_h=1e+38 dataset_method.lr_o=0.0001: lower")
     assert derived.nonfinite_hint(compose(), defaults).startswith("dataset_method.lr_h=1e-05")
@@ -404,18 +415,18 @@ def test_a_wandb_project_name_wandb_refuses_is_named_before_the_run(tmp_path, ti
     ],
 )
 def test_a_whole_number_float_for_an_integer_setting_is_refused(override):
+    """Refused by the schema while composing: an integer setting takes no float, 200.0
+    included."""
     key, value = override.split("=")
-    msg = _validate_error(override)
-    assert msg.startswith(f"{key}={value} is not valid; it must be") and "integer" in msg
-    if key not in ("threads", "seed"):
-        assert f"(write {int(float(value))}, without a decimal point)" in msg
+    assert refusal(override).startswith(f"{key}={value} is not valid; it must be an integer")
 
 
 def test_a_whole_number_float_on_the_command_line_is_one_line(tmp_path, tiny_png):
     proc = run_cli(
         tmp_path / "run", *tiny_overrides(tiny_png), "dataset.nb_hidden=15.0", check=False
     )
-    _one_line(proc, "dataset.nb_hidden=15.0 is not valid; it must be a positive integer")
+    _one_line(proc, "dataset.nb_hidden=15.0 is not valid; it must be an integer")
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run folder
 
 
 # ------------------------------------------------------------------ bounded before it starts
@@ -471,8 +482,8 @@ def test_threads_rules():
         f"threads=1000 is not valid: this process may run on {cores} core(s)"
     )
     assert _validate_error("threads=0").startswith("threads=0 is not valid")
-    settings.validate(compose("threads=null"))
-    settings.validate(compose(f"threads={cores}"))
+    checks.check(compose("threads=null"))
+    checks.check(compose(f"threads={cores}"))
     assert compose().threads == 1  # the default: one thread
 
 
@@ -495,36 +506,48 @@ def test_a_checkpoint_naming_the_threads_num_threads_resumes(tmp_path, tiny_png)
 
 
 def test_seed_rules():
-    settings.validate(compose("seed=0"))
+    checks.check(compose("seed=0"))
     assert _validate_error("seed=-1").startswith(
         "seed=-1 is not valid; it must be an integer from 0"
     )
-    assert _validate_error("seed=1.0").startswith("seed=1.0 is not valid")
+    assert refusal("seed=1.0").startswith("seed=1.0 is not valid; it must be an integer")
 
 
 # ------------------------------------------------------------------ Hydra's errors, one line
 def test_a_failed_sweep_job_records_its_failure(tmp_path, tiny_png):
-    """-m with a bad value: each job stops with one error line, the sweep goes on, and each
-    job's folder gets a results.json saying failed and why (so the collection lists it)."""
+    """-m with a value out of range: each job stops with one error line, the sweep goes on,
+    and each job's folder gets a results.json saying failed and why (so the collection
+    lists it)."""
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "run_image_task_1hid.py", "--config-name=config", "-m", "seed=1,2"]
-    cmd += [*tiny_overrides(tiny_png), "dataset.nb_hidden=15.0", f"hydra.sweep.dir={sweep}"]
+    cmd += [*tiny_overrides(tiny_png), "fano_window=31", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=EXPERIMENTS, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and all("dataset.nb_hidden=15.0 is not valid" in e for e in errors)
+    assert len(errors) == 2 and all("fano_window=31 is not valid" in e for e in errors)
     records = sorted(sweep.glob("seed=*/results.json"))
     assert len(records) == 2
     for path in records:
         res = json.loads(path.read_text())
-        assert res["status"] == "failed" and res["error"].startswith("dataset.nb_hidden=15.0")
+        assert res["status"] == "failed" and res["error"].startswith("fano_window=31")
+
+
+def test_a_sweep_with_a_wrong_type_stops_before_its_first_job(tmp_path, tiny_png):
+    """-m with a value of the wrong type: refused by the schema before any job starts; one
+    line, no sweep folder."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "run_image_task_1hid.py", "--config-name=config", "-m", "seed=1,2"]
+    cmd += [*tiny_overrides(tiny_png), "dataset.nb_hidden=15.0", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=EXPERIMENTS, capture_output=True, text=True, timeout=300)
+    _one_line(proc, "dataset.nb_hidden=15.0 is not valid; it must be an integer")
+    assert not sweep.exists()
 
 
 @pytest.mark.parametrize(
     ("args", "start"),
     [
         (["foo=1"], "foo=1 is not a setting of this experiment"),
-        (["nb_epochs=abc"], "nb_epochs='abc' is not valid; it must be a positive integer"),
+        (["nb_epochs=abc"], "nb_epochs=abc is not valid; it must be an integer"),
         (
             ["num_threads=2"],
             "num_threads=2 is not a setting of this experiment; did you mean threads?",
