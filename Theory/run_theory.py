@@ -3,7 +3,11 @@
 Run from this folder:  python3 run_theory.py [overrides], e.g. `beta=10 nb_samples=5000`.
 Writes results.json (every number) and Plots/*.png into the Hydra run folder
 (Runs/<date>/<time> unless hydra.run.dir=... is given; it must be new, empty or a run
-folder of this project). Any bad setting or fault stops it with one line
+folder of this project). The config is a structured config: its type is
+`sgtheory.theory.study.StudySettings` (stored in Hydra's ConfigStore as `theory_schema`,
+named first in config/config.yaml's defaults), so an unknown setting or a value of the wrong
+type is refused while the command line is composed; value ranges are checked by
+`StudySettings.validate`. Any bad setting or fault stops it with one line
 `error: <setting>=<value> ...` on stderr and exit status 1. See README.md.
 """
 
@@ -19,10 +23,18 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config"
 EXPERIMENT = "theory"
 
 
+def register() -> None:
+    """Store the config's type, `StudySettings`, in Hydra's ConfigStore (before composing)."""
+    from hydra.core.config_store import ConfigStore
+
+    from sgtheory.theory.study import StudySettings
+
+    ConfigStore.instance().store(name="theory_schema", node=StudySettings)
+
+
 def run(cfg, run_dir: Path) -> None:
-    """Settings from the config (unknown keys refused), the whole study, outputs into
-    `run_dir`."""
-    import dataclasses
+    """Settings from the config (typed by the schema, ranges checked here), the whole study,
+    outputs into `run_dir`."""
     import time
 
     import matplotlib
@@ -30,17 +42,13 @@ def run(cfg, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     from sgruns.cli import MARKER, mark
-    from sgruns.errors import check_known
     from sgruns.records import versions
     from sgtheory.theory.figures import write_outputs
-    from sgtheory.theory.study import StudySettings, run_study
+    from sgtheory.theory.study import run_study
 
     matplotlib.use("Agg")
     torch.set_num_threads(1)  # small networks: a second thread only spins on a shared machine
-    values = OmegaConf.to_container(cfg, resolve=True)
-    fields = [f.name for f in dataclasses.fields(StudySettings)]
-    check_known(values.items(), fields, str(CONFIG_DIR / "config.yaml"))
-    settings = StudySettings(**values).validate()
+    settings = OmegaConf.to_object(cfg).validate()  # a StudySettings of plain values
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / MARKER).exists():
         mark(run_dir, EXPERIMENT)
@@ -78,7 +86,7 @@ def app() -> None:
 def main(argv: list[str] | None = None) -> None:
     """The command line (`argv`, default sys.argv[1:]): every failure one line, exit 1."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    run_cli(app, CONFIG_DIR, argv=argv)
+    run_cli(app, CONFIG_DIR, argv=argv, register=register)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,25 @@ def test_cli_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "bad" / "results.json").exists()
 
 
+def test_the_default_config_composes_typed_and_valid() -> None:
+    """config/config.yaml composes into its schema, StudySettings, with the library's own
+    defaults, and passes the range checks."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from sgtheory.theory.study import StudySettings
+
+    spec = importlib.util.spec_from_file_location("run_theory", THEORY / "run_theory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.register()
+    with initialize_config_dir(str(THEORY / "config"), version_base="1.3"):
+        cfg = compose("config")
+    assert OmegaConf.get_type(cfg) is StudySettings
+    settings = OmegaConf.to_object(cfg)
+    assert settings == StudySettings() and settings.validate() is settings
+
+
 BAD = {  # typed -> what the one line must say (after "error: ")
     "+foo=1": "foo=1 is not a setting of this experiment",
     "foo=1": "foo=1 is not a setting of this experiment",
@@ -114,11 +133,15 @@ BAD = {  # typed -> what the one line must say (after "error: ")
     "--config-name=nonexistent": "--config-name=nonexistent is not valid",
     "depths=[]": "depths=[] is not valid",
     "betas=[]": "betas=[] is not valid",
-    "depths=abc": "depths='abc' is not valid",
-    "depths=[1,abc]": "depths=[1, 'abc'] is not valid",
+    "depths=abc": "depths=abc is not valid; it must be a list of integers",
+    "depths=[1,abc]": "depths=[1,abc] is not valid; it must be a list of integers",
     "depths=[12]": "depths=[12] is not valid with width=3",
     "single_points=1": "single_points=1 is not valid",
-    "nb_networks=2.0": "nb_networks=2.0 is not valid",
+    "nb_networks=2.0": "nb_networks=2.0 is not valid; it must be an integer",
+    "seed=abc": "seed=abc is not valid; it must be an integer",
+    "beta=abc": "beta=abc is not valid; it must be a number",
+    "learning_steps=abc": "learning_steps=abc is not valid; it must be an integer or null",
+    "++nb_sample=5": "nb_sample=5 is not a setting of this experiment",
     "seed=-1": "seed=-1 is not valid",
     "learning=big": "learning='big' is not valid",
     "named_networks=[deep4]": "named_networks=['deep4'] is not valid",
