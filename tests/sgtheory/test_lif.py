@@ -1,14 +1,16 @@
 """LIF dynamics: PSP of one input spike vs closed form, both reset orders by hand, and the
 fast scan's hand-written adjoint vs plain autograd."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from sgtheory import lif
 from sgtheory.errors import ConfigError
 from sgtheory.layers import ConvLIFLayer, DenseLIFLayer, Readout, conv_output_length
-from sgtheory.lif import decay, lif_scan_reference
+from sgtheory.lif import LIFParams, decay, lif_scan_reference
 from sgtheory.scan import lif_scan, readout_scan
 from sgtheory.spikes import spike_fn_for_method
 
@@ -128,6 +130,40 @@ def test_bad_settings_are_clear_errors():
         conv_output_length(8, 11)
     with pytest.raises(ConfigError, match="reset"):
         lif_scan(torch.zeros(1, 2, 3), spike_fn_for_method("superspike"), 0.5, 0.5, reset="soft")
+
+
+def test_lif_params_from_time_constants_are_the_decays_and_refuse_bad_values():
+    params = LIFParams.from_time_constants(TAU_MEM, TAU_SYN, DT, threshold=0.5, rec_delay=2)
+    assert params.a_mem == math.exp(-DT / TAU_MEM) and params.a_syn == math.exp(-DT / TAU_SYN)
+    assert (params.threshold, params.reset, params.diff_reset, params.rec_delay) == (
+        0.5,
+        "full",
+        False,
+        2,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.threshold = 1.0
+    with pytest.raises(ConfigError, match=r"^reset='soft' is not valid; choose one of: full"):
+        LIFParams(0.5, 0.5, reset="soft")
+    for delay in (0, 1.0, True):
+        with pytest.raises(ConfigError, match=rf"^rec_delay={delay!r} is not valid"):
+            LIFParams(0.5, 0.5, rec_delay=delay)
+    with pytest.raises(ConfigError, match="tau=-0.01"):
+        LIFParams.from_time_constants(-0.01, TAU_SYN, DT)
+
+
+def test_reference_by_params_is_the_scan_by_values():
+    """`reference(current, spike, LIFParams(...))` and `lif_scan_reference` with the same
+    values one by one: the same spikes and potentials, batch- or time-major."""
+    cur = torch.randn(2, 30, 5, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.4
+    spike = spike_fn_for_method("superspike")
+    by_values = lif_scan_reference(cur, spike, 0.8, 0.9, 0.7, "leak", True)
+    params = LIFParams(0.8, 0.9, 0.7, "leak", True)
+    batch_major = lif.reference(cur, spike, params)
+    time_major = lif.reference(cur.transpose(0, 1), spike, params, None, True)
+    for spikes, mem in (batch_major, [t.transpose(0, 1) for t in time_major]):
+        assert torch.equal(spikes, by_values[0]) and torch.equal(mem, by_values[1])
+    assert 0.05 < by_values[0].mean() < 0.6
 
 
 def small_network(method: str):
