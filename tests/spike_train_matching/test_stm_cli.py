@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,34 @@ def test_bad_input_cli(tmp_path, tiny_png, override, message):
     assert f"error: {message}" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "bad" / "data").exists()  # nothing was written
+
+
+@pytest.mark.parametrize("method", ["superspike", "stochasticsuperspike", "multilayerspiker"])
+@pytest.mark.parametrize("dataset", ["scene", "oxford"])
+def test_the_shipped_configs_compose_typed_and_pass_the_checks(method, dataset):
+    """Every dataset x method of config_experiments composes into the schema with every
+    setting set and passes every check; oxford's image, not shipped, is refused as missing."""
+    from omegaconf import OmegaConf
+
+    from stm.schema import STMSchema
+
+    cfg = compose(f"method={method}", f"dataset={dataset}")
+    assert OmegaConf.get_type(cfg) is STMSchema and not OmegaConf.missing_keys(cfg)
+    assert (cfg.method.name, cfg.dataset.name) == (method, dataset)
+    chosen = {"dataset": dataset, "method": method}
+    if not checks.resolve_data_path(cfg.dataset.data_path).exists():  # oxford, not shipped
+        with pytest.raises(ConfigError, match=r"^dataset.data_path=.*oxford.png.* not shipped"):
+            checks.check(cfg, chosen=chosen)
+        return
+    checked = checks.check(cfg, chosen=chosen)
+    assert checked["target"].shape == (cfg.dataset.nb_steps, cfg.dataset.nb_outputs)
+
+
+def test_the_schema_imports_without_torch():
+    """The entry script registers the schema before composing the command line: no torch."""
+    code = "import sys, stm.schema; print(sorted({'torch', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
