@@ -114,6 +114,16 @@ def check(cfg: Any) -> None:
     annealing schedule keeping beta positive (in closed form); the initial weights' scale;
     the memory the run needs.
     """
+    _check_values(cfg)
+    _check_decays(cfg)
+    if math.isclose(cfg.tau_mem, cfg.tau_syn):
+        raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
+    _check_anneal(cfg)
+    _check_network(cfg)
+
+
+def _check_values(cfg: Any) -> None:
+    """Numbers finite, choices among the known, names consistent, values in their ranges."""
     ds = cfg.dataset
     for key, value in _leaves(cfg):
         if isinstance(value, float) and not math.isfinite(value):
@@ -142,7 +152,6 @@ def check(cfg: Any) -> None:
             f"wandb.project={project} is not valid; give 1 to 128 characters without any "
             f"of {' '.join(sorted(WANDB_FORBIDDEN))}"
         )
-    # ranges
     for keys, integer in ((POSITIVE, False), (POSITIVE_INT, True)):
         for key in keys:
             if _value(cfg, key) is not None:
@@ -163,11 +172,12 @@ def check(cfg: Any) -> None:
         check_positive("anneal_interval", cfg.anneal_interval, integer=True)
         if cfg.anneal_start < 0:
             _refuse("anneal_start", cfg.anneal_start, "it must be >= 0")
-    _check_decays(cfg)
-    if math.isclose(cfg.tau_mem, cfg.tau_syn):
-        raise ConfigError(f"tau_mem={cfg.tau_mem} is not valid: it must differ from tau_syn")
-    _check_anneal(cfg)
-    # the network: one entry per layer, kernels that fit, enough steps, usable weights
+
+
+def _check_network(cfg: Any) -> None:
+    """One entry per hidden layer in each per-layer list, kernels that fit their input, enough
+    steps for the readout to see the input, initial weights float32 holds, memory enough."""
+    ds = cfg.dataset
     lists = {key: list(ds[key]) for key in LAYER_KEYS}
     layers = len(lists["nb_filters"])
     if not layers:
