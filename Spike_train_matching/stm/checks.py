@@ -68,14 +68,14 @@ def check(
     """Check every setting's range and the rules between settings, load the target; raise
     ConfigError before any work.
 
-    `chosen`: the config groups picked ({"dataset": "scene", ...}; Hydra's own choices when
-    run by Hydra). Returns the method's parameters (`stm.methods.Params`), the target raster
-    and the shipped defaults (`stm.derived.shipped_defaults`, for naming settings later).
+    `chosen`: the config groups picked ({"dataset": "scene", ...}: Hydra's runtime choices;
+    None skips the rule that dataset.name names the chosen dataset). Returns the method's
+    parameters (`stm.methods.Params`), the target raster and the shipped defaults
+    (`stm.derived.shipped_defaults`, for naming settings later).
     """
     _check_set(cfg)
     check_choice("method", cfg.method.name, (*choices(config_dir, "method"), *METHODS))
     check_choice("dataset", cfg.dataset.name, choices(config_dir, "dataset"))
-    chosen = _chosen(chosen)
     _check_name(cfg, chosen)
     for name in POSITIVE_INTS:
         check_positive(name, get(cfg, name), integer=True)
@@ -196,15 +196,3 @@ def _check_memory(cfg: Any, defaults: dict[str, Any]) -> None:
         f"{memory.human(need)} of memory ({big}), more than the {memory.human(have)} available "
         f"on this machine; lower it or the other sizes ({shown(cfg, others)})"
     )
-
-
-def _chosen(chosen: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The config groups chosen on the command line (Hydra's runtime choices if running)."""
-    if chosen is not None:
-        return chosen
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return dict(HydraConfig.get().runtime.choices)
-    except (ImportError, ValueError):
-        return None
