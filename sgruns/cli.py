@@ -353,7 +353,7 @@ def _composition_error(
         group, option = missing.groups()
         choices = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
         return ConfigError(f"{group}={option} is not valid; choose one of: {', '.join(choices)}")
-    refused = schema_error(err, parsed, base, typed)
+    refused = schema_error(err, parsed, base, typed) or _unknown_in_file(err, config_dir, base)
     if refused is not None:
         return refused
     over = re.search(
@@ -378,6 +378,25 @@ def _composition_error(
         return _not_a_setting(arg, key, keys, config_dir)
     cause = f" ({one_line(err.__cause__)})" if err.__cause__ is not None else ""
     return ConfigError(f"{one_line(err)}{cause}")
+
+
+def _unknown_in_file(err: BaseException, config_dir: Path, base: Any) -> ConfigError | None:
+    """A ConfigError for a key a YAML file sets and its structured config lacks, or None."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError
+
+    cause = err.__cause__ or err.__context__
+    in_file = re.match(r"In '([^']+)'", str(err))
+    if not isinstance(cause, ConfigKeyError) or not in_file or not cause.full_key:
+        return None
+    name, key = in_file.group(1), str(cause.full_key)
+    group = name.rpartition("/")[0].replace("/", ".")
+    within = key[len(group) + 1 :] if group and key.startswith(f"{group}.") else key
+    try:
+        value = _shown(OmegaConf.select(OmegaConf.load(config_dir / f"{name}.yaml"), within))
+    except Exception:  # noqa: BLE001 - the file is Hydra's to read: name the key alone
+        value = "..."
+    return _not_a_setting(f"{key}={value} (in {name}.yaml)", key, _setting_names(base), config_dir)
 
 
 def _setting_names(cfg: Any) -> list[str]:
@@ -430,8 +449,11 @@ def _kind(hint: Any, plural: bool = False) -> str:
 def allowed(cfg: Any, key: str) -> str | None:
     """What setting `key` of structured config `cfg` allows ("an integer or null"), or None
     where `cfg` does not type it."""
-    node = _node(cfg, key)
-    if node is None or node._metadata.ref_type is Any:
+    return _node_allows(_node(cfg, key))
+
+
+def _node_allows(node: Any) -> str | None:
+    if node is None or not hasattr(node, "_metadata") or node._metadata.ref_type is Any:
         return None
     what = _kind(node._metadata.ref_type)
     return f"{what} or null" if node._metadata.optional else what
@@ -448,9 +470,11 @@ def schema_error(
     `typed`), and what the setting allows (from `base`'s types)."""
     from omegaconf.errors import ValidationError
 
-    cause = err if isinstance(err, ValidationError) else err.__cause__
+    cause = err if isinstance(err, ValidationError) else (err.__cause__ or err.__context__)
     if not isinstance(cause, ValidationError):
         return None
+    in_file = re.match(r"In '([^']+)'", str(err))  # a value of a YAML file, not of an override
+    where = f" (in {in_file.group(1)}.yaml)" if in_file else ""
     typed = typed or {}
     merging = re.search(r"Error merging override (.+)", str(err).splitlines()[0])
     line = merging.group(1).strip() if merging else None
@@ -463,11 +487,11 @@ def schema_error(
     else:
         key = str(cause.full_key or cause.key)
         value = _shown(cause.value)
-    what = allowed(base, key) if base is not None else None
+    what = allowed(base, key) if base is not None else _node_allows(cause.child_node)
     if what is None:
         first = (str(cause).splitlines() or [type(cause).__name__])[0]
-        return ConfigError(f"{key}={value} is not valid ({first})")
-    return ConfigError(f"{key}={value} is not valid; it must be {what}")
+        return ConfigError(f"{key}={value}{where} is not valid ({first})")
+    return ConfigError(f"{key}={value}{where} is not valid; it must be {what}")
 
 
 def _shown(value: Any) -> str:

@@ -362,3 +362,40 @@ def test_initial_weight_scales_are_those_of_the_built_network(compose):
         # sample std of n normal draws: relative standard error 1 / sqrt(2 n); 5 sigma
         assert abs(float(w.std()) / std - 1) < 5 / (2 * n) ** 0.5, name
     assert torch.isfinite(torch.tensor([s for _, s in init_stds(cfg)])).all()
+
+
+@pytest.mark.parametrize(
+    "file,line,typed,message",
+    [
+        ("config.yaml", "seed: 1", "seed: abc", "seed=abc (in config.yaml) is not valid; it must "),
+        ("plotting/default.yaml", "dpi: 110", "dpi: [1]", "plotting.dpi=[1] (in plotting/default"),
+        (
+            "config.yaml",
+            "progress: true",
+            "progress: true\nfoo: 1",
+            "foo=1 (in config.yaml) is not a",
+        ),
+    ],
+)
+def test_a_config_file_with_a_wrong_type_or_an_unknown_key_is_refused(
+    tmp_path, file, line, typed, message
+):
+    """The schema types the YAML files too: a value edited into a file is refused as one typed
+    on the command line, naming the file."""
+    import shutil
+
+    from conftest import CONFIG_DIR
+
+    from convsnn.schema import register
+    from sgruns.cli import prepare
+
+    register()
+    folder = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, folder)
+    path = folder / file
+    assert line in path.read_text()
+    path.write_text(path.read_text().replace(line, typed, 1))
+    with pytest.raises(ConfigError) as err:
+        prepare([f"hydra.run.dir={tmp_path / 'run'}"], folder)
+    assert str(err.value).startswith(message), str(err.value)
+    assert not (tmp_path / "run").exists()
