@@ -126,8 +126,8 @@ def run(
 def _reference(
     cur: torch.Tensor, spike_fn: SpikeFn, params: LIFParams, rec_weight: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`lif.reference` of time-major `cur`, its uniforms drawn beforehand by the fastest code
-    at hand (``backends.draws``: the same numbers)."""
+    """`lif.reference` of time-major `cur`, its uniforms and firing points computed by the
+    fastest code at hand (``backends.draws``: the same numbers)."""
     draws = None
     if isinstance(spike_fn, SpikeFn) and not spike_fn.deterministic:
         draws = spike_fn.take(cur.shape[0])
@@ -135,6 +135,8 @@ def _reference(
             shape = tuple(cur.shape[1:])
             u = fast_draws.uniform(draws, 0, cur.shape[0], shape, cur.device)
             draws = random.Draws(draws.seed, draws.stream, 0, given=u)
+            escape = fast_draws.FastPoints(spike_fn.escape)
+            spike_fn = SpikeFn(escape, spike_fn.surrogate, spike_fn.generator)
     return lif.reference(cur, spike_fn, params, rec_weight, True, draws)
 
 

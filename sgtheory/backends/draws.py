@@ -37,3 +37,24 @@ def firing_points(escape, u: torch.Tensor) -> torch.Tensor:
     if rule == ESC_SIGMOID and u.is_contiguous() and not u.requires_grad and build.runs(u):
         return native.logit_points(u, beta)
     return escape.prob_inverse(u)
+
+
+class FastPoints:
+    """`escape` with its firing points by `firing_points` (the same numbers), for the
+    reference recursion run by the dispatch: a spike iff x > prob_inverse(u), as
+    `spikes._Stochastic.spikes` decides it."""
+
+    deterministic = False
+
+    def __init__(self, escape) -> None:
+        self.escape = escape
+        self.name = getattr(escape, "name", type(escape).__name__)
+
+    def prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.escape.prob(x)
+
+    def prob_inverse(self, u: torch.Tensor) -> torch.Tensor:
+        return firing_points(self.escape, u.contiguous())
+
+    def spikes(self, x: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        return (x > self.prob_inverse(uniform.to(x.dtype))).to(x.dtype)

@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from sgtheory import random, scan
+from sgtheory import lif, random, scan
 from sgtheory.backends import readout as readout_backend
 from sgtheory.backends import torch_loop
 from sgtheory.backends.native import build
@@ -157,7 +157,8 @@ def spy_scans(monkeypatch, calls: list) -> None:
 @pytest.mark.parametrize("rec", [False, True])
 def test_each_backend_the_rule_names_is_the_one_that_runs_with_the_same_spikes(monkeypatch, rec):
     """Forced one by one: the named backend's forward runs (and no other), and every one
-    gives the reference's spikes and, up to rounding, its gradients."""
+    gives the spikes of the model run plainly (`lif.lif_scan_reference`, its draws by the
+    definition in `sgtheory.random`) and, up to rounding, its gradients."""
     names = ["reference", "torch"] + (["native"] if HAS_C and not rec else [])
     if HAS_TRITON:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -177,6 +178,10 @@ def test_each_backend_the_rule_names_is_the_one_that_runs_with_the_same_spikes(m
         results[name] = spikes, mem, grad
     spikes, mem, grad = results["reference"]
     assert 0.05 < spikes.mean() < 0.6
+    plain = lif.lif_scan_reference(  # the model itself, its draws by the definition
+        current(), stochastic(), 0.8, 0.9, 0.5, rec_weight=REC if rec else None, time_major=True
+    )
+    assert torch.equal(plain[0], spikes) and torch.equal(plain[1], mem)
     for name in names[1:]:
         assert torch.equal(results[name][0], spikes), name
         torch.testing.assert_close(results[name][1], mem, rtol=0, atol=1e-5)
