@@ -201,6 +201,9 @@ def compose_config(
     """The experiment's config for `network` and `method`, with Hydra `overrides` on top."""
     from hydra import compose, initialize_config_dir
 
+    from convsnn.schema import register
+
+    register()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         chosen = [f"dataset={network}", f"method={method}", f"precision={precision}"]
         return compose("config", [*chosen, *overrides])
@@ -218,14 +221,15 @@ def build(
     `overrides` (Hydra syntax, e.g. "dataset.nb_steps=100") change the sizes."""
     import torch
 
-    from convsnn.model import build_network, spike_fns
+    from convsnn.checks import check
+    from convsnn.model import build_network, network_shape, spike_fns
     from convsnn.seeds import generator, layer_generators
-    from convsnn.settings import validate
     from sgtheory.losses import loss_fn
     from sgtheory.optim import make_optimizer
 
     cfg = compose_config(network, method, precision, overrides)
-    geo = validate(cfg)
+    check(cfg)
+    geo = network_shape(cfg)
     nb_layers = len(cfg.dataset.nb_filters)
     gens = layer_generators(cfg.seed, "train_spikes", nb_layers, device=device)
     fns = spike_fns(cfg, method, gens)

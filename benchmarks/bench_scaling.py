@@ -14,7 +14,7 @@ Per row: seconds per step (median after one warm-up step), seconds per sample-st
 / (batch x time steps)), its ratio to the default size's (1.0 where the cost grows with the
 samples and steps and nothing else), peak memory, the float32 product rate, the step's FLOPs
 and its ratio to the FLOP bound, and the CPU model, torch CPU capability and threads. A
-configuration whose estimated memory (`convsnn.settings.memory_needed`, plus a margin for the
+configuration whose estimated memory (`convsnn.memory.memory_needed`, plus a margin for the
 process) exceeds the memory available when it would start is skipped with that reason.
 
 Writes scaling.json and scaling.md (atomically, after every row, so an interrupted run keeps
@@ -87,10 +87,13 @@ def overrides(conf: dict) -> list[str]:
 
 def memory_estimate(conf: dict) -> int:
     """Bytes one training step of `conf` is expected to need at most, from the sizes alone."""
-    from convsnn.settings import memory_needed, validate
+    from convsnn.checks import check
+    from convsnn.memory import memory_needed
+    from convsnn.model import network_shape
 
     cfg = bc.compose_config(conf["network"], conf["method"], "float32", overrides(conf))
-    return memory_needed(cfg, validate(cfg))["network"] + MEMORY_MARGIN
+    check(cfg)
+    return memory_needed(cfg, network_shape(cfg))["network"] + MEMORY_MARGIN
 
 
 def child(spec: dict) -> dict:
@@ -120,7 +123,7 @@ def run_child(conf: dict, repeats: int, threads: int) -> dict:
 
 def measure(conf: dict, repeats: int, threads: int, default: dict | None) -> dict:
     """One row: `conf` skipped (memory, invalid sizes), failed, or measured."""
-    from convsnn.settings import available_memory
+    from convsnn.memory import available_memory
     from sgtheory.errors import ConfigError
 
     row = {**conf, "sample_steps": conf["batch"] * conf["steps"]}
