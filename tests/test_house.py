@@ -137,6 +137,23 @@ def private_hydra_imports(source: str) -> Iterator[int]:
             yield node.lineno
 
 
+def local_conftest_imports(source: str) -> Iterator[int]:
+    """Lines importing `conftest` inside a function or class: there `conftest` is whichever
+    test folder's conftest pytest imported first, not the test file's own."""
+    tree = ast.parse(source)
+    top = set(map(id, tree.body))
+    for node in ast.walk(tree):
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
+        if "conftest" in names and id(node) not in top:
+            yield node.lineno
+
+
 def _sources(paths: list[Path]) -> Iterator[tuple[Path, str]]:
     for path in paths:
         text = notebook_source(path) if path.suffix == ".ipynb" else path.read_text()
@@ -166,6 +183,11 @@ def test_checks_catch_hand_made_offenders():
         "from hydra.core.utils import JobReturn\nimport hydra_internal\n"
     )
     assert sorted(private_hydra_imports(private)) == [1, 2, 4]
+    conftests = (
+        "from conftest import A\nimport conftest\ndef f():\n    from conftest import B\n"
+        "class C:\n    import conftest\nif True:\n    from conftest import D\n"
+    )
+    assert sorted(local_conftest_imports(conftests)) == [4, 6, 8]
 
 
 def test_notebook_source_keeps_code_cells_only(tmp_path):
@@ -205,6 +227,14 @@ def test_no_sys_path_edits_outside_tests():
         f"{path}:{line}" for path, text in _sources(paths) for line in sys_path_edits(text)
     ]
     assert not offenders, "sys.path edits (import the installed packages):\n" + "\n".join(offenders)
+
+
+def test_tests_import_conftest_at_module_level_only():
+    paths = [p for p in repo_files(".py") if not outside_tests(p)]
+    offenders = [
+        f"{path}:{line}" for path, text in _sources(paths) for line in local_conftest_imports(text)
+    ]
+    assert not offenders, "import conftest at the top of the test file:\n" + "\n".join(offenders)
 
 
 @pytest.mark.parametrize("suffix", [".py", ".ipynb"])

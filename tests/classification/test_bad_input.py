@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import CONFIG_DIR, TINY, run_cli
 
 from sgtheory.errors import ConfigError
 
@@ -383,8 +383,6 @@ def test_a_config_file_with_a_wrong_type_or_an_unknown_key_is_refused(
     """The schema types the YAML files too: a value edited into a file is refused as one typed
     on the command line, naming the file."""
     import shutil
-
-    from conftest import CONFIG_DIR
 
     from convsnn.schema import register
     from sgruns.cli import prepare
