@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import EXPERIMENTS, TINY, read_results, run_cli
@@ -127,7 +128,11 @@ def test_ctrl_c_during_the_imports_is_one_line(tmp_path):
     cmd = [sys.executable, str(EXPERIMENTS / "deep_convSNN.py"), *QUIET]
     cmd.append(f"hydra.run.dir={tmp_path / 'run'}")
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, cwd=EXPERIMENTS)
-    time.sleep(0.3)  # inside the imports (torch alone takes seconds)
+    # inside the heavy imports: torch's library is mapped (its import goes on for a while);
+    # a fixed sleep would miss that window on a loaded machine
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    while "libtorch" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and err.count("\n") == 1 and "Traceback" not in err
