@@ -292,7 +292,7 @@ class SpikingNetwork(nn.Module):
 
     @staticmethod
     def _counts(spikes: torch.Tensor) -> torch.Tensor:
-        """Spike counts per sample and unit, summed outside autocast (in float32 under bf16)."""
+        """Spike counts per sample and unit (sum over time), with autocast off."""
         with torch.autocast(spikes.device.type, enabled=False):
             return sum_over_time(spikes)
 
