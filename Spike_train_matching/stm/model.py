@@ -3,7 +3,7 @@
 Layout is time-major: spikes and membranes are (time, trials, batch, neurons); the frozen
 input and the target are (time, batch, neurons).
 
-Model (the core library's `lif_scan`, reset "leak" or "full"; a = exp(-dt / tau),
+Model (the core library's `scan.run` with `Net.lif`, reset "leak" or "full"; a = exp(-dt / tau),
 mem[0] = syn[0] = 0, S[t] = spike(mem[t] - threshold)):
     syn[t+1] = a_syn syn[t] + I[t]
     mem[t+1] = a_mem mem[t] (1 - S[t]) + (1 - a_mem) syn[t]        (reset_mode False: "leak")
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sgtheory.scan import lif_scan, readout_scan
+from sgtheory import scan
+from sgtheory.lif import LIFParams
+from sgtheory.scan import readout_scan
 from sgtheory.spikes import SpikeFn
 
 # ----------------------------------------------------------------------------- kernels
@@ -122,6 +124,11 @@ class Net:
         """The core scan's reset mode: "full" (reset_mode true) or "leak"."""
         return "full" if self.reset_mode else "leak"
 
+    @property
+    def lif(self) -> LIFParams:
+        """The LIF dynamics as the core library's scans take them."""
+        return LIFParams(self.a_syn, self.a_mem, self.threshold, self.reset)
+
 
 @dataclass
 class Trial:
@@ -138,15 +145,7 @@ def run_layer(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(spikes, mem) of one LIF layer driven by `current` (T, trials, batch, N), core scan."""
     with torch.no_grad():
-        return lif_scan(
-            current,
-            spike_fn,
-            net.a_syn,
-            net.a_mem,
-            net.threshold,
-            reset=net.reset,
-            time_major=True,
-        )
+        return scan.run(current, spike_fn, net.lif, time_major=True)
 
 
 def forward(
