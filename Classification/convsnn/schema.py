@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from sgruns.schema import WandbSchema, store
+
 # A real-valued setting: an int or a float, kept as typed (`alpha=2` stays 2, so a message
 # names the value the user typed), never a bool or a string.
 Number = int | float
@@ -112,13 +114,6 @@ class PlottingSchema:
 
 
 @dataclass
-class WandbSchema:
-    mode: str = MISSING  # offline | online | disabled
-    project: str = MISSING
-    entity: str | None = MISSING
-
-
-@dataclass
 class ClassificationSchema:
     """The whole config: the groups (chosen by name on the command line) and the settings."""
 
@@ -173,8 +168,4 @@ NODES: tuple[tuple[str | None, str, type], ...] = (
 
 def register() -> None:
     """Store the schema nodes in Hydra's ConfigStore (before any config is composed)."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for group, name, node in NODES:
-        store.store(group=group, name=name, node=node)
+    store(NODES)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from sgruns.schema import WandbSchema, store
+
 # A real-valued setting: an int or a float, kept as typed (`tau_syn=0` stays 0, so a message
 # names the value the user typed), never a bool or a string.
 Number = int | float
@@ -50,13 +52,6 @@ class DatasetMethodSchema:
 
     lr_h: Number = MISSING
     lr_o: Number = MISSING
-
-
-@dataclass
-class WandbSchema:
-    mode: str = MISSING  # offline | online | disabled
-    project: str = MISSING
-    entity: str | None = MISSING
 
 
 @dataclass
@@ -112,8 +107,4 @@ NODES: tuple[tuple[str | None, str, type], ...] = (
 
 def register() -> None:
     """Store the schema nodes in Hydra's ConfigStore (before any config is composed)."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for group, name, node in NODES:
-        store.store(group=group, name=name, node=node)
+    store(NODES)
