@@ -50,14 +50,25 @@ _SIGNATURES = {
     + [_ptr] * 4
     + [_i64] * 4
     + [_f32] * 4
-    + [_int, _i64],
+    + [_int, _i64, _ptr, _ptr],
     "philox_uniform": [_ptr] + [_i64] * 5 + [_ptr],
     "logit_points": [_ptr] * 2 + [_i64] * 2 + [_f32],
-    "lif_backward": [_ptr] * 6 + [_i64] * 4 + [_f32] * 4 + [_int] * 2 + [_f32] * 2 + [_i64],
+    "lif_backward": [_ptr] * 6
+    + [_i64] * 4
+    + [_f32] * 4
+    + [_int] * 2
+    + [_f32] * 2
+    + [_i64]
+    + [_ptr] * 3,
     "spike_conv_forward": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
     "spike_conv_weight_grad": [_ptr] * 3 + [_i64] * 7 + [_int] * 3 + [_i64] * 3 + [_dbl],
 }
-_RETURNS = {"spike_conv_forward": _i64, "spike_conv_weight_grad": _i64}
+_RETURNS = {
+    "spike_conv_forward": _i64,
+    "spike_conv_weight_grad": _i64,
+    "lif_forward": _int,
+    "lif_backward": _int,
+}
 
 
 def enabled() -> bool:
@@ -158,14 +169,15 @@ def runs(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype == torch.float32 and library() is not None
 
 
-def ranges(row: int, nb_steps: int) -> list[tuple[int, int]]:
-    """Disjoint [begin, end) ranges of `row` neurons, one per thread (whole BLOCKs), or one
-    range when there is one thread or fewer than MIN_PARALLEL neuron-steps."""
+def ranges(row: int, nb_steps: int, block: int = BLOCK) -> list[tuple[int, int]]:
+    """Disjoint [begin, end) ranges of `row` neurons, one per thread (whole blocks of
+    `block` neurons: the C code's register block, or one sample of a recurrent layer), or
+    one range when there is one thread or fewer than MIN_PARALLEL neuron-steps."""
     workers = max(1, torch.get_num_threads())
     if workers == 1 or row * nb_steps < MIN_PARALLEL:
         return [(0, row)]
-    blocks = -(-row // BLOCK)
-    per = -(-blocks // workers) * BLOCK
+    blocks = -(-row // block)
+    per = -(-blocks // workers) * block
     return [(lo, min(row, lo + per)) for lo in range(0, row, per)]
 
 

@@ -10,6 +10,11 @@ takes its current's layout (`time_major_dense`). Stochastic escape noise draws i
 inside the loop, by Philox4x32-10 as ``sgtheory.random`` defines them (each neuron's
 logical index found from the layout once per block of neurons).
 
+A recurrent convolution (conv layers, current (T, B, channels, positions)) runs inside the
+same loop, one sample per block: each step's spikes add their current event by event
+(work proportional to the spikes), and the adjoint adds the transposed convolution of
+dL/dsyn as one small product per step, the weight gradient again event by event.
+
 `forward` and `backward` are this backend's scan interface (``backends.base``);
 `philox_uniform` and `logit_points` give the torch loop the same numbers as
 ``random.uniform_reference`` and ``spikes.logit_f32``, faster.
@@ -30,9 +35,10 @@ from sgtheory.spikes import ESC_STEP, SG_GIVEN, SG_SPIKE, SG_SUPERSPIKE, SpikeFn
 NAME = "native"
 TAKES_INPUT_DELAY = True  # step t may read cur[t - input_delay] (no shifted copy)
 REQUIRES = (
-    "a float32 CPU current, no recurrent weight, the C kernels built (a C compiler, "
-    f"{build.ENV} not 0) and draws the kernels make (deterministic, or a Stream or "
-    "torch.Generator with an escape noise that has a kernel_form)"
+    "a float32 CPU current (with a recurrent weight: (time, batch, channels, positions)), "
+    f"the C kernels built (a C compiler, {build.ENV} not 0) and draws the kernels make "
+    "(deterministic, or a Stream or torch.Generator with an escape noise that has a "
+    "kernel_form)"
 )
 # formulas of spikes.KERNEL_FORMULAS that the C backward evaluates inside its loop; for the
 # others (they involve exp) torch's vectorised kernels compute the derivative beforehand
@@ -46,7 +52,9 @@ def usable(
     cur: torch.Tensor, rec_weight: torch.Tensor | None, spike_fn: SpikeFn, params: LIFParams
 ) -> bool:
     """Whether the C kernels run this scan (see REQUIRES)."""
-    return rec_weight is None and build.runs(cur) and base.kernels_draw(spike_fn)
+    if rec_weight is not None and (cur.dim() != 4 or rec_weight.dtype != torch.float32):
+        return False
+    return build.runs(cur) and base.kernels_draw(spike_fn)
 
 
 def time_major_dense(t: torch.Tensor) -> torch.Tensor:
@@ -73,6 +81,25 @@ def element_layout(step: torch.Tensor) -> torch.Tensor:
     return torch.tensor(entries, dtype=torch.int64)
 
 
+def sample_major(t: torch.Tensor) -> torch.Tensor:
+    """`time_major_dense(t)` of a recurrent layer's (T, B, C, P) tensor whose steps also
+    hold each sample as one block, channels or positions innermost (standard or
+    channels-last); else a contiguous copy."""
+    t = time_major_dense(t)
+    _, batch, channels, positions = t.shape
+    inner = {t.stride()[2:], (positions, 1), (1, channels)}
+    ok = t.stride(1) == channels * positions and len(inner) == 2
+    return t if ok or batch == 1 and len(inner) == 2 else t.contiguous()
+
+
+def recurrence(cur: torch.Tensor, rec_weight: torch.Tensor, delay: int) -> torch.Tensor:
+    """The C code's rec = [channels, positions, taps, delay, stride_c, stride_p] of a
+    sample-major current (`sample_major`)."""
+    channels, positions, taps = cur.shape[2], cur.shape[3], rec_weight.shape[-1]
+    values = [channels, positions, taps, delay, cur.stride(2), cur.stride(3)]
+    return torch.tensor(values, dtype=torch.int64)
+
+
 def _key(draws: random.Draws) -> torch.Tensor:
     """The draws' four 32-bit words (random.Draws.kernel_words) as the C code's uint32."""
     signed = [w - (1 << 32) if w >= 1 << 31 else w for w in draws.kernel_words()]
@@ -88,14 +115,20 @@ def _ptr_of(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> None:
-    """Call fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
-    build.parallel(fn, [(*pointers, *shape, lo, hi, *tail) for lo, hi in ranges])
+def _run(fn, ranges: list[tuple[int, int]], pointers: tuple, shape: tuple, tail: tuple) -> list:
+    """fn(*pointers, *shape, begin, end, *tail) for each range, in parallel if several."""
+    return build.parallel(fn, [(*pointers, *shape, lo, hi, *tail) for lo, hi in ranges])
+
+
+def _check(codes: list[int]) -> None:
+    """Raise MemoryError where a kernel could not allocate its scratch memory."""
+    if any(code != 0 for code in codes):
+        raise MemoryError("the C scan could not allocate its scratch memory")
 
 
 def forward(
     cur: torch.Tensor,
-    rec_weight: None,
+    rec_weight: torch.Tensor | None,
     escape,
     draws: random.Draws | None,
     params: LIFParams,
@@ -111,7 +144,7 @@ def forward(
     `input_delay`, step t receives cur[t - input_delay] (0 before), as
     `lif.delay_in_time` would shift it, without the copy.
     """
-    cur = time_major_dense(cur)
+    cur = time_major_dense(cur) if rec_weight is None else sample_major(cur)
     nb_steps, row = cur.shape[0], cur[0].numel()
     mem = torch.empty_like(cur)  # every buffer in cur's layout
     fired = torch.empty_like(cur, dtype=torch.bool)
@@ -129,8 +162,17 @@ def forward(
     a_syn, a_mem = params.a_syn, params.a_mem
     full = params.reset == "full"
     tail = (a_syn, a_mem, 1.0 - a_mem, params.threshold, int(full), int(input_delay))
-    ranges = build.ranges(row, nb_steps)
-    _run(build.library().lif_forward, ranges, pointers, (nb_steps, row), tail)
+    block, rec = build.BLOCK, None
+    if rec_weight is not None:  # w_events[c, k, o] = W[o, c, k]
+        assert input_delay == 0, "a recurrent layer takes its current already delayed"
+        rec = recurrence(cur, rec_weight, params.rec_delay)
+        w_events = rec_weight.detach().permute(1, 2, 0).contiguous()
+        tail += (w_events.data_ptr(), rec.data_ptr())
+        block = cur[0, 0].numel()
+    else:
+        tail += (None, None)
+    ranges = build.ranges(row, nb_steps, block)
+    _check(_run(build.library().lif_forward, ranges, pointers, (nb_steps, row), tail))
     return fired, mem, syn, spikes
 
 
@@ -138,15 +180,15 @@ def backward(
     fired: torch.Tensor,
     mem: torch.Tensor,
     syn: torch.Tensor | None,
-    rec_weight: None,
+    rec_weight: torch.Tensor | None,
     grad_spikes: torch.Tensor,
     surrogate,
     params: LIFParams,
     input_delay: int = 0,
     need_rec_grad: bool = False,
-) -> tuple[torch.Tensor, None]:
-    """(dL/dcur of every step, None) from dL/dS, by the adjoint recursion (see the C file);
-    `input_delay` as in `forward`.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/dcur of every step, dL/drec_weight or None) from dL/dS, by the adjoint recursion
+    (see the C file); `input_delay` as in `forward`.
 
     The surrogate derivative at mem - threshold is evaluated inside the loop where the
     surrogate's `kernel_form()` is one of INLINE_FORMULAS, else by `surrogate.derivative`
@@ -157,7 +199,8 @@ def backward(
     pre = None
     if params.diff_reset:  # the potential that the reset removes, as in the torch loop
         pre = a_mem * mem + (1.0 - a_mem) * syn if full else a_mem * mem
-    mem = time_major_dense(mem)  # as the forward left it; every other array in its layout
+    # as the forward left it; every other array in its layout
+    mem = time_major_dense(mem) if rec_weight is None else sample_major(mem)
     nb_steps, row = mem.shape[0], mem[0].numel()
     fired, grad_spikes = _like(fired, mem), _like(grad_spikes, mem)
     if pre is not None:
@@ -179,9 +222,24 @@ def backward(
     b_mem = 1.0 - a_mem
     tail = (a_syn / b_mem, a_mem, b_mem, threshold, int(full), kind, float(p), float(q))
     tail += (int(input_delay),)
-    ranges = build.ranges(row, nb_steps)
-    _run(build.library().lif_backward, ranges, pointers, (nb_steps, row), tail)
-    return grad_cur, None
+    if rec_weight is None:
+        ranges = build.ranges(row, nb_steps)
+        _check(_run(build.library().lif_backward, ranges, pointers, (nb_steps, row), tail))
+        return grad_cur, None
+    assert input_delay == 0, "a recurrent layer takes its current already delayed"
+    rec = recurrence(mem, rec_weight, params.rec_delay)
+    w_adjoint = rec_weight.detach().permute(2, 0, 1).contiguous()  # [k, o, c] = W[o, c, k]
+    ranges = build.ranges(row, nb_steps, mem[0, 0].numel())
+    # one [c, k, o] weight gradient per range, summed afterwards
+    channels, taps = rec_weight.shape[0], rec_weight.shape[2]
+    grad_w = torch.zeros((len(ranges), channels, taps, channels))
+    calls = [
+        (*pointers, nb_steps, row, lo, hi, *tail, w_adjoint.data_ptr(), rec.data_ptr(), g.data_ptr())
+        for (lo, hi), g in zip(ranges, grad_w, strict=True)
+    ]
+    _check(build.parallel(build.library().lif_backward, calls))
+    grad_rec = grad_w.sum(0).permute(2, 0, 1) if need_rec_grad else None
+    return grad_cur, grad_rec
 
 
 def philox_uniform(

@@ -11,6 +11,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define BLOCK 256
@@ -97,10 +98,10 @@ void logit_points(const float *u, float *out, int64_t begin, int64_t end, float 
 #define PHILOX_W1 0xBB67AE85u
 
 /* key: seed_lo, seed_hi, stream_lo, stream_hi. The words of steps 4 g .. 4 g + 3 of the
- * elements elem[0..n) into words[lane][j]: one Philox call per element, in a loop without
+ * elements elem[0..n) into words[lane n + j]: one Philox call per element, in a loop without
  * dependencies between elements (vectorised: 64-bit products of 32-bit lanes). */
 static inline void philox_words(const uint32_t *restrict elem, uint32_t group,
-                                const uint32_t *restrict key, uint32_t (*restrict words)[BLOCK],
+                                const uint32_t *restrict key, uint32_t *restrict words,
                                 int64_t n) {
     for (int64_t j = 0; j < n; j++) {
         uint32_t x0 = elem[j], x1 = group, x2 = key[2], x3 = key[3], k0 = key[0], k1 = key[1];
@@ -113,10 +114,10 @@ static inline void philox_words(const uint32_t *restrict elem, uint32_t group,
             k0 += PHILOX_W0;
             k1 += PHILOX_W1;
         }
-        words[0][j] = x0;
-        words[1][j] = x1;
-        words[2][j] = x2;
-        words[3][j] = x3;
+        words[j] = x0;
+        words[n + j] = x1;
+        words[2 * n + j] = x2;
+        words[3 * n + j] = x3;
     }
 }
 
@@ -126,14 +127,14 @@ static inline float word_uniform(uint32_t w) { return (float)(w >> 8) * (1.0f / 
  * order), for the torch loop. */
 void philox_uniform(const uint32_t *key, int64_t first_step, int64_t nb_steps, int64_t n,
                     int64_t begin, int64_t end, float *restrict out) {
-    uint32_t elem[BLOCK], words[4][BLOCK];
+    uint32_t elem[BLOCK], words[4 * BLOCK];
     for (int64_t lo = begin; lo < end; lo += BLOCK) {
         const int64_t m = (end - lo < BLOCK) ? end - lo : BLOCK;
         for (int64_t j = 0; j < m; j++) elem[j] = (uint32_t)(lo + j);
         for (int64_t t = 0; t < nb_steps; t++) {
             const int64_t step = first_step + t;
             if (t == 0 || (step & 3) == 0) philox_words(elem, (uint32_t)(step >> 2), key, words, m);
-            const uint32_t *w = words[step & 3];
+            const uint32_t *w = words + (step & 3) * m;
             for (int64_t j = 0; j < m; j++) out[t * n + lo + j] = word_uniform(w[j]);
         }
     }
@@ -157,6 +158,33 @@ static inline float log_f32(float v) {
 /* Escape-noise rules of spikes.ESCAPE_FORMULAS (parameters p, q). */
 enum { ESC_STEP = 0, ESC_SIGMOID = 1, ESC_EXPONENTIAL = 2, ESC_SUPERSPIKE = 3 };
 
+/* The recurrent convolution of a layer: rec = {channels C, positions P, taps K, delay,
+ * stride_c, stride_p}: a sample's C x P neurons are one block of each step's row, neuron
+ * (c, x) at c stride_c + x stride_p of it (either layout); stride 1, padding K / 2, so
+ * that out[o, x] = sum over (c, k) of W[o, c, k] in[c, x + k - K / 2]. */
+enum { REC_C, REC_P, REC_K, REC_DELAY, REC_SC, REC_SP };
+
+/* out (a sample's block, storage order) = the recurrent current of spikes `fired`, one
+ * event at a time: a spike of neuron (c, x) adds W[:, c, k] to the neurons (:, x + K/2 - k).
+ * w_events[(c K + k) C + o] = W[o, c, k]. */
+static void recurrent_events(const uint8_t *restrict fired, const float *restrict w_events,
+                             const int64_t *rec, float *restrict out) {
+    const int64_t C = rec[REC_C], P = rec[REC_P], K = rec[REC_K];
+    const int64_t sc = rec[REC_SC], sp = rec[REC_SP], n = C * P;
+    memset(out, 0, (size_t)n * sizeof(float));
+    for (int64_t j = 0; j < n; j++) {
+        if (!fired[j]) continue;
+        const int64_t c = (j / sc) % C, x = (j / sp) % P;
+        for (int64_t k = 0; k < K; k++) {
+            const int64_t y = x + K / 2 - k;
+            if (y < 0 || y >= P) continue;
+            const float *w = w_events + (c * K + k) * C;
+            float *o = out + y * sp;
+            for (int64_t d = 0; d < C; d++) o[d * sc] += w[d];
+        }
+    }
+}
+
 /* Forward.
  * escape, p, q: the rule of spikes.ESCAPE_FORMULAS. ESC_STEP: spike iff mem > threshold;
  *   otherwise each neuron draws u(seed, stream, first_step + t, elem) of sgtheory/random.py
@@ -177,22 +205,33 @@ enum { ESC_STEP = 0, ESC_SIGMOID = 1, ESC_EXPONENTIAL = 2, ESC_SUPERSPIKE = 3 };
  * delay: steps by which the current arrives late: step t receives cur[t - delay] (0 before),
  *   as if it had been shifted in time (the last `delay` steps of cur are not read).
  * b_mem: 1 - a_mem, computed in double and rounded, as the torch loop's add-with-alpha has it.
+ * rec: NULL, or the recurrent convolution (see above; w_events its weights): then a block
+ *   is one sample, [begin, end) whole samples, and after each step t the spikes of step
+ *   t + 1 - rec[REC_DELAY] add their current to syn, event by event, as the torch loop adds
+ *   the convolution's output.
  * mem_all gets the membrane potential from which each step's spike was drawn.
+ * Returns 0, or -1 if the scratch memory could not be allocated.
  */
-void lif_forward(const float *restrict cur, int escape, float p, float q,
-                 const uint32_t *restrict key, int64_t first_step, const int64_t *restrict layout,
-                 float margin, float *restrict mem_all, uint8_t *restrict fired,
-                 float *restrict syn_all, float *restrict spikes, int64_t nb_steps, int64_t row,
-                 int64_t begin, int64_t end, float a_syn, float a_mem, float b_mem,
-                 float threshold, int reset_full, int64_t delay) {
-    static const float zeros[BLOCK]; /* the current of the first `delay` steps */
-    float syn[BLOCK], mem[BLOCK], x[BLOCK];
-    uint32_t elem[BLOCK], words[4][BLOCK];
+int lif_forward(const float *restrict cur, int escape, float p, float q,
+                const uint32_t *restrict key, int64_t first_step, const int64_t *restrict layout,
+                float margin, float *restrict mem_all, uint8_t *restrict fired,
+                float *restrict syn_all, float *restrict spikes, int64_t nb_steps, int64_t row,
+                int64_t begin, int64_t end, float a_syn, float a_mem, float b_mem,
+                float threshold, int reset_full, int64_t delay, const float *restrict w_events,
+                const int64_t *restrict rec) {
+    const int64_t block = rec ? rec[REC_C] * rec[REC_P] : BLOCK;
+    float *scratch = malloc((size_t)block * 11 * sizeof(float));
+    if (!scratch) return -1;
+    float *syn = scratch, *mem = syn + block, *x = mem + block, *zeros = x + block;
+    float *current = zeros + block; /* the recurrent current of a step */
+    uint32_t *elem = (uint32_t *)(current + block), *words = elem + block; /* 4 per neuron */
+    uint8_t *open = (uint8_t *)(words + 4 * block); /* sigmoid: the undecided neurons */
+    memset(zeros, 0, (size_t)block * sizeof(float)); /* the current of the first `delay` steps */
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
     const int lerp_small = fabsf(a_mem) < 0.5f;
     const int lazy = escape == ESC_SIGMOID && p > 0.0f && p < INFINITY;
-    for (int64_t lo = begin; lo < end; lo += BLOCK) {
-        const int64_t n = (end - lo < BLOCK) ? end - lo : BLOCK;
+    for (int64_t lo = begin; lo < end; lo += block) {
+        const int64_t n = (end - lo < block) ? end - lo : block;
         for (int64_t j = 0; j < n; j++) {
             int64_t rest = lo + j, index = 0;
             for (int64_t d = layout[0] - 1; d >= 0; d--) {
@@ -214,12 +253,11 @@ void lif_forward(const float *restrict cur, int escape, float p, float q,
                 for (int64_t j = 0; j < n; j++) syn_all[off + j] = syn[j];
             if (escape != ESC_STEP && (t == 0 || (step & 3) == 0))
                 philox_words(elem, (uint32_t)(step >> 2), key, words, n);
-            const uint32_t *w = words[step & 3];
+            const uint32_t *w = words + (step & 3) * n;
             for (int64_t j = 0; j < n; j++) x[j] = mem[j] - threshold;
             if (escape == ESC_STEP) {
                 for (int64_t j = 0; j < n; j++) f_out[j] = mem[j] > threshold;
             } else if (lazy) { /* decide by the estimate, then the few undecided exactly */
-                uint8_t open[BLOCK];
                 uint32_t any_open = 0;
                 const float to_logit = 0.693147182f / 8388608.0f, inv_beta = 1.0f / p;
                 for (int64_t j = 0; j < n; j++) {
@@ -267,11 +305,18 @@ void lif_forward(const float *restrict cur, int escape, float p, float q,
                 mem[j] = next;
                 syn[j] = syn[j] * a_syn + c[j];
             }
+            const int64_t source = rec ? t + 1 - rec[REC_DELAY] : -1;
+            if (source >= 0) {
+                recurrent_events(fired + source * row + lo, w_events, rec, current);
+                for (int64_t j = 0; j < n; j++) syn[j] += current[j];
+            }
         }
         if (spikes && nb_steps > 0)
             for (int64_t j = 0; j < n; j++)
                 spikes[(nb_steps - 1) * row + lo + j] = (float)fired[(nb_steps - 1) * row + lo + j];
     }
+    free(scratch);
+    return 0;
 }
 
 /* Surrogate derivatives that the backward loop evaluates itself: the formulas of
@@ -280,17 +325,57 @@ void lif_forward(const float *restrict cur, int escape, float p, float q,
  * vectorised kernels, as SG_GIVEN. */
 enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };
 
-/* One block of neurons through the adjoint recursion. Inlined with constant `kind`,
- * `has_pre` and `reset_full`, so that each combination gets its own branch-free,
- * vectorised loop. */
+/* The recurrent terms of the adjoint at step t of one sample, from dL/dsyn[t + delay]
+ * (`later`, the sample's block, storage order): into `term` (storage order) the
+ * transposed convolution sum over (o, k) of W[o, c, k] later[o, x - k + K/2], the
+ * gradient that reaches the spikes of step t, and into grad_w[(c K + k) C + o] the
+ * weight gradient of the spikes `fired` of step t, event by event (a spike of (c, x) adds
+ * later[o, x - k + K/2] to dW[o, c, k]). w_adjoint[(k C + o) C + c] = W[o, c, k];
+ * scratch: (P + K) C + P C floats. */
+static void recurrent_adjoint(const float *restrict later, const uint8_t *restrict fired,
+                              const float *restrict w_adjoint, const int64_t *rec,
+                              float *restrict scratch, float *restrict term,
+                              float *restrict grad_w) {
+    const int64_t C = rec[REC_C], P = rec[REC_P], K = rec[REC_K], half = K / 2;
+    const int64_t sc = rec[REC_SC], sp = rec[REC_SP];
+    float *padded = scratch, *acc = scratch + (P + 2 * half) * C; /* [x + K/2][o], [x][c] */
+    memset(padded, 0, (size_t)((P + 2 * half) * C) * sizeof(float));
+    for (int64_t x = 0; x < P; x++)
+        for (int64_t o = 0; o < C; o++) padded[(x + half) * C + o] = later[o * sc + x * sp];
+    for (int64_t j = 0; j < C * P; j++) {
+        if (!fired[j]) continue;
+        const int64_t c = (j / sc) % C, x = (j / sp) % P;
+        for (int64_t k = 0; k < K; k++) {
+            const float *l = padded + (x - k + 2 * half) * C;
+            float *g = grad_w + (c * K + k) * C;
+            for (int64_t o = 0; o < C; o++) g[o] += l[o];
+        }
+    }
+    memset(acc, 0, (size_t)(P * C) * sizeof(float));
+    for (int64_t x = 0; x < P; x++) {
+        float *a = acc + x * C;
+        for (int64_t k = 0; k < K; k++) {
+            const float *l = padded + (x - k + 2 * half) * C, *w = w_adjoint + k * C * C;
+            for (int64_t o = 0; o < C; o++)
+                for (int64_t c = 0; c < C; c++) a[c] = fmaf(l[o], w[o * C + c], a[c]);
+        }
+    }
+    for (int64_t x = 0; x < P; x++)
+        for (int64_t c = 0; c < C; c++) term[c * sc + x * sp] = acc[x * C + c];
+}
+
+/* One block of neurons (one sample with a recurrent convolution) through the adjoint
+ * recursion. Inlined with constant `kind`, `has_pre` and `reset_full`, so that each
+ * combination gets its own branch-free, vectorised loop. */
 static inline __attribute__((always_inline)) void
 backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict sg, const float *restrict grad_spikes,
                const float *restrict pre, float *restrict grad_cur, int64_t nb_steps,
                int64_t row, int64_t lo, int64_t n, float syn_ratio, float a_mem, float b_mem,
                float threshold, float p, const int kind, const int has_pre,
-               const int reset_full, int64_t delay) {
-    float lam_mem[BLOCK], lam_syn[BLOCK];
+               const int reset_full, int64_t delay, const float *restrict w_adjoint,
+               const int64_t *restrict rec, float *restrict scratch, float *restrict grad_w) {
+    float *lam_mem = scratch, *lam_syn = scratch + n, *term = scratch + 2 * n;
     for (int64_t j = 0; j < n; j++) {
         lam_mem[j] = 0.0f;
         lam_syn[j] = 0.0f;
@@ -300,8 +385,15 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
             for (int64_t j = 0; j < n; j++) grad_cur[t * row + lo + j] = 0.0f;
     for (int64_t t = nb_steps - 1; t >= 0; t--) {
         const int64_t off = t * row + lo;
+        /* with recurrence (delay 0): dL/dsyn[t + rec delay] is in grad_cur[t + rec delay - 1]
+         * (the zeros of dL/dsyn[T] in grad_cur[T - 1]) */
+        const int has_rec = rec && t + rec[REC_DELAY] <= nb_steps;
+        if (has_rec)
+            recurrent_adjoint(grad_cur + (t + rec[REC_DELAY] - 1) * row + lo, fired + off,
+                              w_adjoint, rec, term + n, term, grad_w);
         for (int64_t j = 0; j < n; j++) {
             float g_total = grad_spikes[off + j];
+            if (has_rec) g_total = g_total + term[j];
             if (has_pre) g_total = g_total - lam_mem[j] * pre[off + j];
             const float spike = (float)fired[off + j];
             float d;
@@ -326,11 +418,13 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
 
 #define BACKWARD_CASE(KIND, PRE, FULL)                                                     \
     if (kind == (KIND) && has_pre == (PRE) && reset_full == (FULL)) {                     \
-        for (int64_t lo = begin; lo < end; lo += BLOCK)                                   \
+        for (int64_t lo = begin; lo < end; lo += block)                                   \
             backward_block(fired, mem, sg, grad_spikes, pre, grad_cur, nb_steps, row, lo,  \
-                           (end - lo < BLOCK) ? end - lo : BLOCK, syn_ratio, a_mem, b_mem, \
-                           threshold, p, KIND, PRE, FULL, delay);                          \
-        return;                                                                            \
+                           (end - lo < block) ? end - lo : block, syn_ratio, a_mem, b_mem, \
+                           threshold, p, KIND, PRE, FULL, delay, w_adjoint, rec, scratch,  \
+                           grad_w);                                                        \
+        free(scratch);                                                                     \
+        return 0;                                                                          \
     }
 #define BACKWARD_CASES(KIND)                                                               \
     BACKWARD_CASE(KIND, 0, 0) BACKWARD_CASE(KIND, 0, 1) BACKWARD_CASE(KIND, 1, 0)          \
@@ -347,16 +441,26 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
  *   with dL/dmem[t+1] flows back through the differentiable reset.
  * b_mem = 1 - a_mem and syn_ratio = a_syn / b_mem come rounded from double, as the torch
  *   loop's scalar arguments are.
+ * rec: NULL, or the recurrent convolution as in lif_forward (delay 0; w_adjoint its
+ *   weights): blocks are samples, the spikes also receive the recurrent terms, and grad_w
+ *   (C K C floats, zeroed by the caller) accumulates dL/dW of these samples.
+ * Returns 0, or -1 if the scratch memory could not be allocated.
  */
-void lif_backward(const uint8_t *fired, const float *mem, const float *sg,
-                  const float *grad_spikes, const float *pre, float *grad_cur,
-                  int64_t nb_steps, int64_t row, int64_t begin, int64_t end, float syn_ratio,
-                  float a_mem, float b_mem, float threshold, int reset_full, int kind, float p,
-                  float q, int64_t delay) {
+int lif_backward(const uint8_t *fired, const float *mem, const float *sg,
+                 const float *grad_spikes, const float *pre, float *grad_cur, int64_t nb_steps,
+                 int64_t row, int64_t begin, int64_t end, float syn_ratio, float a_mem,
+                 float b_mem, float threshold, int reset_full, int kind, float p, float q,
+                 int64_t delay, const float *w_adjoint, const int64_t *rec, float *grad_w) {
     (void)q;
     const int has_pre = pre != 0;
+    const int64_t block = rec ? rec[REC_C] * rec[REC_P] : BLOCK;
+    const int64_t extra = rec ? (rec[REC_P] + rec[REC_K]) * rec[REC_C] + block : 0;
+    float *scratch = malloc((size_t)(3 * block + extra) * sizeof(float));
+    if (!scratch) return -1;
     reset_full = reset_full != 0;
     BACKWARD_CASES(SG_GIVEN)
     BACKWARD_CASES(SG_SUPERSPIKE)
     BACKWARD_CASES(SG_SPIKE)
+    free(scratch);
+    return 0;
 }
