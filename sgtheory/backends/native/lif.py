@@ -233,8 +233,9 @@ def backward(
     # one [c, k, o] weight gradient per range, summed afterwards
     channels, taps = rec_weight.shape[0], rec_weight.shape[2]
     grad_w = torch.zeros((len(ranges), channels, taps, channels))
+    rec_args = (w_adjoint.data_ptr(), rec.data_ptr())
     calls = [
-        (*pointers, nb_steps, row, lo, hi, *tail, w_adjoint.data_ptr(), rec.data_ptr(), g.data_ptr())
+        (*pointers, nb_steps, row, lo, hi, *tail, *rec_args, g.data_ptr())
         for (lo, hi), g in zip(ranges, grad_w, strict=True)
     ]
     _check(build.parallel(build.library().lif_backward, calls))
