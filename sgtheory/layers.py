@@ -161,10 +161,10 @@ class ConvLIFLayer(LIFLayer):
         return nn.functional.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
 
     def _conv_all_steps(self, x: torch.Tensor) -> torch.Tensor:
-        # without recurrence the current, and so the spikes, stay channels-last on CPU: the
-        # next convolution then reads its windows in place (scan.use_channels_last); the scan
-        # runs on any such layout. A recurrent layer's per-step convolution wants standard.
-        cl = self.rec_weight is None and scan.use_channels_last(x.device)
+        # the current, and so the spikes, stay channels-last on CPU: the next convolution
+        # then reads its windows in place (scan.use_channels_last); the scan runs on any
+        # such layout, recurrent or not.
+        cl = scan.use_channels_last(x.device)
         return scan.conv1d(
             x, self.weight, self.stride, self.padding, self.input_is_spikes, channels_last=cl
         )
@@ -174,10 +174,10 @@ class ConvLIFLayer(LIFLayer):
     ) -> torch.Tensor:
         length = self.output_length(x.shape[-1])  # clear error if the kernel does not fit
         time_dim = 0 if time_major else 1
-        # fast path without recurrence: the scan reads the current late (no copy); otherwise
-        # the delay is applied to whichever of input and current is smaller (same result:
-        # the convolution acts on each step alone and maps zero to zero)
-        scan_delay = 0 if reference or self.rec_weight is not None else self.input_delay
+        # fast path: the scan reads the current late (no copy); otherwise the delay is
+        # applied to whichever of input and current is smaller (same result: the
+        # convolution acts on each step alone and maps zero to zero)
+        scan_delay = 0 if reference else self.input_delay
         delay_input = not scan_delay and x[0, 0].numel() <= self.weight.shape[0] * length
         if delay_input:
             x = delay_in_time(x, self.input_delay, time_dim)

@@ -164,7 +164,6 @@ def forward(
     tail = (a_syn, a_mem, 1.0 - a_mem, params.threshold, int(full), int(input_delay))
     block, rec = build.BLOCK, None
     if rec_weight is not None:  # w_events[c, k, o] = W[o, c, k]
-        assert input_delay == 0, "a recurrent layer takes its current already delayed"
         rec = recurrence(cur, rec_weight, params.rec_delay)
         w_events = rec_weight.detach().permute(1, 2, 0).contiguous()
         tail += (w_events.data_ptr(), rec.data_ptr())
@@ -224,9 +223,9 @@ def backward(
     tail += (int(input_delay),)
     if rec_weight is None:
         ranges = build.ranges(row, nb_steps)
+        tail += (None, None, None)
         _check(_run(build.library().lif_backward, ranges, pointers, (nb_steps, row), tail))
         return grad_cur, None
-    assert input_delay == 0, "a recurrent layer takes its current already delayed"
     rec = recurrence(mem, rec_weight, params.rec_delay)
     w_adjoint = rec_weight.detach().permute(2, 0, 1).contiguous()  # [k, o, c] = W[o, c, k]
     ranges = build.ranges(row, nb_steps, mem[0, 0].numel())

@@ -325,6 +325,73 @@ int lif_forward(const float *restrict cur, int escape, float p, float q,
  * vectorised kernels, as SG_GIVEN. */
 enum { SG_GIVEN = -1, SG_SUPERSPIKE = 0, SG_SPIKE = 1 };
 
+/* Vectors of VW floats for the adjoint's product: AVX-512 or AVX2 registers where the
+ * compiler targets them, else one float. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define VW 16
+typedef __m512 vf;
+#define VF_LOAD _mm512_loadu_ps
+#define VF_STORE _mm512_storeu_ps
+#define VF_SET1 _mm512_set1_ps
+#define VF_FMA _mm512_fmadd_ps
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define VW 8
+typedef __m256 vf;
+#define VF_LOAD _mm256_loadu_ps
+#define VF_STORE _mm256_storeu_ps
+#define VF_SET1 _mm256_set1_ps
+#define VF_FMA _mm256_fmadd_ps
+#else
+#define VW 1
+typedef float vf;
+#define VF_LOAD(ptr) (*(ptr))
+#define VF_STORE(ptr, v) (*(ptr) = (v))
+#define VF_SET1(v) (v)
+#define VF_FMA fmaf
+#endif
+#define TILE_ROWS 6 /* positions per tile: 6 accumulators, one weight vector, 6 broadcasts */
+
+/* acc[x C + c0 ..] for positions x0 .. x0 + rows - 1 and channels c0 .. c0 + VW - 1 of
+ * adjoint_product, the sums in registers. */
+static inline __attribute__((always_inline)) void
+product_tile(const float *restrict padded, const float *restrict w, float *restrict acc,
+             int64_t C, int64_t K, int64_t x0, int64_t c0, const int rows) {
+    vf a[TILE_ROWS];
+    for (int r = 0; r < rows; r++) a[r] = VF_SET1(0.0f);
+    for (int64_t k = 0; k < K; k++) {
+        const float *l = padded + (x0 - k + 2 * (K / 2)) * C, *wk = w + k * C * C + c0;
+        for (int64_t o = 0; o < C; o++) {
+            const vf wv = VF_LOAD(wk + o * C);
+            for (int r = 0; r < rows; r++) a[r] = VF_FMA(VF_SET1(l[r * C + o]), wv, a[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) VF_STORE(acc + (x0 + r) * C + c0, a[r]);
+}
+
+/* acc[x C + c] = sum over (k, o) of w[(k C + o) C + c] padded[(x - k + 2 (K / 2)) C + o]
+ * for x < P, c < C: the transposed recurrent convolution, tiled over positions x channels
+ * (the channels that fill no whole vector one by one). */
+static void adjoint_product(const float *restrict padded, const float *restrict w,
+                            float *restrict acc, int64_t C, int64_t P, int64_t K) {
+    int64_t c0 = 0;
+    for (; c0 + VW <= C; c0 += VW) {
+        int64_t x0 = 0;
+        for (; x0 + TILE_ROWS <= P; x0 += TILE_ROWS)
+            product_tile(padded, w, acc, C, K, x0, c0, TILE_ROWS);
+        for (; x0 < P; x0++) product_tile(padded, w, acc, C, K, x0, c0, 1);
+    }
+    for (; c0 < C; c0++)
+        for (int64_t x = 0; x < P; x++) {
+            float a = 0.0f;
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t o = 0; o < C; o++)
+                    a = fmaf(padded[(x - k + 2 * (K / 2)) * C + o], w[(k * C + o) * C + c0], a);
+            acc[x * C + c0] = a;
+        }
+}
+
 /* The recurrent terms of the adjoint at step t of one sample, from dL/dsyn[t + delay]
  * (`later`, the sample's block, storage order): into `term` (storage order) the
  * transposed convolution sum over (o, k) of W[o, c, k] later[o, x - k + K/2], the
@@ -351,22 +418,17 @@ static void recurrent_adjoint(const float *restrict later, const uint8_t *restri
             for (int64_t o = 0; o < C; o++) g[o] += l[o];
         }
     }
-    memset(acc, 0, (size_t)(P * C) * sizeof(float));
-    for (int64_t x = 0; x < P; x++) {
-        float *a = acc + x * C;
-        for (int64_t k = 0; k < K; k++) {
-            const float *l = padded + (x - k + 2 * half) * C, *w = w_adjoint + k * C * C;
-            for (int64_t o = 0; o < C; o++)
-                for (int64_t c = 0; c < C; c++) a[c] = fmaf(l[o], w[o * C + c], a[c]);
-        }
-    }
+    adjoint_product(padded, w_adjoint, acc, C, P, K);
     for (int64_t x = 0; x < P; x++)
         for (int64_t c = 0; c < C; c++) term[c * sc + x * sp] = acc[x * C + c];
 }
 
 /* One block of neurons (one sample with a recurrent convolution) through the adjoint
  * recursion. Inlined with constant `kind`, `has_pre` and `reset_full`, so that each
- * combination gets its own branch-free, vectorised loop. */
+ * combination gets its own branch-free, vectorised loop.
+ * dL/dsyn of the last `ring` steps is kept in `lam_syn`, ring blocks: step t reads
+ * dL/dsyn[t + 1] from block (t + 1) % ring and writes dL/dsyn[t] over dL/dsyn[t + ring] in
+ * block t % ring, which the recurrent term (ring = rec delay) has read before. */
 static inline __attribute__((always_inline)) void
 backward_block(const uint8_t *restrict fired, const float *restrict mem,
                const float *restrict sg, const float *restrict grad_spikes,
@@ -375,22 +437,22 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
                float threshold, float p, const int kind, const int has_pre,
                const int reset_full, int64_t delay, const float *restrict w_adjoint,
                const int64_t *restrict rec, float *restrict scratch, float *restrict grad_w) {
-    float *lam_mem = scratch, *lam_syn = scratch + n, *term = scratch + 2 * n;
-    for (int64_t j = 0; j < n; j++) {
-        lam_mem[j] = 0.0f;
-        lam_syn[j] = 0.0f;
-    }
+    const int64_t ring = rec ? rec[REC_DELAY] : 1;
+    float *restrict lam_mem = scratch, *restrict term = scratch + n;
+    float *lam_syn = scratch + 2 * n; /* ring blocks; read and written at the same index */
+    for (int64_t j = 0; j < n; j++) lam_mem[j] = 0.0f;
+    for (int64_t j = 0; j < ring * n; j++) lam_syn[j] = 0.0f;
     for (int64_t t = nb_steps - 1 - delay; t < nb_steps; t++) /* reach no synapse in time */
         if (t >= 0)
             for (int64_t j = 0; j < n; j++) grad_cur[t * row + lo + j] = 0.0f;
     for (int64_t t = nb_steps - 1; t >= 0; t--) {
         const int64_t off = t * row + lo;
-        /* with recurrence (delay 0): dL/dsyn[t + rec delay] is in grad_cur[t + rec delay - 1]
-         * (the zeros of dL/dsyn[T] in grad_cur[T - 1]) */
-        const int has_rec = rec && t + rec[REC_DELAY] <= nb_steps;
+        const float *lam_in = lam_syn + ((t + 1) % ring) * n; /* dL/dsyn[t + 1] */
+        float *lam_out = lam_syn + (t % ring) * n;            /* dL/dsyn[t + ring] */
+        const int has_rec = rec && t + ring <= nb_steps;
         if (has_rec)
-            recurrent_adjoint(grad_cur + (t + rec[REC_DELAY] - 1) * row + lo, fired + off,
-                              w_adjoint, rec, term + n, term, grad_w);
+            recurrent_adjoint(lam_out, fired + off, w_adjoint, rec, lam_syn + ring * n, term,
+                              grad_w);
         for (int64_t j = 0; j < n; j++) {
             float g_total = grad_spikes[off + j];
             if (has_rec) g_total = g_total + term[j];
@@ -407,10 +469,10 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
             }
             const float through = lam_mem[j] - lam_mem[j] * spike; /* lam_mem (1 - S) */
             const float carried = reset_full ? through : lam_mem[j];
-            const float g_syn = fmaf(lam_syn[j], syn_ratio, carried) * b_mem; /* add, alpha */
+            const float g_syn = fmaf(lam_in[j], syn_ratio, carried) * b_mem; /* add, alpha */
             if (t > delay) /* dL/dcur[t-1-delay] = dL/dI[t-1] = dL/dsyn[t] */
                 grad_cur[off - (delay + 1) * row + j] = g_syn;
-            lam_syn[j] = g_syn;
+            lam_out[j] = g_syn;
             lam_mem[j] = through * a_mem + g_total * d;
         }
     }
@@ -441,8 +503,7 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
  *   with dL/dmem[t+1] flows back through the differentiable reset.
  * b_mem = 1 - a_mem and syn_ratio = a_syn / b_mem come rounded from double, as the torch
  *   loop's scalar arguments are.
- * rec: NULL, or the recurrent convolution as in lif_forward (delay 0; w_adjoint its
- *   weights): blocks are samples, the spikes also receive the recurrent terms, and grad_w
+ * rec: NULL, or the recurrent convolution as in lif_forward (w_adjoint its weights): blocks are samples, the spikes also receive the recurrent terms, and grad_w
  *   (C K C floats, zeroed by the caller) accumulates dL/dW of these samples.
  * Returns 0, or -1 if the scratch memory could not be allocated.
  */
@@ -454,8 +515,9 @@ int lif_backward(const uint8_t *fired, const float *mem, const float *sg,
     (void)q;
     const int has_pre = pre != 0;
     const int64_t block = rec ? rec[REC_C] * rec[REC_P] : BLOCK;
+    const int64_t ring = rec ? rec[REC_DELAY] : 1; /* + the recurrent term's scratch: */
     const int64_t extra = rec ? (rec[REC_P] + rec[REC_K]) * rec[REC_C] + block : 0;
-    float *scratch = malloc((size_t)(3 * block + extra) * sizeof(float));
+    float *scratch = malloc((size_t)((2 + ring) * block + extra) * sizeof(float));
     if (!scratch) return -1;
     reset_full = reset_full != 0;
     BACKWARD_CASES(SG_GIVEN)
