@@ -164,23 +164,51 @@ enum { ESC_STEP = 0, ESC_SIGMOID = 1, ESC_EXPONENTIAL = 2, ESC_SUPERSPIKE = 3 };
  * that out[o, x] = sum over (c, k) of W[o, c, k] in[c, x + k - K / 2]. */
 enum { REC_C, REC_P, REC_K, REC_DELAY, REC_SC, REC_SP };
 
-/* out (a sample's block, storage order) = the recurrent current of spikes `fired`, one
- * event at a time: a spike of neuron (c, x) adds W[:, c, k] to the neurons (:, x + K/2 - k).
- * w_events[(c K + k) C + o] = W[o, c, k]. */
-static void recurrent_events(const uint8_t *restrict fired, const float *restrict w_events,
-                             const int64_t *rec, float *restrict out) {
+/* The indices j < n with fired[j] (bytes 0 / 1) into `out`, in order; returns how many.
+ * Reads eight bytes at a time: at a few percent density most words hold no spike. */
+static int64_t spike_list(const uint8_t *restrict fired, int64_t n, int32_t *restrict out) {
+    int64_t count = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint64_t word;
+        memcpy(&word, fired + j, 8);
+        for (; word; word &= word - 1) /* the lowest set bit is byte ctz / 8 */
+            out[count++] = (int32_t)(j + (__builtin_ctzll(word) >> 3));
+    }
+    for (; j < n; j++)
+        if (fired[j]) out[count++] = (int32_t)j;
+    return count;
+}
+
+/* channel[j], position[j]: the neuron (c, x) at index j of a sample's block. */
+static void neuron_coordinates(const int64_t *rec, int32_t *channel, int32_t *position) {
+    const int64_t C = rec[REC_C], P = rec[REC_P];
+    for (int64_t j = 0; j < C * P; j++) {
+        channel[j] = (int32_t)((j / rec[REC_SC]) % C);
+        position[j] = (int32_t)((j / rec[REC_SP]) % P);
+    }
+}
+
+/* out (a sample's block, storage order) = the recurrent current of the `count` spikes
+ * `spiking` (indices into the block), one event at a time: a spike of neuron (c, x) adds
+ * W[:, c, k] to the neurons (:, x + K/2 - k). w_events[(c K + k) C + o] = W[o, c, k]. */
+static void recurrent_events(const int32_t *restrict spiking, int64_t count,
+                             const int32_t *restrict channel, const int32_t *restrict position,
+                             const float *restrict w_events, const int64_t *rec,
+                             float *restrict out) {
     const int64_t C = rec[REC_C], P = rec[REC_P], K = rec[REC_K];
-    const int64_t sc = rec[REC_SC], sp = rec[REC_SP], n = C * P;
-    memset(out, 0, (size_t)n * sizeof(float));
-    for (int64_t j = 0; j < n; j++) {
-        if (!fired[j]) continue;
-        const int64_t c = (j / sc) % C, x = (j / sp) % P;
+    const int64_t sc = rec[REC_SC], sp = rec[REC_SP];
+    memset(out, 0, (size_t)(C * P) * sizeof(float));
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t c = channel[spiking[i]], x = position[spiking[i]];
         for (int64_t k = 0; k < K; k++) {
             const int64_t y = x + K / 2 - k;
             if (y < 0 || y >= P) continue;
             const float *w = w_events + (c * K + k) * C;
             float *o = out + y * sp;
-            for (int64_t d = 0; d < C; d++) o[d * sc] += w[d];
+            if (sc == 1) /* channels-last: one contiguous run */
+                for (int64_t d = 0; d < C; d++) o[d] += w[d];
+            else
+                for (int64_t d = 0; d < C; d++) o[d * sc] += w[d];
         }
     }
 }
@@ -220,12 +248,15 @@ int lif_forward(const float *restrict cur, int escape, float p, float q,
                 float threshold, int reset_full, int64_t delay, const float *restrict w_events,
                 const int64_t *restrict rec) {
     const int64_t block = rec ? rec[REC_C] * rec[REC_P] : BLOCK;
-    float *scratch = malloc((size_t)block * 11 * sizeof(float));
+    float *scratch = malloc((size_t)block * 14 * sizeof(float));
     if (!scratch) return -1;
     float *syn = scratch, *mem = syn + block, *x = mem + block, *zeros = x + block;
     float *current = zeros + block; /* the recurrent current of a step */
     uint32_t *elem = (uint32_t *)(current + block), *words = elem + block; /* 4 per neuron */
     uint8_t *open = (uint8_t *)(words + 4 * block); /* sigmoid: the undecided neurons */
+    int32_t *spiking = (int32_t *)(words + 5 * block), *channel = spiking + block;
+    int32_t *position = channel + block;
+    if (rec) neuron_coordinates(rec, channel, position);
     memset(zeros, 0, (size_t)block * sizeof(float)); /* the current of the first `delay` steps */
     const float lerp_coeff = a_mem - 1.0f; /* torch.lerp(syn, mem, a_mem), a_mem >= 0.5 */
     const int lerp_small = fabsf(a_mem) < 0.5f;
@@ -307,7 +338,8 @@ int lif_forward(const float *restrict cur, int escape, float p, float q,
             }
             const int64_t source = rec ? t + 1 - rec[REC_DELAY] : -1;
             if (source >= 0) {
-                recurrent_events(fired + source * row + lo, w_events, rec, current);
+                const int64_t count = spike_list(fired + source * row + lo, n, spiking);
+                recurrent_events(spiking, count, channel, position, w_events, rec, current);
                 for (int64_t j = 0; j < n; j++) syn[j] += current[j];
             }
         }
@@ -351,23 +383,44 @@ typedef float vf;
 #define VF_SET1(v) (v)
 #define VF_FMA fmaf
 #endif
-#define TILE_ROWS 6 /* positions per tile: 6 accumulators, one weight vector, 6 broadcasts */
+/* accumulators a tile may hold in registers (of 32 AVX-512 or 16 AVX2 ones) */
+#define TILE_ACC (VW == 16 ? 24 : 12)
+#define TILE_ROWS 6
 
-/* acc[x C + c0 ..] for positions x0 .. x0 + rows - 1 and channels c0 .. c0 + VW - 1 of
- * adjoint_product, the sums in registers. */
+/* acc[x C + c] for positions x0 .. x0 + rows - 1 and channels c0 .. c0 + vecs VW - 1 of
+ * adjoint_product, the sums in registers: per (k, o), `vecs` weight vectors and `rows`
+ * broadcasts feed rows x vecs multiply-adds. */
 static inline __attribute__((always_inline)) void
 product_tile(const float *restrict padded, const float *restrict w, float *restrict acc,
-             int64_t C, int64_t K, int64_t x0, int64_t c0, const int rows) {
-    vf a[TILE_ROWS];
-    for (int r = 0; r < rows; r++) a[r] = VF_SET1(0.0f);
+             int64_t C, int64_t K, int64_t x0, int64_t c0, const int rows, const int vecs) {
+    vf a[TILE_ROWS][4];
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < vecs; v++) a[r][v] = VF_SET1(0.0f);
     for (int64_t k = 0; k < K; k++) {
         const float *l = padded + (x0 - k + 2 * (K / 2)) * C, *wk = w + k * C * C + c0;
         for (int64_t o = 0; o < C; o++) {
-            const vf wv = VF_LOAD(wk + o * C);
-            for (int r = 0; r < rows; r++) a[r] = VF_FMA(VF_SET1(l[r * C + o]), wv, a[r]);
+            vf wv[4];
+            for (int v = 0; v < vecs; v++) wv[v] = VF_LOAD(wk + o * C + v * VW);
+            for (int r = 0; r < rows; r++) {
+                const vf lr = VF_SET1(l[r * C + o]);
+                for (int v = 0; v < vecs; v++) a[r][v] = VF_FMA(lr, wv[v], a[r][v]);
+            }
         }
     }
-    for (int r = 0; r < rows; r++) VF_STORE(acc + (x0 + r) * C + c0, a[r]);
+    for (int r = 0; r < rows; r++)
+        for (int v = 0; v < vecs; v++) VF_STORE(acc + (x0 + r) * C + c0 + v * VW, a[r][v]);
+}
+
+/* The tiles of `vecs` vectors over all positions: as many rows as the registers allow,
+ * then the last rows in one tile of their own size. */
+static inline __attribute__((always_inline)) void
+product_column(const float *restrict padded, const float *restrict w, float *restrict acc,
+               int64_t C, int64_t P, int64_t K, int64_t c0, const int vecs) {
+    const int most = TILE_ACC / vecs < TILE_ROWS ? TILE_ACC / vecs : TILE_ROWS;
+    int64_t x0 = 0;
+    for (; x0 + most <= P; x0 += most) product_tile(padded, w, acc, C, K, x0, c0, most, vecs);
+    for (int rows = most - 1; rows >= 1; rows--) /* constant in each unrolled copy */
+        if (P - x0 == rows) product_tile(padded, w, acc, C, K, x0, c0, rows, vecs);
 }
 
 /* acc[x C + c] = sum over (k, o) of w[(k C + o) C + c] padded[(x - k + 2 (K / 2)) C + o]
@@ -376,12 +429,9 @@ product_tile(const float *restrict padded, const float *restrict w, float *restr
 static void adjoint_product(const float *restrict padded, const float *restrict w,
                             float *restrict acc, int64_t C, int64_t P, int64_t K) {
     int64_t c0 = 0;
-    for (; c0 + VW <= C; c0 += VW) {
-        int64_t x0 = 0;
-        for (; x0 + TILE_ROWS <= P; x0 += TILE_ROWS)
-            product_tile(padded, w, acc, C, K, x0, c0, TILE_ROWS);
-        for (; x0 < P; x0++) product_tile(padded, w, acc, C, K, x0, c0, 1);
-    }
+    for (; c0 + 4 * VW <= C; c0 += 4 * VW) product_column(padded, w, acc, C, P, K, c0, 4);
+    for (; c0 + 2 * VW <= C; c0 += 2 * VW) product_column(padded, w, acc, C, P, K, c0, 2);
+    for (; c0 + VW <= C; c0 += VW) product_column(padded, w, acc, C, P, K, c0, 1);
     for (; c0 < C; c0++)
         for (int64_t x = 0; x < P; x++) {
             float a = 0.0f;
@@ -396,10 +446,13 @@ static void adjoint_product(const float *restrict padded, const float *restrict 
  * (`later`, the sample's block, storage order): into `term` (storage order) the
  * transposed convolution sum over (o, k) of W[o, c, k] later[o, x - k + K/2], the
  * gradient that reaches the spikes of step t, and into grad_w[(c K + k) C + o] the
- * weight gradient of the spikes `fired` of step t, event by event (a spike of (c, x) adds
+ * weight gradient of the `count` spikes `spiking` of step t (indices into the block;
+ * channel and position of each index as neuron_coordinates gives them), event by event (a spike of (c, x) adds
  * later[o, x - k + K/2] to dW[o, c, k]). w_adjoint[(k C + o) C + c] = W[o, c, k];
  * scratch: (P + K) C + P C floats. */
-static void recurrent_adjoint(const float *restrict later, const uint8_t *restrict fired,
+static void recurrent_adjoint(const float *restrict later, const int32_t *restrict spiking,
+                              int64_t count, const int32_t *restrict channel,
+                              const int32_t *restrict position,
                               const float *restrict w_adjoint, const int64_t *rec,
                               float *restrict scratch, float *restrict term,
                               float *restrict grad_w) {
@@ -409,9 +462,8 @@ static void recurrent_adjoint(const float *restrict later, const uint8_t *restri
     memset(padded, 0, (size_t)((P + 2 * half) * C) * sizeof(float));
     for (int64_t x = 0; x < P; x++)
         for (int64_t o = 0; o < C; o++) padded[(x + half) * C + o] = later[o * sc + x * sp];
-    for (int64_t j = 0; j < C * P; j++) {
-        if (!fired[j]) continue;
-        const int64_t c = (j / sc) % C, x = (j / sp) % P;
+    for (int64_t i = 0; i < count; i++) {
+        const int64_t c = channel[spiking[i]], x = position[spiking[i]];
         for (int64_t k = 0; k < K; k++) {
             const float *l = padded + (x - k + 2 * half) * C;
             float *g = grad_w + (c * K + k) * C;
@@ -440,6 +492,10 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
     const int64_t ring = rec ? rec[REC_DELAY] : 1;
     float *restrict lam_mem = scratch, *restrict term = scratch + n;
     float *lam_syn = scratch + 2 * n; /* ring blocks; read and written at the same index */
+    int32_t *spiking = (int32_t *)(lam_syn + ring * n), *channel = spiking + n;
+    int32_t *position = channel + n;
+    float *product = (float *)(position + n); /* the recurrent term's scratch */
+    if (rec) neuron_coordinates(rec, channel, position);
     for (int64_t j = 0; j < n; j++) lam_mem[j] = 0.0f;
     for (int64_t j = 0; j < ring * n; j++) lam_syn[j] = 0.0f;
     for (int64_t t = nb_steps - 1 - delay; t < nb_steps; t++) /* reach no synapse in time */
@@ -450,9 +506,11 @@ backward_block(const uint8_t *restrict fired, const float *restrict mem,
         const float *lam_in = lam_syn + ((t + 1) % ring) * n; /* dL/dsyn[t + 1] */
         float *lam_out = lam_syn + (t % ring) * n;            /* dL/dsyn[t + ring] */
         const int has_rec = rec && t + ring <= nb_steps;
-        if (has_rec)
-            recurrent_adjoint(lam_out, fired + off, w_adjoint, rec, lam_syn + ring * n, term,
-                              grad_w);
+        if (has_rec) {
+            const int64_t count = spike_list(fired + off, n, spiking);
+            recurrent_adjoint(lam_out, spiking, count, channel, position, w_adjoint, rec,
+                              product, term, grad_w);
+        }
         for (int64_t j = 0; j < n; j++) {
             float g_total = grad_spikes[off + j];
             if (has_rec) g_total = g_total + term[j];
@@ -515,9 +573,9 @@ int lif_backward(const uint8_t *fired, const float *mem, const float *sg,
     (void)q;
     const int has_pre = pre != 0;
     const int64_t block = rec ? rec[REC_C] * rec[REC_P] : BLOCK;
-    const int64_t ring = rec ? rec[REC_DELAY] : 1; /* + the recurrent term's scratch: */
+    const int64_t ring = rec ? rec[REC_DELAY] : 1; /* + the recurrent term's: */
     const int64_t extra = rec ? (rec[REC_P] + rec[REC_K]) * rec[REC_C] + block : 0;
-    float *scratch = malloc((size_t)((2 + ring) * block + extra) * sizeof(float));
+    float *scratch = malloc((size_t)((5 + ring) * block + extra) * sizeof(float));
     if (!scratch) return -1;
     reset_full = reset_full != 0;
     BACKWARD_CASES(SG_GIVEN)
