@@ -45,6 +45,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sgtheory.backends.allocator import restart_with_huge_pages  # light: no torch
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "Classification" / "experiments" / "config_stork"
 
@@ -87,9 +89,11 @@ def cpu_switches() -> str:
     from sgtheory.backends.conv.algos import use_channels_last
 
     layout = "channels-last" if use_channels_last(torch.device("cpu")) else "standard"
+    huge = "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "")
+    pages = "on huge pages" if huge else "on 4 KiB pages (SGTHEORY_HUGEPAGES=0 or unavailable)"
     return (
-        f"fused LIF kernels {kernels}, freed memory {memory}, conv algorithms {conv}, "
-        f"{layout} conv activations"
+        f"fused LIF kernels {kernels}, freed memory {memory}, large blocks {pages}, "
+        f"conv algorithms {conv}, {layout} conv activations"
     )
 
 
@@ -509,4 +513,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # as the experiments run (SGTHEORY_HUGEPAGES=0: without)
     main()

@@ -351,4 +351,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    bc.restart_with_huge_pages()  # as the experiments run (SGTHEORY_HUGEPAGES=0: without)
     main()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from convsnn.schema import register  # light: the types of the settings, no torch
 from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
+from sgtheory.backends.allocator import restart_with_huge_pages  # light: no torch
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_stork"
 
@@ -63,4 +64,5 @@ def app() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # large activations on huge pages (sgtheory.backends.allocator)
     run_cli(app, CONFIG_DIR, register=register)

@@ -17,6 +17,7 @@ _T0 = time.perf_counter()  # process start (before the heavy imports), for the s
 from pathlib import Path
 
 from sgruns.cli import run_cli  # light: the heavy imports happen inside `app`
+from sgtheory.backends.allocator import restart_with_huge_pages  # light: no torch
 from stm.schema import register  # light: the types of every setting (no torch)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config_experiments"
@@ -60,4 +61,5 @@ def app() -> None:
 
 
 if __name__ == "__main__":
+    restart_with_huge_pages()  # large activations on huge pages (sgtheory.backends.allocator)
     run_cli(app, CONFIG_DIR, register=register)
