@@ -55,11 +55,12 @@ REC = torch.randn(4, 4, 3, generator=torch.Generator().manual_seed(1)) * 0.3
 
 
 @pytest.mark.skipif(not HAS_C, reason="no C compiler here")
-def test_auto_on_cpu_float32_without_recurrence_is_native_else_torch(monkeypatch):
+def test_auto_on_cpu_float32_is_native_else_torch(monkeypatch):
     spike = stochastic()
     assert scan.choose(current(), spike, PARAMS) == "native"
+    assert scan.choose(current(), spike, PARAMS, REC) == "native"  # recurrence in C too
     assert scan.choose(current(torch.float64), spike, PARAMS) == "torch"  # float32 only
-    assert scan.choose(current(), spike, PARAMS, REC) == "torch"  # no recurrence in C
+    assert scan.choose(current().flatten(2), spike, PARAMS) == "native"  # dense layers
     given = stochastic(random.GivenUniforms(torch.rand(12, 3, 4, 5)))
     assert scan.choose(current(), given, PARAMS) == "torch"  # explicit uniforms: the loop
     monkeypatch.setenv("SGTHEORY_FUSED", "0")  # the C kernels turned off
@@ -82,18 +83,19 @@ def test_an_escape_noise_without_a_kernel_rule_runs_as_the_torch_loop():
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_auto_takes_triton_first_where_it_runs(monkeypatch):
     """Under Triton's interpreter the kernels run on CPU tensors: before the C kernels, with
-    recurrence too; not in float64, not with a rec_delay beyond the steps, not when off."""
+    recurrence too; not in float64, not with a rec_delay beyond the steps (the C kernels
+    take any), not when off."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     spike = stochastic()
     assert scan.choose(current(), spike, PARAMS) == "triton"
     assert scan.choose(current(), spike, PARAMS, REC) == "triton"
     assert scan.choose(current(torch.float64), spike, PARAMS, REC) == "torch"
     late = LIFParams(0.8, 0.9, rec_delay=13)  # 12 steps: the kernels take up to 12
-    assert scan.choose(current(), spike, late, REC) == "torch"
+    next_one = "native" if HAS_C else "torch"
+    assert scan.choose(current(), spike, late, REC) == next_one
     monkeypatch.setenv("SGTHEORY_TRITON", "0")
-    assert scan.choose(current(), spike, PARAMS, REC) == "torch"
-    if HAS_C:
-        assert scan.choose(current(), spike, PARAMS) == "native"
+    assert scan.choose(current(), spike, PARAMS, REC) == next_one
+    assert scan.choose(current(), spike, PARAMS) == next_one
 
 
 def test_a_forced_backend_runs_where_it_can_and_the_argument_beats_the_environment(
@@ -107,16 +109,16 @@ def test_a_forced_backend_runs_where_it_can_and_the_argument_beats_the_environme
     monkeypatch.setenv("SGTHEORY_BACKEND", "reference")
     assert scan.choose(current(), spike, PARAMS, backend="torch") == "torch"
     monkeypatch.setenv("SGTHEORY_BACKEND", "auto")
-    assert scan.choose(current(), spike, PARAMS, REC) == "torch"
+    assert scan.choose(current(torch.float64), spike, PARAMS, REC) == "torch"
 
 
 def test_forcing_a_backend_that_cannot_run_the_scan_is_a_clear_error(monkeypatch):
     spike = stochastic()
     with pytest.raises(ConfigError) as err:
-        scan.choose(current(), spike, PARAMS, REC, backend="native")
+        scan.choose(current(torch.float64), spike, PARAMS, REC, backend="native")
     message = str(err.value)
-    assert message.startswith("backend='native' cannot run this scan (cpu float32 current, ")
-    assert "a recurrent weight" in message and "no recurrent weight" in message
+    assert message.startswith("backend='native' cannot run this scan (cpu float64 current, ")
+    assert "a recurrent weight" in message and "float32 CPU current" in message
     assert message.endswith(CHOICES) and "\n" not in message
     monkeypatch.setenv("SGTHEORY_BACKEND", "triton")  # CPU without the interpreter
     with pytest.raises(ConfigError, match=r"^SGTHEORY_BACKEND='triton' cannot run") as err:
@@ -159,7 +161,7 @@ def test_each_backend_the_rule_names_is_the_one_that_runs_with_the_same_spikes(m
     """Forced one by one: the named backend's forward runs (and no other), and every one
     gives the spikes of the model run plainly (`lif.lif_scan_reference`, its draws by the
     definition in `sgtheory.random`) and, up to rounding, its gradients."""
-    names = ["reference", "torch"] + (["native"] if HAS_C and not rec else [])
+    names = ["reference", "torch"] + (["native"] if HAS_C else [])
     if HAS_TRITON:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         names.append("triton")

@@ -94,8 +94,10 @@ def sample_major(t: torch.Tensor) -> torch.Tensor:
 
 def recurrence(cur: torch.Tensor, rec_weight: torch.Tensor, delay: int) -> torch.Tensor:
     """The C code's rec = [channels, positions, taps, delay, stride_c, stride_p] of a
-    sample-major current (`sample_major`)."""
+    sample-major current (`sample_major`); a delay beyond the steps, whose spikes arrive
+    after the scan, as nb_steps + 1 (the same scan, a ring of that many steps at most)."""
     channels, positions, taps = cur.shape[2], cur.shape[3], rec_weight.shape[-1]
+    delay = min(delay, cur.shape[0] + 1)
     values = [channels, positions, taps, delay, cur.stride(2), cur.stride(3)]
     return torch.tensor(values, dtype=torch.int64)
 
