@@ -178,7 +178,7 @@ def test_fused_scan_works_in_a_forked_child(monkeypatch):
     assert torch.equal(got, expected)
 
 
-def _two_ranges(row: int, nb_steps: int) -> list[tuple[int, int]]:
+def _two_ranges(row: int, nb_steps: int, block: int = build.BLOCK) -> list[tuple[int, int]]:
     return [(0, row // 2), (row // 2, row)]
 
 
