@@ -5,8 +5,8 @@ argument ``backend``, else the environment variable ``SGTHEORY_BACKEND``, else `
 
 * ``reference``: `lif.reference`, the model itself, step by step through autograd (any scan);
 * ``torch``: per-step torch operations with a hand-written adjoint (any scan);
-* ``native``: the C kernels (a float32 CPU current, no recurrent weight, the kernels built:
-  a C compiler and ``SGTHEORY_FUSED`` not 0);
+* ``native``: the C kernels (a float32 CPU current, with a recurrent weight shaped (time,
+  batch, channels, positions); the kernels built: a C compiler and ``SGTHEORY_FUSED`` not 0);
 * ``triton``: the Triton kernels (a float32 CUDA current, or any under
   ``TRITON_INTERPRET=1``; triton installed and ``SGTHEORY_TRITON`` not 0; a recurrent block
   of at most MAX_BLOCK padded channels x positions and ``rec_delay`` up to the steps);
