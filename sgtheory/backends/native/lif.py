@@ -228,20 +228,28 @@ def backward(
         tail += (None, None, None)
         _check(_run(build.library().lif_backward, ranges, pointers, (nb_steps, row), tail))
         return grad_cur, None
-    rec = recurrence(mem, rec_weight, params.rec_delay)
+    args = (*pointers, nb_steps, row)
+    grad_rec = _recurrent_backward(args, tail, mem, rec_weight, params.rec_delay)
+    return grad_cur, grad_rec if need_rec_grad else None
+
+
+def _recurrent_backward(
+    args: tuple, tail: tuple, mem: torch.Tensor, rec_weight: torch.Tensor, delay: int
+) -> torch.Tensor:
+    """Run lif_backward(*args, begin, end, *tail, recurrence) over ranges of whole samples;
+    returns dL/drec_weight, summed from one [c, k, o] accumulator per range."""
+    rec = recurrence(mem, rec_weight, delay)
     w_adjoint = rec_weight.detach().permute(2, 0, 1).contiguous()  # [k, o, c] = W[o, c, k]
-    ranges = build.ranges(row, nb_steps, mem[0, 0].numel())
-    # one [c, k, o] weight gradient per range, summed afterwards
+    ranges = build.ranges(mem[0].numel(), mem.shape[0], mem[0, 0].numel())
     channels, taps = rec_weight.shape[0], rec_weight.shape[2]
     grad_w = torch.zeros((len(ranges), channels, taps, channels))
     rec_args = (w_adjoint.data_ptr(), rec.data_ptr())
     calls = [
-        (*pointers, nb_steps, row, lo, hi, *tail, *rec_args, g.data_ptr())
+        (*args, lo, hi, *tail, *rec_args, g.data_ptr())
         for (lo, hi), g in zip(ranges, grad_w, strict=True)
     ]
     _check(build.parallel(build.library().lif_backward, calls))
-    grad_rec = grad_w.sum(0).permute(2, 0, 1) if need_rec_grad else None
-    return grad_cur, grad_rec
+    return grad_w.sum(0).permute(2, 0, 1)
 
 
 def philox_uniform(
