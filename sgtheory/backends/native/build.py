@@ -1,7 +1,9 @@
 """Building and loading the C kernels: compiler, flags, cache, ctypes, thread pool.
 
-The C sources (``csrc/lif_scan.c``: the LIF scan, its adjoint, Philox draws and the logit;
-``csrc/spike_conv.c``: the sparse-input convolution) need no torch headers: they are
+The C sources (``csrc/lif_scan.c``: the LIF scan, its adjoint, the Philox and logit kernels
+for the torch loop, with ``draws.h`` (Philox4x32-10, the logit) and ``recurrence.h`` (the
+recurrent convolution as events and a tiled product); ``csrc/spike_conv.c``: the
+sparse-input convolution) need no torch headers: they are
 compiled on first use with the system C compiler (about a second) into a cache folder,
 under a name hashed from the sources, flags, compiler version and CPU, and loaded with
 ctypes. Where no compiler works, `library` returns None after one warning and the dispatch
@@ -114,7 +116,8 @@ def _march() -> str:
 def build(cc: str) -> Path:
     """Compile the sources into the cache (atomically) unless an identical build is there."""
     sources = (SOURCE, SPARSE_SOURCE)
-    source = b"\0".join(path.read_bytes() for path in sources)
+    headers = sorted(SOURCE.parent.glob("*.h"))  # included by the sources
+    source = b"\0".join(path.read_bytes() for path in (*sources, *headers))
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     errors = []
     for flags in FLAG_SETS:
