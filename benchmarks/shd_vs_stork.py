@@ -23,11 +23,15 @@ weights (checked; the script stops otherwise); their first-step losses are print
 compared (the initial weights are drawn differently).
 
 Both get the same input: random spikes (batch, 349 steps, 700 units) at the experiment's
-rate nu * dt and random labels over the 20 classes. For each method and thread count, one
-warm-up step of each, then `reps` rounds of (project step, stork step), interleaved so that
-a load that comes and goes on a shared machine slows both alike; the table gives the median
-seconds per step of each and their ratio stork / project. Steps go on training (each
-updates the weights), as in a run.
+rate nu * dt and random labels over the 20 classes. Each network lives in a worker process
+of its own, run as each code runs by itself: the project's with its allocator settings
+(`sgtheory.backends.allocator`: freed memory kept, huge pages), stork's with glibc's
+defaults (`--stork-allocator project` gives stork the project's settings too, to show what
+they are worth to it). This script sends each worker one step at a time: for each method
+and thread count, one warm-up step of each, then `reps` rounds of (project step, stork
+step), interleaved so that a load that comes and goes on a shared machine slows both alike;
+the table gives the median seconds per step of each and their ratio stork / project. Steps
+go on training (each updates the weights), as in a run.
 
     /path/to/venv/bin/python benchmarks/shd_vs_stork.py \\
         --original /path/to/surrogate-gradient-theory --stork /path/to/stork --quick --threads 1
@@ -48,6 +52,7 @@ import io
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -78,6 +83,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--json", metavar="PATH", help="write the results to PATH as JSON (atomically)")
     add("--txt", metavar="PATH", help="write the printed table to PATH (atomically)")
     add("--quick", action="store_true", help="smoke run: batch 50, 1 timed round")
+    add(
+        "--stork-allocator",
+        choices=["glibc", "project"],
+        default="glibc",
+        help="stork's worker with glibc's defaults (default) or the project's settings",
+    )
+    add("--worker", choices=["project", "stork"], help=argparse.SUPPRESS)  # internal
+    add("--method", choices=list(METHODS), help=argparse.SUPPRESS)  # the worker's
     args = parser.parse_args(argv)
     args.batch = args.batch if args.batch is not None else (50 if args.quick else 400)
     args.reps = args.reps if args.reps is not None else (1 if args.quick else 3)
@@ -301,56 +314,123 @@ HEADER = (
 )
 
 
-def main() -> None:
-    args = parse_args()
-    module, stork = import_original(args.original, args.stork)
+def worker(args: argparse.Namespace) -> None:
+    """One network in this process: report its setup as one JSON line, then answer each
+    line `<threads>` on stdin with one JSON line {seconds, losses} of a training step."""
     import torch
 
     from sgtheory.backends.allocator import retain_freed_memory
 
-    kept = retain_freed_memory()  # process-wide, as the experiments do: both steps share it
+    kept = args.worker == "project" or args.stork_allocator == "project"
+    kept = retain_freed_memory() if kept else False
+    project = ProjectNet(args.method, args.batch)  # the inputs of both; its net if project
+    hello = {"freed_memory_kept": kept, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+    if args.worker == "project":
+        step = project.step
+    else:
+        module, _ = import_original(args.original, args.stork)
+        cfg = original_config(args.original, args.method, args.batch)
+        model = build_original(module, cfg)
+        hello["info"] = compare_networks(model, cfg, project)
+        hello["settings"] = settings_line(cfg, project.cfg)
+        x = project.x.reshape(project.x.shape[0], project.x.shape[1], -1)  # (B, T, 700)
+        step = functools.partial(original_step, model, x, project.y)
+        del project.net, project.opt
+    print(json.dumps(hello), flush=True)
+    for line in sys.stdin:
+        torch.set_num_threads(int(line))
+        seconds, losses = timed(step)
+        print(json.dumps({"seconds": seconds, "losses": losses}), flush=True)
+
+
+class Worker:
+    """A worker process of this script (see `worker`), its environment chosen here."""
+
+    def __init__(self, args: argparse.Namespace, side: str, method: str) -> None:
+        env = dict(os.environ)
+        if side == "stork" and args.stork_allocator == "glibc":  # as it runs by itself
+            tunables = env.get("GLIBC_TUNABLES", "").split(":")
+            env["GLIBC_TUNABLES"] = ":".join(t for t in tunables if "hugetlb" not in t)
+        env["SGTHEORY_HUGEPAGES"] = "0"  # the parent's environment already decided
+        argv = [sys.executable, __file__, "--original", str(args.original)]
+        argv += ["--stork", str(args.stork), "--batch", str(args.batch)]
+        argv += ["--stork-allocator", args.stork_allocator, "--worker", side]
+        argv += ["--method", method]
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.hello = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            fail(f"a worker stopped (exit status {self.proc.wait()}); see its messages above")
+        return json.loads(line)
+
+    def step(self, threads: int) -> tuple[float, tuple[float, float]]:
+        """(seconds, losses) of one training step at `threads` threads."""
+        self.proc.stdin.write(f"{threads}\n")
+        self.proc.stdin.flush()
+        answer = self._answer()
+        return answer["seconds"], tuple(answer["losses"])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    import torch
+
     machine = {
         "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "freed_memory_kept": kept,
+        "stork_allocator": args.stork_allocator,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "loadavg_start": os.getloadavg(),
         "original": str(args.original),
-        "stork": str(Path(stork.__file__).resolve().parent),
+        "stork": str(args.stork),
     }
+    stork_memory = {
+        "glibc": "glibc's default allocator settings",
+        "project": "the project's allocator settings too",
+    }[args.stork_allocator]
     lines = [
         f"machine: {machine['cpu']}; torch CPU capability {machine['cpu_capability']}; "
         f"threads {' '.join(map(str, args.threads))}; torch {machine['torch']}; "
-        f"GLIBC_TUNABLES={machine['glibc_tunables'] or '(unset)'}; {machine['date']}",
-        f"SHD network, batch {args.batch}, float32 on the CPU; median of {args.reps} "
-        f"interleaved steps (project, then stork) after 1 warm-up step of each; load average "
-        f"at start {', '.join(f'{v:.1f}' for v in machine['loadavg_start'])}",
+        f"{machine['date']}",
+        f"SHD network, batch {args.batch}, float32 on the CPU; one worker process per network: "
+        f"the project's with its allocator settings (GLIBC_TUNABLES="
+        f"{machine['glibc_tunables'] or '(unset)'}, freed memory kept), stork's with "
+        f"{stork_memory}; median of {args.reps} interleaved steps (project, then stork) after "
+        f"1 warm-up step of each; load average at start "
+        f"{', '.join(f'{v:.1f}' for v in machine['loadavg_start'])}",
     ]
     print("\n".join(lines), flush=True)
     report: dict = {"machine": machine, "batch": args.batch, "reps": args.reps}
     report.update(networks={}, rows=[])
     table = [HEADER]
     for method in args.methods:
-        project = ProjectNet(method, args.batch)
-        cfg = original_config(args.original, method, args.batch)
-        model = build_original(module, cfg)  # right before its steps: stork's spike
-        # function keeps its method in class attributes, so one method's model at a time
-        info = compare_networks(model, cfg, project)
-        x = project.x.reshape(project.x.shape[0], project.x.shape[1], -1)  # (B, T, 700)
-        stork_step = functools.partial(original_step, model, x, project.y)
+        workers = {side: Worker(args, side, method) for side in ("project", "stork")}
+        hello = workers["stork"].hello
+        info = hello["info"]
+        report["workers"] = {side: w.hello.get("glibc_tunables") for side, w in workers.items()}
         first: dict = {}
-        block = [f"{method}:", *network_lines(info), settings_line(cfg, project.cfg)]
+        block = [f"{method}:", *network_lines(info), hello["settings"]]
         lines += block
         print("\n".join([*block, HEADER]), flush=True)
         for threads in args.threads:
-            torch.set_num_threads(threads)
             times: dict = {"project": [], "stork": []}
             losses: dict = {"project": [], "stork": []}
             for rep in range(args.reps + 1):  # the first: warm-up
-                for name, step in (("project", project.step), ("stork", stork_step)):
-                    seconds, loss = timed(step)
+                for name, w in workers.items():
+                    seconds, loss = w.step(threads)
                     first.setdefault(name, loss)
                     losses[name].append(loss)
                     if rep > 0:
@@ -379,7 +459,8 @@ def main() -> None:
                 write_atomic(args.json, json.dumps(report, indent=1) + "\n")
             if args.txt:
                 write_atomic(args.txt, "\n".join(lines + ["", *table, *loss_lines(report)]) + "\n")
-        del project, model, stork_step  # before the next method's networks
+        for w in workers.values():
+            w.close()
     print("\n".join(loss_lines(report)), flush=True)
 
 
