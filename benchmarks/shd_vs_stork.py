@@ -282,17 +282,6 @@ def settings_line(cfg: Any, project_cfg: Any) -> str:
     return f"  settings: project {ours}\n            original {theirs}"
 
 
-def cpu_name() -> str:
-    """The CPU model name of /proc/cpuinfo ("unknown" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def write_atomic(path: str, text: str) -> None:
     """Write `text` to `path` (its folder made if missing): a temporary file, then rename."""
     import bench_classification as bench
@@ -386,8 +375,10 @@ def main() -> None:
         return
     import torch
 
+    from sgtheory.backends.conv.algos import cpu_model
+
     machine = {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
