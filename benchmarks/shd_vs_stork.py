@@ -113,8 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def import_original(original: Path, stork_path: Path) -> tuple[Any, Any]:
-    """(the original's deep_convSNN module, stork), imported from the given checkouts."""
-    sys.path[:0] = [str(stork_path), str(original / ORIGINAL_SCRIPT.parent)]
+    """(the original's deep_convSNN module, stork), imported from the given checkouts,
+    which the stork worker finds on its PYTHONPATH (`Worker`)."""
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ.setdefault("MPLBACKEND", "Agg")
     try:
@@ -341,6 +341,9 @@ class Worker:
             tunables = env.get("GLIBC_TUNABLES", "").split(":")
             env["GLIBC_TUNABLES"] = ":".join(t for t in tunables if "hugetlb" not in t)
         env["SGTHEORY_HUGEPAGES"] = "0"  # the parent's environment already decided
+        if side == "stork":  # the original code and stork, from their checkouts
+            paths = [str(args.stork), str(args.original / ORIGINAL_SCRIPT.parent)]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [*paths, env.get("PYTHONPATH")]))
         argv = [sys.executable, __file__, "--original", str(args.original)]
         argv += ["--stork", str(args.stork), "--batch", str(args.batch)]
         argv += ["--stork-allocator", args.stork_allocator, "--worker", side]
@@ -408,51 +411,50 @@ def main() -> None:
     report.update(networks={}, rows=[])
     table = [HEADER]
     for method in args.methods:
-        workers = {side: Worker(args, side, method) for side in ("project", "stork")}
-        hello = workers["stork"].hello
-        info = hello["info"]
-        report["workers"] = {side: w.hello.get("glibc_tunables") for side, w in workers.items()}
-        first: dict = {}
-        block = [f"{method}:", *network_lines(info), hello["settings"]]
-        lines += block
-        print("\n".join([*block, HEADER]), flush=True)
-        for threads in args.threads:
-            times: dict = {"project": [], "stork": []}
-            losses: dict = {"project": [], "stork": []}
-            for rep in range(args.reps + 1):  # the first: warm-up
-                for name, w in workers.items():
-                    seconds, loss = w.step(threads)
-                    first.setdefault(name, loss)
-                    losses[name].append(loss)
-                    if rep > 0:
-                        times[name].append(seconds)
-            medians = {k: statistics.median(v) for k, v in times.items()}
-            row = {
-                "method": method,
-                "threads": threads,
-                "project_s_per_step": medians["project"],
-                "stork_s_per_step": medians["stork"],
-                "stork_over_project": medians["stork"] / medians["project"],
-                "project_times": times["project"],
-                "stork_times": times["stork"],
-                "project_losses": losses["project"],
-                "stork_losses": losses["stork"],
-            }
-            report["rows"].append(row)
-            table.append(
-                f"{method:21s} {threads:7d} {medians['project']:14.3f} "
-                f"{medians['stork']:12.3f} {row['stork_over_project']:12.1f}x"
-            )
-            print(table[-1], flush=True)
-            report["machine"]["loadavg_end"] = os.getloadavg()
-            report["networks"][method] = {**info, "first_step_losses": first}
-            if args.json:
-                write_atomic(args.json, json.dumps(report, indent=1) + "\n")
-            if args.txt:
-                write_atomic(args.txt, "\n".join(lines + ["", *table, *loss_lines(report)]) + "\n")
-        for w in workers.values():
-            w.close()
+        time_method(args, method, lines, table, report)
     print("\n".join(loss_lines(report)), flush=True)
+
+
+def time_method(args: argparse.Namespace, method: str, lines: list, table: list, report: dict):
+    """Both networks of `method` in their workers, timed at every thread count; appends to
+    `lines`, `table` and `report` and writes the files after each row."""
+    workers = {side: Worker(args, side, method) for side in ("project", "stork")}
+    info, hello = workers["stork"].hello["info"], workers["stork"].hello
+    report["workers"] = {side: w.hello.get("glibc_tunables") for side, w in workers.items()}
+    first: dict = {}
+    block = [f"{method}:", *network_lines(info), hello["settings"]]
+    lines += block
+    print("\n".join([*block, HEADER]), flush=True)
+    for threads in args.threads:
+        times: dict = {"project": [], "stork": []}
+        losses: dict = {"project": [], "stork": []}
+        for rep in range(args.reps + 1):  # the first: warm-up
+            for name, w in workers.items():
+                seconds, loss = w.step(threads)
+                first.setdefault(name, loss)
+                losses[name].append(loss)
+                if rep > 0:
+                    times[name].append(seconds)
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        row = {"method": method, "threads": threads}
+        row.update(project_s_per_step=medians["project"], stork_s_per_step=medians["stork"])
+        row.update(stork_over_project=medians["stork"] / medians["project"])
+        row.update(project_times=times["project"], stork_times=times["stork"])
+        row.update(project_losses=losses["project"], stork_losses=losses["stork"])
+        report["rows"].append(row)
+        table.append(
+            f"{method:21s} {threads:7d} {medians['project']:14.3f} "
+            f"{medians['stork']:12.3f} {row['stork_over_project']:12.1f}x"
+        )
+        print(table[-1], flush=True)
+        report["machine"]["loadavg_end"] = os.getloadavg()
+        report["networks"][method] = {**info, "first_step_losses": first}
+        if args.json:
+            write_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        if args.txt:
+            write_atomic(args.txt, "\n".join(lines + ["", *table, *loss_lines(report)]) + "\n")
+    for w in workers.values():
+        w.close()
 
 
 def loss_lines(report: dict) -> list[str]:
