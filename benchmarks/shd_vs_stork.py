@@ -415,7 +415,9 @@ def main() -> None:
     print("\n".join(loss_lines(report)), flush=True)
 
 
-def time_method(args: argparse.Namespace, method: str, lines: list, table: list, report: dict):
+def time_method(
+    args: argparse.Namespace, method: str, lines: list, table: list, report: dict
+) -> None:
     """Both networks of `method` in their workers, timed at every thread count; appends to
     `lines`, `table` and `report` and writes the files after each row."""
     workers = {side: Worker(args, side, method) for side in ("project", "stork")}

@@ -87,9 +87,9 @@ def sample_major(t: torch.Tensor) -> torch.Tensor:
     channels-last); else a contiguous copy."""
     t = time_major_dense(t)
     _, batch, channels, positions = t.shape
-    inner = {t.stride()[2:], (positions, 1), (1, channels)}
-    ok = t.stride(1) == channels * positions and len(inner) == 2
-    return t if ok or batch == 1 and len(inner) == 2 else t.contiguous()
+    blocks = batch == 1 or t.stride(1) == channels * positions
+    inner = t.stride()[2:] in ((positions, 1), (1, channels))
+    return t if blocks and inner else t.contiguous()
 
 
 def recurrence(cur: torch.Tensor, rec_weight: torch.Tensor, delay: int) -> torch.Tensor:

@@ -15,7 +15,10 @@
 enum { REC_C, REC_P, REC_K, REC_DELAY, REC_SC, REC_SP };
 
 /* The indices j < n with fired[j] (bytes 0 / 1) into `out`, in order; returns how many.
- * Reads eight bytes at a time: at a few percent density most words hold no spike. */
+ * Reads eight bytes at a time: at a few percent density most words hold no spike. The
+ * byte of a set bit is its position / 8 on little-endian CPUs only (elsewhere the build
+ * fails and the torch loop runs). */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "spike_list reads bytes as words");
 static int64_t spike_list(const uint8_t *restrict fired, int64_t n, int32_t *restrict out) {
     int64_t count = 0, j = 0;
     for (; j + 8 <= n; j += 8) {
